@@ -1,0 +1,246 @@
+"""Bad input and failures: one clear line, the right exit code, the certs-dir unchanged."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from vaultpki.devserver import free_port
+from vaultpki.layout import Mode
+from vaultpki.provision import role_body
+
+from .conftest import Deployment, run_cli, tree
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("vaultpki: error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def populated(deploy: Callable[..., Deployment], tmp_path: Path) -> tuple[Deployment, Path, Path]:
+    """A standard deployment with an already issued certs-dir (so 'unchanged' means something)."""
+    dep = deploy(Mode.STANDARD)
+    certs_dir = tmp_path / "certs"
+    config = dep.write_config(tmp_path / "vaultpki.toml", certs_dir)
+    result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token})
+    assert result.returncode == 0, result.stderr
+    return dep, certs_dir, config
+
+
+@pytest.mark.parametrize("user", [
+    pytest.param("../x", id="dotdot"),
+    pytest.param("Marc", id="uppercase"),
+    pytest.param("", id="empty"),
+    pytest.param("/", id="slash"),
+    pytest.param("/etc/passwd", id="abs-path"),
+    pytest.param("-rf", id="leading-dash"),  # passed after "--"
+    pytest.param("a" * 64, id="64-bytes"),
+    pytest.param("node", id="node-identity"),
+    pytest.param("m\u0430rc ", id="space"),
+])
+def test_bad_user_names_refused_before_any_request(tmp_path: Path, user: str) -> None:
+    # The Vault address is a closed port: had a request been made, the error would say so.
+    config = tmp_path / "vaultpki.toml"
+    config.write_text(f'mode = "standard"\n[vault]\naddr = "http://127.0.0.1:{free_port()}"\n')
+    target = tmp_path / "certs"
+    result = run_cli(["--config", str(config), "issue-user", "--certs-dir", str(target), "--", user],
+                     {"VAULT_TOKEN": "unused"})
+    one_error_line(result, 2, "user name")
+    assert not target.exists()
+
+
+def test_usage_errors_are_one_line(tmp_path: Path) -> None:
+    one_error_line(run_cli(["issue-user", "-rf"]), 2, "No such option", "--help")
+    one_error_line(run_cli(["no-such-command"]), 2, "No such command")
+    one_error_line(run_cli(["issue-user"]), 2, "Missing argument")
+
+
+def test_bad_user_name_needs_no_config_at_all(tmp_path: Path) -> None:
+    result = run_cli(["issue-user", "../../etc", "--certs-dir", str(tmp_path / "x")])
+    one_error_line(result, 2, "user name")
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    pytest.param(None, "does not exist", id="missing-file"),
+    pytest.param("mode = [", "not valid TOML", id="bad-toml"),
+    pytest.param('mode = "split"\n[vault]\naddr = "http://x:1"\n', "mode", id="bad-mode"),
+    pytest.param('mode = "standard"\ncert_dir = "/x"\n[vault]\naddr = "http://x:1"\n', "unknown configuration key", id="typo-key"),
+    pytest.param('mode = "split-ca"\n[vault]\naddr = "http://x:1"\n', "client_mount", id="split-ca-without-client-mount"),
+    pytest.param('key_type = "ec"\nkey_bits = 2048\n[vault]\naddr = "http://x:1"\n', "key_bits", id="ec-2048"),
+    pytest.param('ttl = "forever"\n[vault]\naddr = "http://x:1"\n', "ttl", id="bad-ttl"),
+    pytest.param('mode = "standard"\n', "Vault address", id="no-vault-addr"),
+])
+def test_bad_config(tmp_path: Path, content: str | None, needle: str) -> None:
+    config = tmp_path / "vaultpki.toml"
+    if content is not None:
+        config.write_text(content)
+    result = run_cli(["--config", str(config), "issue-node", "--certs-dir", str(tmp_path / "certs")])
+    one_error_line(result, 2, needle)
+    assert not (tmp_path / "certs").exists()
+
+
+def test_no_config_at_all(tmp_path: Path) -> None:
+    one_error_line(run_cli(["issue-node"]), 2, "no configuration")
+
+
+def test_node_hosts_empty_is_a_config_error(deploy: Callable[..., Deployment], tmp_path: Path) -> None:
+    dep = deploy(Mode.STANDARD)
+    doc_path = dep.write_config(tmp_path / "vaultpki.toml", tmp_path / "certs")
+    doc_path.write_text(doc_path.read_text().replace('hosts = ["node1.test.internal", "localhost", "127.0.0.1"]', "hosts = []"))
+    one_error_line(run_cli(["--config", str(doc_path), "issue-node"], {"VAULT_TOKEN": dep.server.root_token}),
+                   2, "node.hosts")
+
+
+def test_unreachable_vault_leaves_dir_unchanged(populated: tuple[Deployment, Path, Path], tmp_path: Path) -> None:
+    dep, certs_dir, config = populated
+    before = tree(certs_dir)
+    config.write_text(config.read_text().replace(dep.server.addr, f"http://127.0.0.1:{free_port()}"))
+    result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token})
+    one_error_line(result, 1, "cannot reach Vault", "connection refused")
+    assert tree(certs_dir) == before
+
+
+def test_denied_token_leaves_dir_unchanged(populated: tuple[Deployment, Path, Path]) -> None:
+    dep, certs_dir, config = populated
+    before = tree(certs_dir)
+    weak = dep.admin.auth.token.create(policies=["default"], ttl="10m")["auth"]["client_token"]
+    result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": weak})
+    one_error_line(result, 1, "Vault denied", "permission denied")
+    assert tree(certs_dir) == before
+    bogus = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": "s.not-a-real-token"})
+    one_error_line(bogus, 1, "Vault denied")
+    assert tree(certs_dir) == before
+
+
+def test_missing_token(populated: tuple[Deployment, Path, Path]) -> None:
+    _, _, config = populated
+    one_error_line(run_cli(["--config", str(config), "issue-node"]), 2, "no Vault token")
+
+
+def test_token_file_readable_by_others_is_refused(populated: tuple[Deployment, Path, Path], tmp_path: Path) -> None:
+    dep, certs_dir, config = populated
+    token_file = tmp_path / "token"
+    token_file.write_text(dep.server.root_token)
+    token_file.chmod(0o644)
+    config.write_text(config.read_text().replace('auth = "token"', f'auth = "token"\ntoken_file = "{token_file}"'))
+    before = tree(certs_dir)
+    one_error_line(run_cli(["--config", str(config), "issue-node"]), 2, "token_file", "chmod 600")
+    assert tree(certs_dir) == before
+    token_file.chmod(0o600)
+    assert run_cli(["--config", str(config), "issue-node"]).returncode == 0
+
+
+@contextlib.contextmanager
+def unwritable(path: Path) -> Iterator[None]:
+    """Make ``path`` unwritable even for root (immutable attribute); plain chmod for other users."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+    else:
+        path.chmod(0o500)
+        try:
+            yield
+        finally:
+            path.chmod(0o700)
+
+
+def test_certs_dir_not_writable(populated: tuple[Deployment, Path, Path]) -> None:
+    dep, certs_dir, config = populated
+    state = certs_dir / ".vaultpki"
+    before = tree(certs_dir)
+    with unwritable(state):
+        result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token})
+        one_error_line(result, 1, "cannot write to certs-dir")
+    assert tree(certs_dir) == before
+
+
+def test_certs_dir_symlink_refused(populated: tuple[Deployment, Path, Path], tmp_path: Path) -> None:
+    dep, certs_dir, config = populated
+    link = tmp_path / "certs-link"
+    link.symlink_to(certs_dir)
+    before = tree(certs_dir)
+    result = run_cli(["--config", str(config), "issue-node", "--certs-dir", str(link)],
+                     {"VAULT_TOKEN": dep.server.root_token})
+    one_error_line(result, 1, "is a symlink")
+    assert tree(certs_dir) == before
+
+
+def test_target_symlink_outside_dir_refused(populated: tuple[Deployment, Path, Path], tmp_path: Path) -> None:
+    dep, certs_dir, config = populated
+    outside = tmp_path / "elsewhere.key"
+    outside.write_text("precious\n")
+    (certs_dir / "node.key").unlink()
+    (certs_dir / "node.key").symlink_to(outside)
+    before = tree(certs_dir)
+    result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token})
+    one_error_line(result, 1, "outside the certs-dir")
+    assert tree(certs_dir) == before
+    assert outside.read_text() == "precious\n"
+
+
+def test_missing_role_is_reported(populated: tuple[Deployment, Path, Path]) -> None:
+    dep, certs_dir, config = populated
+    config.write_text(config.read_text().replace('node_role = "node"', 'node_role = "no-such-role"'))
+    before = tree(certs_dir)
+    result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token})
+    one_error_line(result, 1, "no-such-role")
+    assert tree(certs_dir) == before
+
+
+def test_misconfigured_role_with_server_flag_is_refused(deploy: Callable[..., Deployment], tmp_path: Path) -> None:
+    """A user role that also grants serverAuth: Vault issues, vaultpki refuses to write."""
+    dep = deploy(Mode.STANDARD)
+    body = role_body("user", [], openbao=True)
+    body["server_flag"] = True
+    dep.admin.write_data(f"{dep.pki.mount}/roles/user-serverflag", data=body)
+    config = dep.write_config(tmp_path / "vaultpki.toml", tmp_path / "certs")
+    config.write_text(config.read_text().replace('user_role = "user"', 'user_role = "user-serverflag"'))
+    target = tmp_path / "marc"
+    before_serials = dep.serials()
+    result = run_cli(["--config", str(config), "issue-user", "marc", "--certs-dir", str(target)],
+                     {"VAULT_TOKEN": dep.server.root_token})
+    one_error_line(result, 1, "refusing client.marc.crt", "extended key usage")
+    assert len(dep.serials() - before_serials) == 1        # Vault did issue; we did not write
+    assert not target.exists()
+
+
+def test_role_pinned_to_another_issuer_is_refused(deploy: Callable[..., Deployment], tmp_path: Path) -> None:
+    """A role whose issuer_ref is not the mount's default CA: the leaf does not chain to ca.crt."""
+    dep = deploy(Mode.SPLIT_NODE)
+    other = dep.admin.write_data(f"{dep.pki.mount}/issuers/generate/root/internal",
+                                 data={"common_name": "stray root", "issuer_name": "stray", "ttl": "24h"})
+    assert other["data"]["issuer_id"]
+    body = role_body("client-node", ["node"], openbao=True)
+    body["issuer_ref"] = "stray"
+    dep.admin.write_data(f"{dep.pki.mount}/roles/client-node-stray", data=body)
+    config = dep.write_config(tmp_path / "vaultpki.toml", tmp_path / "certs")
+    config.write_text(config.read_text().replace('client_node_role = "client-node"', 'client_node_role = "client-node-stray"'))
+    result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token})
+    one_error_line(result, 1, "refusing client.node.crt", "does not chain")
+    assert not (tmp_path / "certs").exists()
+
+
+def test_verify_reports_problems_one_per_line(populated: tuple[Deployment, Path, Path]) -> None:
+    _, certs_dir, config = populated
+    key = certs_dir / ".vaultpki" / "current" / "node.key"
+    key.chmod(0o644)
+    result = run_cli(["--config", str(config), "verify"])
+    assert result.returncode == 1
+    assert "node.key: key file mode 0644 is too open" in result.stderr
+    ok_lines = [line for line in result.stdout.splitlines() if line.startswith("ok:")]
+    assert ok_lines == []

@@ -1,0 +1,5 @@
+"""``python -m vaultpki``."""
+
+from .cli import main
+
+main(prog_name="vaultpki")

@@ -1,0 +1,308 @@
+"""The ``vaultpki`` command: the only place that prints, exits or formats JSON.
+
+Every error is one line ``vaultpki: error: <message>`` on stderr with the exit
+code of its class (2 for bad input or config, 1 for operational failures); the
+traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import config as config_mod
+from . import crypto
+from .certnames import BadFilename, classify
+from .errors import ConfigError, InputError, VaultpkiError
+from .issue import IssueOptions, IssuedSet, obtain
+from .layout import Plan, plan_node, plan_user, validate_username
+from .store import CertsDir, Owner, resolve_owner
+from .validate import DirState, Expectation, Problem, judge
+
+DEFAULT_USER_DIR = "~/.cockroach-certs"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class _Ctx:
+    config_path: str | None
+    debug: bool
+
+    def config(self) -> config_mod.Config:
+        return config_mod.load(self.config_path)
+
+
+def _fail(exc: BaseException, debug: bool) -> NoReturn:
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, VaultpkiError):
+        click.echo(f"vaultpki: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo(f"vaultpki: internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)", err=True)
+    sys.exit(1)
+
+
+class _Group(click.Group):
+    """Maps every error, click's usage errors included, to one line and its exit code."""
+
+    def main(self, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"vaultpki: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"vaultpki: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("vaultpki: error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place foreign errors become exit codes
+            _fail(exc, bool(ctx.obj and ctx.obj.debug) or "--debug" in sys.argv)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", envvar="VAULTPKI_CONFIG", metavar="FILE",
+              help="TOML configuration (default: $VAULTPKI_CONFIG).")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(package_name="vaultpki")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
+    """Issue and keep fresh CockroachDB certificates from Vault / OpenBao PKI."""
+    ctx.obj = _Ctx(config_path, debug)
+
+
+def _options(cfg: config_mod.Config) -> IssueOptions:
+    return IssueOptions(key_type=cfg.key_type, key_bits=cfg.key_bits, ttl_seconds=cfg.ttl_seconds,
+                        method=cfg.issue_method, ca_trust=cfg.ca_trust)
+
+
+def _issue_and_write(cfg: config_mod.Config, plan: Plan, target: CertsDir) -> IssuedSet:
+    from .vault import HvacVault   # hvac/requests load only for commands that talk to Vault
+
+    issued = obtain(plan, HvacVault(cfg.vault), _options(cfg), _now())
+    target.write_set(issued.files)
+    return issued
+
+
+def _report_issued(issued: IssuedSet, target: CertsDir, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({
+            "certs_dir": str(target.path),
+            "files": sorted(f.name for f in issued.files),
+            "certificates": [{"file": leaf.spec.cert_file, "serial": leaf.serial,
+                              "not_after": leaf.not_after.isoformat()} for leaf in issued.leaves],
+        }, indent=2))
+        return
+    for leaf in issued.leaves:
+        click.echo(f"wrote {leaf.spec.cert_file} + {leaf.spec.key_file} (serial {leaf.serial}, "
+                   f"expires {leaf.not_after:%Y-%m-%d %H:%M}Z)")
+    cas = sorted(f.name for f in issued.files if f.name.startswith("ca"))
+    click.echo(f"wrote {', '.join(cas)} into {target.path}")
+
+
+def _node_dir(cfg: config_mod.Config, certs_dir: str | None) -> Path:
+    chosen = Path(certs_dir).expanduser() if certs_dir else cfg.certs_dir
+    if chosen is None:
+        raise ConfigError("no certs-dir: set certs_dir in the config or pass --certs-dir")
+    return chosen
+
+
+@main.command("issue-node")
+@click.option("--certs-dir", metavar="DIR", help="Override certs_dir from the config.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.pass_obj
+def issue_node(obj: _Ctx, certs_dir: str | None, as_json: bool) -> None:
+    """Issue everything this node needs for the configured mode (and ui.crt when configured)."""
+    cfg = obj.config()
+    plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts)
+    target = CertsDir(_node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))
+    _report_issued(_issue_and_write(cfg, plan, target), target, as_json)
+
+
+@main.command("issue-user")
+@click.argument("user")
+@click.option("--certs-dir", metavar="DIR", default=DEFAULT_USER_DIR, show_default=True,
+              help="Where to write client.USER.crt/.key and ca.crt.")
+@click.option("--owner", metavar="USER", help="Owner of the written files (default: you).")
+@click.option("--group", metavar="GROUP", help="Group of the written files.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.pass_obj
+def issue_user(obj: _Ctx, user: str, certs_dir: str, owner: str | None, group: str | None, as_json: bool) -> None:
+    """Issue client.USER.crt/.key (CN=USER) and ca.crt for SQL user USER."""
+    user = validate_username(user)     # before any path is built or any request made
+    cfg = obj.config()
+    plan = plan_user(cfg.mode, cfg.pki, user)
+    target = CertsDir(Path(certs_dir).expanduser(), resolve_owner(owner, group))
+    _report_issued(_issue_and_write(cfg, plan, target), target, as_json)
+
+
+def _expectation(cfg: config_mod.Config | None, certs_dir: Path, cfg_dir: Path | None) -> Expectation | None:
+    if cfg is None or cfg_dir is None or certs_dir.resolve() != cfg_dir.resolve():
+        return None
+    return Expectation(mode=cfg.mode, node_hosts=cfg.node_hosts, ui=bool(cfg.pki.ui_mount))
+
+
+def _load_dir(obj: _Ctx, certs_dir: str | None) -> tuple[DirState, Expectation | None]:
+    cfg = obj.config() if obj.config_path else None
+    if certs_dir:
+        path = Path(certs_dir).expanduser()
+    elif cfg is not None and cfg.certs_dir is not None:
+        path = cfg.certs_dir
+    else:
+        raise InputError("which certs-dir? pass --certs-dir DIR or --config FILE with certs_dir")
+    owner = resolve_owner(cfg.owner, cfg.group) if cfg else Owner(None, None)
+    state = CertsDir(path, owner).snapshot()
+    return state, _expectation(cfg, path, cfg.certs_dir if cfg else None)
+
+
+@main.command()
+@click.option("--certs-dir", metavar="DIR", help="The certs-dir to judge (default: certs_dir from the config).")
+@click.option("--json", "as_json", is_flag=True, help="Print problems as JSON.")
+@click.pass_obj
+def verify(obj: _Ctx, certs_dir: str | None, as_json: bool) -> None:
+    """Judge a certs-dir as CockroachDB would at start-up; exit 1 with one line per problem."""
+    state, expect = _load_dir(obj, certs_dir)
+    problems = judge(state, _now(), expect)
+    errors = [p for p in problems if p.severity == "error"]
+    if as_json:
+        click.echo(json.dumps({"certs_dir": state.path, "ok": not errors,
+                               "problems": [_problem_json(p) for p in problems]}, indent=2))
+    else:
+        for problem in problems:
+            click.echo(str(problem), err=problem.severity == "error")
+        if not errors:
+            click.echo(f"ok: {state.path} is a valid CockroachDB certs-dir")
+    if errors:
+        sys.exit(1)
+
+
+def _problem_json(p: Problem) -> dict[str, str]:
+    return {"file": p.file, "severity": p.severity, "message": p.message}
+
+
+@main.command()
+@click.option("--certs-dir", metavar="DIR", help="The certs-dir to show (default: certs_dir from the config).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status(obj: _Ctx, certs_dir: str | None, as_json: bool) -> None:
+    """Every certificate file: kind, subject, SANs, issuer, serial, expiry, time left, problems."""
+    state, expect = _load_dir(obj, certs_dir)
+    now = _now()
+    problems = judge(state, now, expect)
+    rows = _status_rows(state, problems, now)
+    if as_json:
+        click.echo(json.dumps({"certs_dir": state.path, "files": rows}, indent=2))
+        return
+    if not state.exists:
+        click.echo(f"{state.path}: does not exist")
+        return
+    for row in rows:
+        click.echo(f"{row['file']} ({row['kind']})")
+        for cert in row["certificates"]:
+            sans = ", ".join(cert["dns_sans"] + cert["ip_sans"]) or "-"
+            click.echo(f"  subject {cert['subject']}  SANs {sans}")
+            click.echo(f"  issuer  {cert['issuer']}  serial {cert['serial']}")
+            click.echo(f"  expires {cert['not_after']}  ({_human(cert['seconds_left'])})")
+        for message in row["problems"]:
+            click.echo(f"  PROBLEM {message}")
+
+
+def _status_rows(state: DirState, problems: Sequence[Problem], now: dt.datetime) -> list[dict[str, Any]]:
+    rows = []
+    for name in sorted(state.entries):
+        try:
+            cert_name = classify(name)
+        except BadFilename:
+            cert_name = None
+        if cert_name is None:
+            continue
+        entry = state.entries[name]
+        certs: list[dict[str, Any]] = []
+        if entry.data is not None:
+            try:
+                certs = [_cert_json(crypto.describe(c), now) for c in crypto.load_certs(entry.data)]
+            except VaultpkiError:
+                certs = []
+        key_name = cert_name.key_file
+        rows.append({
+            "file": name,
+            "kind": cert_name.usage.value + (f" ({cert_name.name})" if cert_name.name else ""),
+            "certificates": certs,
+            "problems": [p.message for p in problems if p.file in (name, key_name)],
+        })
+    return rows
+
+
+def _cert_json(info: crypto.CertInfo, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "subject": info.subject, "issuer": info.issuer, "serial": info.serial,
+        "dns_sans": list(info.dns_sans), "ip_sans": list(info.ip_sans),
+        "ekus": sorted(e.value for e in info.ekus) if info.ekus is not None else None,
+        "is_ca": info.is_ca, "not_before": info.not_before.isoformat(), "not_after": info.not_after.isoformat(),
+        "seconds_left": max(0, int((info.not_after - now).total_seconds())),
+    }
+
+
+def _human(seconds: int) -> str:
+    if seconds <= 0:
+        return "expired"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    return f"{days}d {hours}h left" if days else f"{hours}h {rest // 60}m left"
+
+
+@main.command()
+@click.option("--certs-dir", metavar="DIR", help="The certs-dir (default: certs_dir from the config).")
+@click.pass_obj
+def rollback(obj: _Ctx, certs_dir: str | None) -> None:
+    """Make the previous set of files current again (after a bad rotation)."""
+    cfg = obj.config() if obj.config_path else None
+    path = Path(certs_dir).expanduser() if certs_dir else (cfg.certs_dir if cfg else None)
+    if path is None:
+        raise InputError("which certs-dir? pass --certs-dir DIR or --config FILE with certs_dir")
+    gen = CertsDir(path, resolve_owner(cfg.owner, cfg.group) if cfg else Owner(None, None)).rollback()
+    click.echo(f"rolled back {path} to {gen}")
+
+
+@main.command()
+@click.option("--root-mount", default="pki-root", show_default=True, help="Mount for the root CA.")
+@click.option("--no-intermediate", is_flag=True, help="Make each mount its own root instead of an intermediate.")
+@click.pass_obj
+def provision(obj: _Ctx, root_mount: str, no_intermediate: bool) -> None:
+    """Set up a DEV/TEST Vault (mounts, CAs, roles) for the configured mode. Production: use terraform/."""
+    import hvac
+
+    from .provision import ProvisionSpec
+    from .provision import provision as run_provision
+
+    cfg = obj.config()
+    token = cfg.vault.token
+    if cfg.vault.auth != "token" or not token:
+        raise ConfigError("provision needs token auth with $VAULT_TOKEN set to an admin token")
+    client = hvac.Client(url=cfg.vault.addr, token=token, verify=cfg.vault.ca_cert or True,
+                         namespace=cfg.vault.namespace)
+    spec = ProvisionSpec(mode=cfg.mode, pki=cfg.pki, node_hosts=cfg.node_hosts, ui_hosts=cfg.ui_hosts,
+                         root_mount=root_mount, intermediate=not no_intermediate)
+    for path in run_provision(client, cfg.vault.addr, spec):
+        click.echo(f"provisioned {path}")

@@ -1,0 +1,228 @@
+"""Configuration: a TOML file plus the usual ``VAULT_*`` variables, parsed into frozen values.
+
+``parse()`` is pure (dict + environment in, ``Config`` out); ``load()`` is the only
+place that reads the file and ``os.environ``. Unknown keys are errors: a misspelt
+``client_mount`` must not silently produce a non-split layout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .crypto import KeyType, check_key_params
+from .errors import ConfigError
+from .layout import Mode, PkiNames
+
+__all__ = ["Config", "VaultConfig", "load", "parse", "parse_duration"]
+
+AUTH_METHODS = ("token", "approle", "cert")
+CA_TRUST = ("issuer", "root")
+ISSUE_METHODS = ("sign", "issue")
+DEFAULT_USER_CERTS_DIR = "~/.cockroach-certs"
+_DURATION = re.compile(r"(\d+)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, key: str) -> int:
+    """Seconds in a Vault-style duration such as ``720h``, ``1h30m`` or ``90s``."""
+    text = str(text).strip()
+    if text.isdigit():
+        seconds = int(text)
+    else:
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ConfigError(f"{key} = {text!r} is not a duration like '720h', '30m' or '1h30m'")
+        seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ConfigError(f"{key} must be longer than zero")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class VaultConfig:
+    addr: str
+    auth: str
+    ca_cert: str | None
+    namespace: str | None
+    timeout: float
+    token: str | None = field(default=None, repr=False)   # from $VAULT_TOKEN; never logged
+    token_file: str | None = None
+    approle_mount: str = "approle"
+    role_id: str | None = field(default=None, repr=False)
+    role_id_file: str | None = None
+    secret_id_file: str | None = None
+    cert_mount: str = "cert"
+    cert_role: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    certs_dir: Path | None
+    mode: Mode
+    key_type: KeyType
+    key_bits: int
+    ttl_seconds: int | None
+    owner: str | None
+    group: str | None
+    ca_trust: str
+    issue_method: str
+    vault: VaultConfig
+    pki: PkiNames
+    node_hosts: tuple[str, ...]
+    ui_hosts: tuple[str, ...]
+    source: str                   # where the config came from, for error messages
+
+
+class _Table:
+    """One TOML table being consumed; leftover keys are reported as unknown."""
+
+    def __init__(self, raw: Any, name: str) -> None:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        self.raw = dict(raw)
+        self.name = name
+
+    def _key(self, key: str) -> str:
+        return f"{self.name}.{key}" if self.name else key
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        value = self.raw.pop(key, default)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(f"{self._key(key)} must be a non-empty string")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.text(key, default)
+        if value not in choices:
+            raise ConfigError(f"{self._key(key)} = {value!r} is not one of: {', '.join(choices)}")
+        return value
+
+    def integer(self, key: str) -> int | None:
+        value = self.raw.pop(key, None)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError(f"{self._key(key)} must be an integer")
+        return value
+
+    def number(self, key: str, default: float) -> float:
+        value = self.raw.pop(key, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{self._key(key)} must be a positive number")
+        return float(value)
+
+    def str_list(self, key: str) -> tuple[str, ...]:
+        value = self.raw.pop(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ConfigError(f"{self._key(key)} must be a list of non-empty strings")
+        return tuple(value)
+
+    def table(self, key: str) -> _Table:
+        return _Table(self.raw.pop(key, {}), self._key(key))
+
+    def done(self) -> None:
+        if self.raw:
+            names = ", ".join(sorted(self._key(k) for k in self.raw))
+            raise ConfigError(f"unknown configuration key(s): {names}")
+
+
+def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config>") -> Config:
+    """Build a Config from a parsed TOML document and an environment (pure)."""
+    top = _Table(raw, "")
+    vault_t, pki_t, node_t, ui_t = top.table("vault"), top.table("pki"), top.table("node"), top.table("ui")
+    certs_dir = top.text("certs_dir")
+    mode_name = top.choice("mode", tuple(m.value for m in Mode), Mode.STANDARD.value)
+    key_type, key_bits = check_key_params(top.text("key_type", "ec") or "ec", top.integer("key_bits"))
+    ttl = top.text("ttl")
+    config = Config(
+        certs_dir=Path(certs_dir).expanduser() if certs_dir else None,
+        mode=Mode(mode_name),
+        key_type=key_type,
+        key_bits=key_bits,
+        ttl_seconds=parse_duration(ttl, "ttl") if ttl else None,
+        owner=top.text("owner"),
+        group=top.text("group"),
+        ca_trust=top.choice("ca_trust", CA_TRUST, "issuer"),
+        issue_method=top.choice("issue_method", ISSUE_METHODS, "sign"),
+        vault=_parse_vault(vault_t, env),
+        pki=_parse_pki(pki_t),
+        node_hosts=node_t.str_list("hosts"),
+        ui_hosts=ui_t.str_list("hosts"),
+        source=source,
+    )
+    for table in (vault_t, pki_t, node_t, ui_t, top):
+        table.done()
+    if config.pki.ui_mount and not config.ui_hosts:
+        raise ConfigError("pki.ui_mount is set but ui.hosts is empty")
+    if config.mode is Mode.SPLIT_CA and not config.pki.client_mount:
+        raise ConfigError("mode = 'split-ca' needs pki.client_mount (the client CA's mount)")
+    return config
+
+
+def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
+    addr = t.text("addr") or env.get("VAULT_ADDR")
+    if not addr:
+        raise ConfigError("no Vault address: set vault.addr or $VAULT_ADDR")
+    if not re.match(r"^https?://[^/\s]+", addr):
+        raise ConfigError(f"vault.addr {addr!r} is not an http(s) URL")
+    vault = VaultConfig(
+        addr=addr.rstrip("/"),
+        auth=t.choice("auth", AUTH_METHODS, "token"),
+        ca_cert=t.text("ca_cert") or env.get("VAULT_CACERT") or None,
+        namespace=t.text("namespace") or env.get("VAULT_NAMESPACE") or None,
+        timeout=t.number("timeout", 30.0),
+        token=env.get("VAULT_TOKEN") or None,
+        token_file=t.text("token_file"),
+        approle_mount=t.text("approle_mount", "approle") or "approle",
+        role_id=t.text("role_id"),
+        role_id_file=t.text("role_id_file"),
+        secret_id_file=t.text("secret_id_file"),
+        cert_mount=t.text("cert_mount", "cert") or "cert",
+        cert_role=t.text("cert_role"),
+        cert_file=t.text("cert_file"),
+        key_file=t.text("key_file"),
+    )
+    if vault.auth == "approle":
+        if not (vault.role_id or vault.role_id_file) or not vault.secret_id_file:
+            raise ConfigError("vault.auth = 'approle' needs vault.role_id (or role_id_file) and vault.secret_id_file")
+    if vault.auth == "cert" and not (vault.cert_file and vault.key_file):
+        raise ConfigError("vault.auth = 'cert' needs vault.cert_file and vault.key_file")
+    if vault.auth == "cert" and not vault.addr.startswith("https://"):
+        raise ConfigError("vault.auth = 'cert' needs an https:// Vault address (the certificate is sent in the TLS handshake)")
+    return vault
+
+
+def _parse_pki(t: _Table) -> PkiNames:
+    return PkiNames(
+        mount=t.text("mount", "pki-crdb") or "pki-crdb",
+        client_mount=t.text("client_mount"),
+        node_role=t.text("node_role", "node") or "node",
+        client_node_role=t.text("client_node_role", "client-node") or "client-node",
+        user_role=t.text("user_role", "user") or "user",
+        ui_mount=t.text("ui_mount"),
+        ui_role=t.text("ui_role", "ui"),
+    )
+
+
+def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (else ``$VAULTPKI_CONFIG``) and the environment; the only I/O in this module."""
+    env = dict(os.environ) if env is None else env
+    chosen = path or env.get("VAULTPKI_CONFIG")
+    if not chosen:
+        raise ConfigError("no configuration: pass --config FILE or set $VAULTPKI_CONFIG")
+    try:
+        with open(chosen, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {chosen} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {chosen} cannot be read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {chosen} is not valid TOML: {exc}") from exc
+    return parse(raw, env, source=str(chosen))

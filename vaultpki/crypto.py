@@ -1,0 +1,279 @@
+"""Keys, CSRs and certificates: pure functions over bytes, no I/O.
+
+PEM is parsed the way CockroachDB (Go's ``encoding/pem``) parses it: text outside
+blocks is ignored, every block of a ``.crt`` must be a ``CERTIFICATE``, and the
+first certificate is the leaf.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import enum
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .errors import CertificateError, ConfigError
+from .layout import Eku
+
+__all__ = [
+    "CertInfo",
+    "KeyType",
+    "PrivateKey",
+    "build_csr",
+    "can_sign_certs",
+    "check_key_params",
+    "certs_to_pem",
+    "describe",
+    "generate_key",
+    "fingerprint",
+    "format_serial",
+    "is_ca",
+    "is_issued_by",
+    "is_self_signed",
+    "key_matches",
+    "key_to_pem",
+    "load_certs",
+    "load_key",
+    "pem_blocks",
+]
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN (?P<type>[A-Z0-9 ]+)-----\r?\n(?P<body>.*?)-----END (?P=type)-----", re.DOTALL
+)
+_EKU_NAMES = {
+    ExtendedKeyUsageOID.SERVER_AUTH: Eku.SERVER_AUTH,
+    ExtendedKeyUsageOID.CLIENT_AUTH: Eku.CLIENT_AUTH,
+}
+
+
+class KeyType(str, enum.Enum):
+    EC = "ec"
+    RSA = "rsa"
+
+
+KEY_BITS = {KeyType.EC: (256, 384), KeyType.RSA: (2048, 3072, 4096)}
+DEFAULT_BITS = {KeyType.EC: 256, KeyType.RSA: 2048}
+
+
+def check_key_params(key_type: str, bits: int | None) -> tuple[KeyType, int]:
+    """Validate a configured key type and size; ECDSA P-256 unless told otherwise."""
+    try:
+        kt = KeyType(key_type)
+    except ValueError:
+        raise ConfigError(f"key_type {key_type!r} is not one of: ec, rsa") from None
+    size = DEFAULT_BITS[kt] if bits is None else bits
+    if size not in KEY_BITS[kt]:
+        allowed = ", ".join(map(str, KEY_BITS[kt]))
+        raise ConfigError(f"key_bits {size} is not valid for {kt.value} keys (allowed: {allowed})")
+    return kt, size
+
+
+def generate_key(key_type: KeyType, bits: int) -> PrivateKey:
+    """A fresh private key; it never leaves this machine."""
+    if key_type is KeyType.EC:
+        return ec.generate_private_key(ec.SECP384R1() if bits == 384 else ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def key_to_pem(key: PrivateKey) -> bytes:
+    """Unencrypted PKCS#8 PEM: what CockroachDB, PostgreSQL and libpq all read."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def build_csr(key: PrivateKey, common_name: str, dns: Sequence[str], ips: Sequence[str]) -> bytes:
+    """A PEM CSR carrying only the subject CN and the SANs we intend to get back."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    )
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(key, algorithm).public_bytes(serialization.Encoding.PEM)
+
+
+def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
+    """(type, DER) of every PEM block, as Go's pem.Decode loop sees them."""
+    blocks = []
+    for match in _PEM_BLOCK.finditer(data):
+        body = b"".join(line for line in match.group("body").splitlines() if b":" not in line)
+        try:
+            der = base64.b64decode(body, validate=False)
+        except binascii.Error as exc:
+            raise CertificateError(f"PEM block {match.group('type').decode()} is not valid base64") from exc
+        blocks.append((match.group("type").decode(), der))
+    return blocks
+
+
+def load_certs(data: bytes) -> list[x509.Certificate]:
+    """Every certificate of a ``.crt`` file, leaf first; raises CertificateError like CockroachDB's loader."""
+    if not data.strip():
+        raise CertificateError("empty certificate file")
+    certs = []
+    for i, (kind, der) in enumerate(pem_blocks(data)):
+        if kind != "CERTIFICATE":
+            raise CertificateError(f"block #{i} is of type {kind}, not CERTIFICATE")
+        try:
+            certs.append(x509.load_der_x509_certificate(der))
+        except ValueError as exc:
+            raise CertificateError(f"block #{i} does not parse as a certificate: {exc}") from exc
+    if not certs:
+        raise CertificateError("no certificates found")
+    return certs
+
+
+def load_key(data: bytes) -> PrivateKey:
+    """The first ``* PRIVATE KEY`` block (PKCS#1, SEC1 or PKCS#8, unencrypted), as Go's X509KeyPair takes it."""
+    for kind, der in pem_blocks(data):
+        if not kind.endswith("PRIVATE KEY"):
+            continue
+        if "ENCRYPTED" in kind:
+            raise CertificateError("private key is encrypted")
+        pem = b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (
+            kind.encode(), base64.encodebytes(der).strip(), kind.encode())
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise CertificateError(f"private key does not parse: {exc}") from exc
+        if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
+            raise CertificateError(f"unsupported private key type {type(key).__name__}")
+        return key
+    raise CertificateError("no private key found")
+
+
+def certs_to_pem(certs: Iterable[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def _public_der(key: object) -> bytes:
+    return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
+    """True when ``key`` is the private half of the certificate's public key."""
+    return _public_der(cert.public_key()) == _public_der(key.public_key())
+
+
+def is_issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    """True when ``parent``'s key signed ``child`` and the names chain."""
+    if child.issuer != parent.subject:
+        return False
+    try:
+        child.verify_directly_issued_by(parent)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def is_self_signed(cert: x509.Certificate) -> bool:
+    return is_issued_by(cert, cert)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    """What a person (or ``status --json``) wants to know about one certificate."""
+
+    subject: str
+    common_name: str | None
+    issuer: str
+    serial: str                      # colon-hex, as Vault's cert/<serial> paths take it
+    not_before: dt.datetime
+    not_after: dt.datetime
+    dns_sans: tuple[str, ...]
+    ip_sans: tuple[str, ...]
+    uri_sans: tuple[str, ...]
+    other_sans: tuple[str, ...]      # email, directory names, other names: never expected
+    ekus: frozenset[Eku] | None      # None: no EKU extension (Go accepts it for any use)
+    other_ekus: tuple[str, ...]
+    is_ca: bool
+    ou: tuple[str, ...]
+    fingerprint: str
+
+
+def format_serial(serial: int) -> str:
+    raw = f"{serial:x}"
+    raw = raw if len(raw) % 2 == 0 else "0" + raw
+    return ":".join(raw[i:i + 2] for i in range(0, len(raw), 2))
+
+
+def describe(cert: x509.Certificate) -> CertInfo:
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ous = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    dns: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
+    other: tuple[str, ...] = ()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        dns = tuple(san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(i) for i in san.get_values_for_type(x509.IPAddress))
+        uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
+        other = tuple(
+            str(n.value) for n in san
+            if not isinstance(n, (x509.DNSName, x509.IPAddress, x509.UniformResourceIdentifier))
+        )
+    ekus: frozenset[Eku] | None = None
+    other_ekus: tuple[str, ...] = ()
+    try:
+        eku_ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        ekus = frozenset(_EKU_NAMES[o] for o in eku_ext if o in _EKU_NAMES)
+        other_ekus = tuple(o.dotted_string for o in eku_ext if o not in _EKU_NAMES)
+    return CertInfo(
+        subject=cert.subject.rfc4514_string(),
+        common_name=str(cns[0].value) if cns else None,
+        issuer=cert.issuer.rfc4514_string(),
+        serial=format_serial(cert.serial_number),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        dns_sans=dns, ip_sans=ips, uri_sans=uris, other_sans=other,
+        ekus=ekus, other_ekus=other_ekus, is_ca=is_ca(cert),
+        ou=tuple(str(o.value) for o in ous),
+        fingerprint=fingerprint(cert),
+    )
+
+
+def can_sign_certs(cert: x509.Certificate) -> bool:
+    """Go's rule for a parent: CA:TRUE, and keyCertSign if a KeyUsage extension is present."""
+    if not is_ca(cert):
+        return False
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return usage.key_cert_sign
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+

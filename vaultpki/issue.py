@@ -1,0 +1,134 @@
+"""Turn a Plan into validated bytes: keys, CSRs, Vault, checks. No file I/O.
+
+Nothing this module returns has failed validation; the caller writes the whole
+result as one set or nothing at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from . import crypto
+from .errors import CertificateError, IssuanceRefused
+from .layout import CertSpec, Plan, TrustSpec
+from .store import FileContent
+from .validate import check_issued
+from .vault import CaMaterial, VaultPort
+
+__all__ = ["IssueOptions", "IssuedLeaf", "IssuedSet", "obtain", "trust_anchors"]
+
+MAX_PARALLEL = 8
+
+
+@dataclass(frozen=True, slots=True)
+class IssueOptions:
+    key_type: crypto.KeyType
+    key_bits: int
+    ttl_seconds: int | None
+    method: str = "sign"          # "sign": key made here, CSR to Vault; "issue": Vault makes the key
+    ca_trust: str = "issuer"      # "issuer": the mount's CA is the anchor; "root": the self-signed root
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedLeaf:
+    spec: CertSpec
+    serial: str
+    not_after: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSet:
+    files: tuple[FileContent, ...]
+    leaves: tuple[IssuedLeaf, ...]
+
+
+def _parse(pem: str, what: str) -> list[x509.Certificate]:
+    try:
+        return crypto.load_certs(pem.encode())
+    except CertificateError as exc:
+        raise IssuanceRefused(f"{what}: Vault returned an unparseable certificate: {exc}") from exc
+
+
+def trust_anchors(material: CaMaterial, mount: str, ca_trust: str) -> list[x509.Certificate]:
+    """The certificates a CA file holds for a mount.
+
+    ``issuer``: the mount's issuing CA itself. Go (CockroachDB) accepts an
+    intermediate as a trust anchor, so a split-ca ``ca-client.crt`` then trusts
+    only the client intermediate, not everything else a shared root signed.
+    ``root``: the self-signed root at the top of the chain, which OpenSSL-based
+    clients (psql, libpq, PostgreSQL) need.
+    """
+    issuer = _parse(material.issuer, f"CA of mount {mount}")[0]
+    if ca_trust == "issuer":
+        return [issuer]
+    chain = [c for pem in material.chain for c in _parse(pem, f"CA chain of mount {mount}")]
+    roots = [c for c in [issuer, *chain] if crypto.is_self_signed(c)]
+    if not roots:
+        raise IssuanceRefused(
+            f"the CA chain of mount {mount} does not reach a self-signed root, so ca_trust = 'root' "
+            "cannot be honoured (import the root into the mount, or use ca_trust = 'issuer')"
+        )
+    return [roots[0]]
+
+
+def _ttl(options: IssueOptions) -> str | None:
+    return f"{options.ttl_seconds}s" if options.ttl_seconds else None
+
+
+def _issue_one(
+    spec: CertSpec, vault: VaultPort, options: IssueOptions, anchors: Sequence[x509.Certificate], now: dt.datetime,
+) -> tuple[IssuedLeaf, list[FileContent]]:
+    where = f"{spec.mount}/{options.method}/{spec.role}"
+    if options.method == "sign":
+        key = crypto.generate_key(options.key_type, options.key_bits)
+        csr = crypto.build_csr(key, spec.common_name, spec.dns_sans, spec.ip_sans).decode()
+        issued = vault.sign(spec.mount, spec.role, csr, spec.common_name if spec.send_common_name else None, _ttl(options))
+    else:
+        issued = vault.issue(spec.mount, spec.role, spec.common_name, spec.dns_sans, spec.ip_sans, _ttl(options),
+                             options.key_type.value, options.key_bits)
+        try:
+            key = crypto.load_key((issued.private_key or "").encode())
+        except CertificateError as exc:
+            raise IssuanceRefused(f"refusing {spec.cert_file} from {where}: {exc}") from exc
+    leaf = _parse(issued.certificate, f"{spec.cert_file} from {where}")[0]
+    # The leaf file carries leaf + intermediates; self-signed roots belong in the CA file only.
+    intermediates = [c for pem in issued.ca_chain for c in _parse(pem, f"chain of {spec.cert_file}")
+                     if not crypto.is_self_signed(c) and c != leaf]
+    chain = [leaf, *intermediates]
+    problems = check_issued(spec, chain, key, anchors, now)
+    if problems:
+        details = "; ".join(p.message for p in problems)
+        raise IssuanceRefused(f"refusing {spec.cert_file} from {where}: {details}")
+    files = [
+        FileContent(spec.cert_file, crypto.certs_to_pem(chain), secret=False),
+        FileContent(spec.key_file, crypto.key_to_pem(key), secret=True),
+    ]
+    return IssuedLeaf(spec, crypto.format_serial(leaf.serial_number), leaf.not_valid_after_utc), files
+
+
+def obtain(plan: Plan, vault: VaultPort, options: IssueOptions, now: dt.datetime) -> IssuedSet:
+    """Fetch CA material, issue every leaf (in parallel), validate all; raise on the first refusal."""
+    mounts = sorted({t.mount for t in plan.trusts})
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(mounts) + len(plan.certs)))) as pool:
+        materials = dict(zip(mounts, pool.map(vault.ca_material, mounts)))
+        anchors = {m: trust_anchors(materials[m], m, options.ca_trust) for m in mounts}
+        futures = [pool.submit(_issue_one, spec, vault, options, anchors[spec.trust.mount], now)
+                   for spec in plan.certs]
+        results = [f.result() for f in futures]
+    files = [FileContent(t.file, crypto.certs_to_pem(anchors[t.mount]), secret=False) for t in _unique_files(plan.trusts)]
+    for _, leaf_files in results:
+        files += leaf_files
+    return IssuedSet(files=tuple(files), leaves=tuple(leaf for leaf, _ in results))
+
+
+def _unique_files(trusts: Sequence[TrustSpec]) -> list[TrustSpec]:
+    seen: dict[str, TrustSpec] = {}
+    for t in trusts:
+        if t.file is not None:
+            seen.setdefault(t.file, t)
+    return list(seen.values())

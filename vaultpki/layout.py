@@ -1,0 +1,246 @@
+"""What a certs-dir must contain, per layout mode: pure planning, no I/O.
+
+The three modes are those of CockroachDB's "Advanced PKI" guide:
+
+- ``standard``: ``node.crt`` is dual-purpose (CN=node, serverAuth+clientAuth);
+- ``split-node``: ``node.crt`` is a pure server certificate and the node also
+  gets ``client.node.crt`` (CN=node, clientAuth) for node-to-node dialing;
+- ``split-ca``: as split-node, but client certificates (``client.node`` and every
+  ``client.<user>``) come from a second CA published as ``ca-client.crt``.
+  CockroachDB verifies *every* incoming client certificate, including other
+  nodes', against ``ca-client.crt`` when it exists, so a split-CA node without a
+  ``client.node.crt`` from the client CA cannot talk to its peers
+  (cockroachdb/cockroach#47603). The planner never produces that layout.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import ConfigError, InputError
+
+__all__ = [
+    "CA_CLIENT_FILE",
+    "CA_FILE",
+    "CertSpec",
+    "Eku",
+    "FileKind",
+    "Mode",
+    "Plan",
+    "TrustSpec",
+    "plan_node",
+    "plan_user",
+    "split_hosts",
+    "validate_username",
+]
+
+CA_FILE = "ca.crt"
+CA_CLIENT_FILE = "ca-client.crt"
+MAX_USERNAME_BYTES = 63
+
+
+class Mode(str, enum.Enum):
+    STANDARD = "standard"
+    SPLIT_NODE = "split-node"
+    SPLIT_CA = "split-ca"
+
+
+class FileKind(str, enum.Enum):
+    """A leaf certificate's role in the certs-dir, named as CockroachDB names it."""
+
+    NODE = "node"
+    CLIENT_NODE = "client-node"
+    CLIENT = "client"
+    UI = "ui"
+
+
+class Eku(str, enum.Enum):
+    SERVER_AUTH = "serverAuth"
+    CLIENT_AUTH = "clientAuth"
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSpec:
+    """A mount whose CA certificates anchor some leaves; ``file`` is where they go (None: not written)."""
+
+    mount: str
+    file: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CertSpec:
+    """One leaf certificate to obtain: where from, and exactly what it must say."""
+
+    stem: str                    # "node", "client.node", "client.marc", "ui"
+    kind: FileKind
+    mount: str
+    role: str
+    common_name: str
+    dns_sans: tuple[str, ...]
+    ip_sans: tuple[str, ...]
+    ekus: frozenset[Eku]
+    trust: TrustSpec             # the CA set this leaf must chain to
+    send_common_name: bool       # user roles take the CN from the request, so an ACL can police it
+
+    @property
+    def cert_file(self) -> str:
+        return f"{self.stem}.crt"
+
+    @property
+    def key_file(self) -> str:
+        return f"{self.stem}.key"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything one command will obtain: CA files to write and leaves to issue."""
+
+    trusts: tuple[TrustSpec, ...]
+    certs: tuple[CertSpec, ...]
+
+    @property
+    def ca_files(self) -> tuple[TrustSpec, ...]:
+        return tuple(t for t in self.trusts if t.file is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class PkiNames:
+    """The mounts and roles a plan draws on (a view of the ``[pki]`` config table)."""
+
+    mount: str
+    client_mount: str | None
+    node_role: str
+    client_node_role: str
+    user_role: str
+    ui_mount: str | None
+    ui_role: str | None
+
+
+def split_hosts(hosts: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split configured host names into (DNS names, IP addresses), each de-duplicated in order."""
+    dns: list[str] = []
+    ips: list[str] = []
+    for host in hosts:
+        try:
+            ip = str(ipaddress.ip_address(host))
+        except ValueError:
+            name = host.lower().rstrip(".")
+            if name and name not in dns:
+                dns.append(name)
+        else:
+            if ip not in ips:
+                ips.append(ip)
+    return tuple(dns), tuple(ips)
+
+
+def validate_username(name: str) -> str:
+    """Return ``name`` if CockroachDB would accept it as a new SQL user name, else raise InputError.
+
+    CockroachDB's creation rule is ``^[\\p{Ll}0-9_][-\\p{Ll}0-9_.]*$`` and at most 63 bytes.
+    We check it before any path is built: a name such as ``/../../x`` would otherwise
+    escape the certs-dir through ``client.<name>.crt``.
+    """
+    shown = ascii(name)
+    if not name:
+        raise InputError("user name is empty")
+    if unicodedata.normalize("NFC", name) != name:
+        raise InputError(f"user name {shown} is not in Unicode NFC form")
+    if len(name.encode("utf-8")) > MAX_USERNAME_BYTES:
+        raise InputError(f"user name {shown} is longer than {MAX_USERNAME_BYTES} bytes")
+    for i, char in enumerate(name):
+        if _is_name_char(char, first=(i == 0)):
+            continue
+        where = "start with" if i == 0 else "contain"
+        raise InputError(
+            f"user name {shown} is not a valid CockroachDB user name: it may not {where} {ascii(char)}"
+            " (allowed: lower-case letters, digits, '_', and after the first character '-' and '.')"
+        )
+    if name == "node":
+        raise InputError("user name 'node' is the node's own identity; use 'vaultpki issue-node'")
+    return name
+
+
+def _is_name_char(char: str, *, first: bool) -> bool:
+    if char in "0123456789_" or unicodedata.category(char) == "Ll":
+        return True
+    return not first and char in "-."
+
+
+def _require(value: str | None, key: str, why: str) -> str:
+    if not value:
+        raise ConfigError(f"pki.{key} is required {why}")
+    return value
+
+
+def _trusts(mode: Mode, pki: PkiNames) -> tuple[TrustSpec, TrustSpec]:
+    """(node CA, client CA) for a mode; the same spec twice unless split-ca."""
+    node_ca = TrustSpec(pki.mount, CA_FILE)
+    if mode is Mode.SPLIT_CA:
+        client_mount = _require(pki.client_mount, "client_mount", "in split-ca mode")
+        if client_mount == pki.mount:
+            raise ConfigError("pki.client_mount must differ from pki.mount in split-ca mode")
+        return node_ca, TrustSpec(client_mount, CA_CLIENT_FILE)
+    return node_ca, node_ca
+
+
+def plan_node(mode: Mode, pki: PkiNames, hosts: Sequence[str], ui_hosts: Sequence[str]) -> Plan:
+    """Everything a node's certs-dir needs in ``mode`` (plus ``ui`` when a UI mount is configured)."""
+    dns, ips = split_hosts(hosts)
+    if not dns and not ips:
+        raise ConfigError("node.hosts is empty: the node certificate needs the names clients use to reach it")
+    node_ca, client_ca = _trusts(mode, pki)
+    trusts = [node_ca] if client_ca is node_ca else [node_ca, client_ca]
+    client_node = CertSpec(
+        stem="client.node", kind=FileKind.CLIENT_NODE, mount=client_ca.mount, role=pki.client_node_role,
+        common_name="node", dns_sans=(), ip_sans=(), ekus=frozenset({Eku.CLIENT_AUTH}),
+        trust=client_ca, send_common_name=False,
+    )
+    if mode is Mode.STANDARD:
+        node = CertSpec(
+            stem="node", kind=FileKind.NODE, mount=pki.mount, role=pki.node_role, common_name="node",
+            dns_sans=dns, ip_sans=ips, ekus=frozenset({Eku.SERVER_AUTH, Eku.CLIENT_AUTH}),
+            trust=node_ca, send_common_name=False,
+        )
+        certs = [node]
+    else:
+        node = CertSpec(
+            stem="node", kind=FileKind.NODE, mount=pki.mount, role=pki.node_role,
+            common_name=(dns or ips)[0], dns_sans=dns, ip_sans=ips, ekus=frozenset({Eku.SERVER_AUTH}),
+            trust=node_ca, send_common_name=False,
+        )
+        certs = [node, client_node]
+    if pki.ui_mount:
+        ui_dns, ui_ips = split_hosts(ui_hosts)
+        if not ui_dns and not ui_ips:
+            raise ConfigError("ui.hosts is empty: the DB Console certificate needs the names browsers use")
+        ui_trust = TrustSpec(pki.ui_mount, None)
+        trusts.append(ui_trust)
+        certs.append(CertSpec(
+            stem="ui", kind=FileKind.UI, mount=pki.ui_mount, role=_require(pki.ui_role, "ui_role", "with ui_mount"),
+            common_name=(ui_dns or ui_ips)[0], dns_sans=ui_dns, ip_sans=ui_ips,
+            ekus=frozenset({Eku.SERVER_AUTH}), trust=ui_trust, send_common_name=False,
+        ))
+    return Plan(trusts=tuple(trusts), certs=tuple(certs))
+
+
+def plan_user(mode: Mode, pki: PkiNames, user: str) -> Plan:
+    """``client.<user>.crt/.key`` plus the ``ca.crt`` a client needs to verify the nodes.
+
+    In split-ca the client certificate comes from the client CA, while the client's
+    ``ca.crt`` is still the node CA: it verifies the server, not itself.
+    """
+    user = validate_username(user)
+    node_ca, client_ca = _trusts(mode, pki)
+    # In split-ca the client CA anchors the leaf but is not written into a client's dir.
+    leaf_trust = client_ca if client_ca is node_ca else TrustSpec(client_ca.mount, None)
+    cert = CertSpec(
+        stem=f"client.{user}", kind=FileKind.CLIENT, mount=client_ca.mount, role=pki.user_role,
+        common_name=user, dns_sans=(), ip_sans=(), ekus=frozenset({Eku.CLIENT_AUTH}),
+        trust=leaf_trust, send_common_name=True,
+    )
+    trusts = (node_ca,) if leaf_trust is node_ca else (node_ca, leaf_trust)
+    return Plan(trusts=trusts, certs=(cert,))

@@ -1,0 +1,338 @@
+"""The certs-dir adapter: the only module that writes files.
+
+Every managed file is a symlink ``name -> .vaultpki/current/name``; ``current`` is
+itself a symlink to one complete generation directory. A write builds a whole new
+generation beside the old one (keys created 0600 with O_EXCL, fsynced), then
+switches ``current`` with one ``rename()``. A crash at any instant leaves either
+the old set or the new set visible, never a certificate beside a key it does not
+match. CockroachDB skips directories and names not ending in ``.crt`` when it scans
+the dir and follows symlinks when reading (as with Kubernetes' ``..data``), so
+neither ``.vaultpki/`` nor the temporary links are ever loaded.
+
+The previous generation is kept (``.vaultpki/previous``) so a bad set can be rolled back.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, StoreError
+from .validate import DirState, FileState
+
+__all__ = ["STATE_DIR", "CertsDir", "FileContent", "Owner", "resolve_owner"]
+
+STATE_DIR = ".vaultpki"
+CURRENT = "current"
+PREVIOUS = "previous"
+MAX_READ = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FileContent:
+    """Bytes for one certs-dir file; ``secret`` files are created 0600 from the first byte."""
+
+    name: str
+    data: bytes
+    secret: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    uid: int | None
+    gid: int | None
+
+    def key_mode(self, euid: int) -> int:
+        """0600, or 0640 when the key is root's and readable through the service's group (CockroachDB's rule)."""
+        uid = euid if self.uid is None else self.uid
+        return 0o640 if uid == 0 and self.gid is not None else 0o600
+
+    @property
+    def dir_mode(self) -> int:
+        return 0o750 if self.gid is not None or self.uid is not None else 0o700
+
+
+def resolve_owner(owner: str | None, group: str | None) -> Owner:
+    """Look up configured owner/group names (or numeric ids)."""
+    def lookup(name: str | None, what: str, by_name: object, by_id: object) -> int | None:
+        if name is None:
+            return None
+        try:
+            entry = by_id(int(name)) if name.isdigit() else by_name(name)  # type: ignore[operator]
+        except KeyError:
+            raise ConfigError(f"{what} {name!r} does not exist on this machine") from None
+        return int(entry[2])
+    return Owner(
+        uid=lookup(owner, "owner", pwd.getpwnam, pwd.getpwuid),
+        gid=lookup(group, "group", grp.getgrnam, grp.getgrgid),
+    )
+
+
+@contextmanager
+def _os_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc)).lower()
+        raise StoreError(f"{what}: {reason}") from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_within(child: str, parent: str) -> bool:
+    return os.path.commonpath([child, parent]) == parent
+
+
+class CertsDir:
+    """One certs-dir on disk."""
+
+    def __init__(self, path: Path, owner: Owner = Owner(None, None)) -> None:
+        self.path = Path(os.path.abspath(path))
+        self.owner = owner
+        self._state = self.path / STATE_DIR
+
+    # --- reading ------------------------------------------------------------
+
+    def snapshot(self, service_gid: int | None = None) -> DirState:
+        """The dir as CockroachDB's loader will see it (entries lstat'ed, contents read through links)."""
+        gid = service_gid if service_gid is not None else (self.owner.gid if self.owner.gid is not None else os.getgid())
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return DirState(str(self.path), exists=False, service_gid=gid)
+        except OSError as exc:
+            raise StoreError(f"cannot list certs-dir {self.path}: {exc.strerror}") from exc
+        return DirState(str(self.path), True, {n: self._entry(n) for n in names}, service_gid=gid)
+
+    def _entry(self, name: str) -> FileState:
+        full = self.path / name
+        lst = os.lstat(full)
+        is_link = stat.S_ISLNK(lst.st_mode)
+        try:
+            st = os.stat(full)
+        except OSError as exc:
+            return FileState(name, is_symlink=is_link, target_is_regular=False, data=None,
+                             read_error=f"broken link: {exc.strerror}")
+        if stat.S_ISDIR(st.st_mode):
+            return FileState(name, is_dir=True, is_symlink=is_link, target_is_regular=False)
+        data, error = None, None
+        if stat.S_ISREG(st.st_mode):
+            try:
+                with open(full, "rb") as fh:
+                    data = fh.read(MAX_READ)
+            except OSError as exc:
+                error = exc.strerror
+        return FileState(name, is_symlink=is_link, target_is_regular=stat.S_ISREG(st.st_mode),
+                         mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, data=data, read_error=error)
+
+    # --- writing ------------------------------------------------------------
+
+    def write_set(self, files: Sequence[FileContent]) -> str:
+        """Replace/add ``files`` as one atomic set; returns the new generation's name.
+
+        Raises StoreError, leaving the previously visible set untouched.
+        """
+        names = [f.name for f in files]
+        if len(set(names)) != len(names) or any("/" in n or n.startswith(".") for n in names):
+            raise StoreError(f"invalid file set {names}")
+        self._prepare_dir()
+        foreign = self._check_targets(names)
+        with _os_errors(f"cannot write to certs-dir {self.path}"):
+            self._ensure_state_dir()
+            if foreign:
+                self._adopt(foreign)
+            new_gen = self._build_generation(files)
+            self._switch(new_gen)
+            self._link_all(set(names))
+            self._prune()
+        return new_gen
+
+    def _prepare_dir(self) -> None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            if not self.path.parent.is_dir():
+                raise StoreError(f"cannot create certs-dir {self.path}: {self.path.parent} does not exist") from None
+            with _os_errors(f"cannot create certs-dir {self.path}"):
+                os.mkdir(self.path, self.owner.dir_mode)
+                self._chown_path(self.path)
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise StoreError(f"certs-dir {self.path} is a symlink to {os.readlink(self.path)}; "
+                             "refusing to write through it (use the real path)")
+        if not stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"certs-dir {self.path} is not a directory")
+
+    def _check_targets(self, names: Sequence[str]) -> list[str]:
+        """Names whose current entry is a regular file (or another in-dir link) to adopt first."""
+        root = os.path.realpath(self.path)
+        foreign = []
+        for name in names:
+            full = self.path / name
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                target = os.path.realpath(full)
+                if not _is_within(target, root):
+                    raise StoreError(f"{full} is a symlink to {target}, outside the certs-dir; refusing to replace it")
+                if os.readlink(full) != f"{STATE_DIR}/{CURRENT}/{name}":
+                    foreign.append(name)
+            elif stat.S_ISREG(st.st_mode):
+                foreign.append(name)
+            else:
+                raise StoreError(f"{full} is not a regular file; refusing to replace it")
+        return foreign
+
+    def _chown_path(self, path: Path | int) -> None:
+        if self.owner.uid is None and self.owner.gid is None:
+            return
+        uid = -1 if self.owner.uid is None else self.owner.uid
+        gid = -1 if self.owner.gid is None else self.owner.gid
+        if isinstance(path, int):
+            os.fchown(path, uid, gid)
+        else:
+            os.chown(path, uid, gid, follow_symlinks=False)
+
+    def _ensure_state_dir(self) -> None:
+        if not self._state.exists():
+            os.mkdir(self._state, self.owner.dir_mode)
+            self._chown_path(self._state)
+
+    def _current(self) -> Path | None:
+        link = self._state / CURRENT
+        if not link.is_symlink():
+            return None
+        target = self._state / os.readlink(link)
+        return target if target.is_dir() else None
+
+    def _new_gen_dir(self) -> Path:
+        name = f"gen-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
+        path = self._state / name
+        os.mkdir(path, self.owner.dir_mode)
+        self._chown_path(path)
+        return path
+
+    def _write_file(self, directory: Path, content: FileContent) -> None:
+        mode = self.owner.key_mode(os.geteuid()) if content.secret else 0o644
+        # 0600 at creation: the key is never readable by anyone else, not even for an instant.
+        fd = os.open(directory / content.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                     0o600 if content.secret else 0o644)
+        try:
+            self._chown_path(fd)
+            os.fchmod(fd, mode)
+            view = memoryview(content.data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _build_generation(self, files: Sequence[FileContent], carry: bool = True) -> str:
+        """A complete new generation: the current one's files, with ``files`` replaced or added."""
+        gen = self._new_gen_dir()
+        try:
+            current = self._current() if carry else None
+            replaced = {f.name for f in files}
+            if current is not None:
+                for name in os.listdir(current):
+                    if name not in replaced:
+                        os.link(current / name, gen / name)   # files are never modified in place
+            for content in files:
+                self._write_file(gen, content)
+            _fsync_dir(gen)
+        except BaseException:
+            shutil.rmtree(gen, ignore_errors=True)
+            raise
+        return gen.name
+
+    def _switch(self, gen: str) -> None:
+        """Point ``current`` at ``gen`` with one rename; remember the old one as ``previous``."""
+        old = self._current()
+        if old is not None:
+            self._replace_link(self._state / PREVIOUS, old.name)
+        self._replace_link(self._state / CURRENT, gen)
+        _fsync_dir(self._state)
+
+    def _replace_link(self, link: Path, target: str) -> None:
+        tmp = link.parent / f".link-{secrets.token_hex(6)}"
+        os.symlink(target, tmp)
+        try:
+            os.replace(tmp, link)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _link_all(self, replace: set[str]) -> None:
+        """Make every file of the current generation visible; keys first, so a .crt never lacks its key.
+
+        A file or link an operator put in place of one of ours is only replaced
+        when it is in ``replace`` (being written or adopted now): nothing is lost silently.
+        """
+        current = self._current()
+        if current is None:
+            return
+        names = sorted(os.listdir(current), key=lambda n: (not n.endswith(".key"), n))
+        changed = False
+        for name in names:
+            link = self.path / name
+            want = f"{STATE_DIR}/{CURRENT}/{name}"
+            if link.is_symlink() and os.readlink(link) == want:
+                continue
+            if os.path.lexists(link) and name not in replace:
+                continue
+            self._replace_link(link, want)
+            changed = True
+        if changed:
+            _fsync_dir(self.path)
+
+    def _adopt(self, names: Sequence[str]) -> None:
+        """Turn existing plain files into links without changing what is visible.
+
+        A generation holding copies of the current bytes becomes ``current`` first;
+        then each plain file is swapped for a link to its identical copy.
+        """
+        copies = [FileContent(n, (self.path / n).read_bytes(), secret=n.endswith(".key")) for n in names]
+        self._switch(self._build_generation(copies))
+        self._link_all(set(names))
+
+    def _prune(self) -> None:
+        keep = {p.name for p in (self._current(), self._previous()) if p is not None}
+        for entry in os.listdir(self._state):
+            path = self._state / entry
+            if entry.startswith("gen-") and entry not in keep and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _previous(self) -> Path | None:
+        link = self._state / PREVIOUS
+        if not link.is_symlink():
+            return None
+        target = self._state / os.readlink(link)
+        return target if target.is_dir() else None
+
+    def rollback(self) -> str:
+        """Make the previous generation current again (operator's escape hatch)."""
+        previous = self._previous()
+        if previous is None:
+            raise StoreError(f"certs-dir {self.path} has no previous generation to roll back to")
+        with _os_errors(f"cannot roll back certs-dir {self.path}"):
+            self._switch(previous.name)
+            self._link_all(set())
+        return previous.name

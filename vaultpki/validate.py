@@ -1,0 +1,382 @@
+"""Judge certificates the way CockroachDB and its TLS peers will (pure).
+
+Two entry points:
+
+- ``check_issued()``: a freshly issued leaf, before anything is written;
+- ``judge()``: a whole certs-dir snapshot, for ``vaultpki verify``: CockroachDB's
+  loader rules (names, PEM blocks, key files and their modes) plus what start-up
+  and handshakes enforce later (cert/key match, chains, EKUs, principals, dates).
+
+Chain building follows Go's crypto/x509, which is what CockroachDB verifies with:
+every certificate in a CA file is a trust anchor (an intermediate may be one),
+parents must be CA:TRUE with keyCertSign, every certificate with an EKU extension
+must allow the usage, and dates are checked on the whole chain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+
+from . import crypto
+from .certnames import BadFilename, CertName, PemUsage, classify
+from .errors import CertificateError
+from .layout import CA_CLIENT_FILE, CA_FILE, CertSpec, Eku, FileKind, Mode, split_hosts
+
+__all__ = [
+    "DirState",
+    "Expectation",
+    "FileState",
+    "Problem",
+    "check_issued",
+    "judge",
+    "key_mode_problem",
+    "verify_chain",
+]
+
+MAX_CHAIN_DEPTH = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with one file; warnings do not fail ``verify``."""
+
+    file: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{prefix}{self.file}: {self.message}"
+
+
+# --- chains -----------------------------------------------------------------
+
+def _eku_allows(cert: x509.Certificate, usage: Eku) -> bool:
+    info = crypto.describe(cert)
+    if info.ekus is None:
+        return True
+    return usage in info.ekus or "2.5.29.37.0" in info.other_ekus   # anyExtendedKeyUsage
+
+
+def _date_problem(cert: x509.Certificate, now: dt.datetime, what: str) -> str | None:
+    if now < cert.not_valid_before_utc:
+        return f"{what} is not valid before {cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}"
+    if now > cert.not_valid_after_utc:
+        return f"{what} expired at {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+    return None
+
+
+def verify_chain(
+    chain: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    now: dt.datetime,
+    usages: Iterable[Eku],
+) -> str | None:
+    """None when ``chain[0]`` verifies to one of ``anchors`` for every usage, else why not."""
+    if not anchors:
+        return "no CA certificate to verify against"
+    leaf, pool = chain[0], list(chain[1:])
+    anchor_prints = {crypto.fingerprint(a) for a in anchors}
+    path = _build_path(leaf, pool, list(anchors), anchor_prints, [])
+    if path is None:
+        subjects = ", ".join(a.subject.rfc4514_string() for a in anchors)
+        return f"does not chain to the trusted CA ({subjects}); issued by {leaf.issuer.rfc4514_string()}"
+    for i, cert in enumerate(path):
+        what = "certificate" if i == 0 else f"issuer {cert.subject.rfc4514_string()}"
+        if (problem := _date_problem(cert, now, what)) is not None:
+            return problem
+        for usage in usages:
+            if not _eku_allows(cert, usage):
+                return f"{what} does not allow {usage.value}"
+    return None
+
+
+def _build_path(
+    cert: x509.Certificate,
+    pool: list[x509.Certificate],
+    anchors: list[x509.Certificate],
+    anchor_prints: set[str],
+    path: list[x509.Certificate],
+) -> list[x509.Certificate] | None:
+    path = path + [cert]
+    if crypto.fingerprint(cert) in anchor_prints:
+        return path
+    if len(path) > MAX_CHAIN_DEPTH:
+        return None
+    for parent in anchors + pool:
+        if parent in path or not crypto.is_issued_by(cert, parent) or not crypto.can_sign_certs(parent):
+            continue
+        found = _build_path(parent, pool, anchors, anchor_prints, path)
+        if found is not None:
+            return found
+    return None
+
+
+# --- identity ---------------------------------------------------------------
+
+def _identity_problems(info: crypto.CertInfo, spec: CertSpec) -> list[str]:
+    problems = []
+    if info.common_name != spec.common_name:
+        problems.append(f"CN is {info.common_name!r}, expected {spec.common_name!r}")
+    want_dns = {d.lower() for d in spec.dns_sans}
+    got_dns = {d.lower() for d in info.dns_sans}
+    missing = sorted(want_dns - got_dns)
+    # Vault copies a hostname-like CN into the DNS SANs; that adds no new principal.
+    extra = sorted(got_dns - want_dns - {spec.common_name.lower()})
+    if missing:
+        problems.append(f"DNS SANs lack {', '.join(missing)}")
+    if extra:
+        why = " (each DNS SAN of a client certificate is a SQL identity)" if spec.kind in (
+            FileKind.CLIENT, FileKind.CLIENT_NODE) else ""
+        problems.append(f"unexpected DNS SANs {', '.join(extra)}{why}")
+    if set(info.ip_sans) != set(spec.ip_sans):
+        problems.append(f"IP SANs are [{', '.join(info.ip_sans)}], expected [{', '.join(spec.ip_sans)}]")
+    if info.uri_sans or info.other_sans:
+        problems.append(f"unexpected SANs {', '.join(info.uri_sans + info.other_sans)}")
+    if info.ekus is None:
+        problems.append("has no extended key usage extension (it would be accepted for any purpose)")
+    elif spec.kind is FileKind.UI:
+        if Eku.SERVER_AUTH not in info.ekus:
+            problems.append("extended key usage lacks serverAuth")
+    elif info.ekus != spec.ekus or info.other_ekus:
+        got = sorted(e.value for e in info.ekus) + list(info.other_ekus)
+        problems.append(f"extended key usage is [{', '.join(got)}], expected [{', '.join(sorted(e.value for e in spec.ekus))}]")
+    if info.is_ca:
+        problems.append("is a CA certificate, not a leaf")
+    if spec.kind is FileKind.CLIENT and "Tenants" in info.ou:
+        problems.append("has OU=Tenants, which CockroachDB refuses as a user certificate")
+    return problems
+
+
+def check_issued(
+    spec: CertSpec,
+    chain: Sequence[x509.Certificate],
+    key: crypto.PrivateKey,
+    anchors: Sequence[x509.Certificate],
+    now: dt.datetime,
+) -> list[Problem]:
+    """Everything wrong with a freshly issued leaf; empty means it may be written."""
+    leaf = chain[0]
+    messages = []
+    if not crypto.key_matches(leaf, key):
+        messages.append("certificate does not match its private key")
+    messages += _identity_problems(crypto.describe(leaf), spec)
+    chain_problem = verify_chain(chain, anchors, now, spec.ekus if spec.kind is not FileKind.UI else {Eku.SERVER_AUTH})
+    if chain_problem:
+        target = spec.trust.file or f"the CA of mount {spec.trust.mount}"
+        messages.append(f"{chain_problem} [checked against {target}]")
+    return [Problem(spec.cert_file, m) for m in messages]
+
+
+# --- certs-dir judgement ----------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """One directory entry as the store saw it (lstat for the entry, stat for what it points at)."""
+
+    name: str
+    is_dir: bool = False
+    is_symlink: bool = False
+    target_is_regular: bool = True
+    mode: int = 0o644                # permission bits of the target
+    uid: int = 0
+    gid: int = 0
+    data: bytes | None = None        # None when unreadable
+    read_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DirState:
+    path: str
+    exists: bool
+    entries: dict[str, FileState] = field(default_factory=dict)
+    service_gid: int = 0             # the gid of the process that will read the keys
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What the configuration says the dir must hold (None of this when verifying without config)."""
+
+    mode: Mode
+    node_hosts: tuple[str, ...] = ()
+    ui: bool = False
+    users: tuple[str, ...] = ()
+
+
+def key_mode_problem(mode: int, uid: int, gid: int, service_gid: int) -> str | None:
+    """CockroachDB's key permission rule (pkg/security/permission_check.go)."""
+    perm = stat.S_IMODE(mode) & 0o777
+    allowed = 0o740 if uid == 0 and gid == service_gid else 0o700
+    if perm & ~allowed:
+        rule = "0740 when owned by root and the service's group" if allowed == 0o740 else "0700"
+        return f"key file mode {perm:04o} is too open (CockroachDB allows at most {rule})"
+    return None
+
+
+@dataclass
+class _Loaded:
+    name: CertName
+    certs: list[x509.Certificate]
+    key: crypto.PrivateKey | None = None
+
+
+def judge(state: DirState, now: dt.datetime, expect: Expectation | None = None) -> list[Problem]:
+    """Every problem CockroachDB would have with this certs-dir, at start-up or at the first handshake."""
+    if not state.exists:
+        return [Problem(state.path, "certs-dir does not exist")]
+    problems: list[Problem] = []
+    loaded: dict[str, _Loaded] = {}
+    for entry in sorted(state.entries.values(), key=lambda e: e.name):
+        if entry.is_dir and not entry.is_symlink:
+            continue
+        try:
+            name = classify(entry.name)
+        except BadFilename as exc:
+            problems.append(Problem(entry.name, f"ignored by CockroachDB ({exc})", "warning"))
+            continue
+        if name is None:
+            continue
+        if name.error:
+            problems.append(Problem(entry.name, name.error))
+            continue
+        item = _load_entry(state, entry, name, problems)
+        if item is not None:
+            loaded[entry.name] = item
+    problems += _judge_layout(loaded, now, expect)
+    return problems
+
+
+def _load_entry(state: DirState, entry: FileState, name: CertName, problems: list[Problem]) -> _Loaded | None:
+    if entry.data is None:
+        problems.append(Problem(entry.name, f"cannot be read: {entry.read_error or 'unknown error'}"))
+        return None
+    try:
+        certs = crypto.load_certs(entry.data)
+    except CertificateError as exc:
+        problems.append(Problem(entry.name, str(exc)))
+        return None
+    item = _Loaded(name, certs)
+    if name.key_file is None:
+        return item
+    key = state.entries.get(name.key_file)
+    if key is None:
+        problems.append(Problem(entry.name, f"its key {name.key_file} is missing"))
+        return None
+    if not key.target_is_regular:
+        problems.append(Problem(name.key_file, "is not a regular file"))
+        return None
+    if (mode_problem := key_mode_problem(key.mode, key.uid, key.gid, state.service_gid)) is not None:
+        problems.append(Problem(name.key_file, mode_problem))
+    if key.data is None:
+        problems.append(Problem(name.key_file, f"cannot be read: {key.read_error or 'unknown error'}"))
+        return None
+    try:
+        item.key = crypto.load_key(key.data)
+    except CertificateError as exc:
+        problems.append(Problem(name.key_file, str(exc)))
+        return None
+    if not crypto.key_matches(certs[0], item.key):
+        problems.append(Problem(entry.name, f"certificate does not match {name.key_file}"))
+    return item
+
+
+def _judge_layout(loaded: dict[str, _Loaded], now: dt.datetime, expect: Expectation | None) -> list[Problem]:
+    problems: list[Problem] = []
+    for item in loaded.values():
+        if item.name.usage.is_ca:
+            for cert in item.certs:
+                if not crypto.is_ca(cert):
+                    problems.append(Problem(item.name.filename, f"{cert.subject.rfc4514_string()} is not a CA certificate"))
+                elif (p := _date_problem(cert, now, f"CA {cert.subject.rfc4514_string()}")) is not None:
+                    problems.append(Problem(item.name.filename, p))
+    ca = loaded.get(CA_FILE)
+    client_ca = loaded.get(CA_CLIENT_FILE)
+    leaves = [i for i in loaded.values() if not i.name.usage.is_ca]
+    if leaves and ca is None:
+        problems.append(Problem(CA_FILE, "is missing"))
+    node, client_node = loaded.get("node.crt"), loaded.get("client.node.crt")
+    server_pool = ca.certs if ca else []
+    client_pool = client_ca.certs if client_ca else server_pool
+    for item in leaves:
+        usage = item.name.usage
+        if usage is PemUsage.UI:
+            pool = loaded["ca-ui.crt"].certs if "ca-ui.crt" in loaded else None
+            usages = {Eku.SERVER_AUTH}
+        elif usage is PemUsage.NODE:
+            pool = server_pool
+            usages = {Eku.SERVER_AUTH} if client_node else {Eku.SERVER_AUTH, Eku.CLIENT_AUTH}
+        else:
+            pool = client_pool
+            usages = {Eku.CLIENT_AUTH} if usage is PemUsage.CLIENT else {Eku.SERVER_AUTH, Eku.CLIENT_AUTH}
+        if pool is not None and (p := verify_chain(item.certs, pool, now, usages)) is not None:
+            problems.append(Problem(item.name.filename, p))
+        elif pool is None and (p := _date_problem(item.certs[0], now, "certificate")) is not None:
+            problems.append(Problem(item.name.filename, p))
+        if usage is PemUsage.CLIENT:
+            problems += _client_principals(item)
+    if node is not None and client_node is None and "node" not in _principals(node.certs[0]):
+        problems.append(Problem("node.crt", "has no 'node' principal (CN or DNS SAN) and there is no client.node.crt"))
+    if node is not None and client_ca is not None and client_node is None:
+        problems.append(Problem(
+            "client.node.crt",
+            "is missing: with ca-client.crt present, peers verify this node's client certificate against "
+            "ca-client.crt (cockroachdb/cockroach#47603)",
+        ))
+    if expect is not None:
+        problems += _expected(loaded, expect)
+    return problems
+
+
+def _principals(cert: x509.Certificate) -> set[str]:
+    info = crypto.describe(cert)
+    names = set(info.dns_sans)
+    if info.common_name:
+        names.add(info.common_name)
+    return names
+
+
+def _client_principals(item: _Loaded) -> list[Problem]:
+    user = item.name.name or ""
+    info = crypto.describe(item.certs[0])
+    problems = []
+    if info.common_name != user:
+        problems.append(Problem(item.name.filename, f"CN is {info.common_name!r}, expected {user!r}"))
+    others = sorted(set(info.dns_sans) - {user})
+    if others:
+        problems.append(Problem(item.name.filename, f"DNS SANs {', '.join(others)} authenticate as other SQL users"))
+    if any(u.startswith("crdb://") for u in info.uri_sans):
+        problems.append(Problem(item.name.filename, "has crdb:// URI SANs, which replace the CN as identity"))
+    return problems
+
+
+def _expected(loaded: dict[str, _Loaded], expect: Expectation) -> list[Problem]:
+    problems = []
+    required = ["ca.crt", "node.crt"]
+    if expect.mode is not Mode.STANDARD:
+        required.append("client.node.crt")
+    if expect.mode is Mode.SPLIT_CA:
+        required.append(CA_CLIENT_FILE)
+    if expect.ui:
+        required.append("ui.crt")
+    required += [f"client.{u}.crt" for u in expect.users]
+    for name in required:
+        if name not in loaded:
+            problems.append(Problem(name, f"is missing (required in {expect.mode.value} mode)"))
+    node = loaded.get("node.crt")
+    if node is not None:
+        info = crypto.describe(node.certs[0])
+        dns, ips = split_hosts(expect.node_hosts)
+        missing = sorted(set(dns) - {d.lower() for d in info.dns_sans}) + sorted(set(ips) - set(info.ip_sans))
+        if missing:
+            problems.append(Problem("node.crt", f"SANs lack configured hosts {', '.join(missing)}"))
+        if expect.mode is Mode.STANDARD and info.common_name != "node":
+            problems.append(Problem("node.crt", f"CN is {info.common_name!r}; standard mode needs CN=node"))
+    client_node = loaded.get("client.node.crt")
+    if client_node is not None and crypto.describe(client_node.certs[0]).common_name != "node":
+        problems.append(Problem("client.node.crt", "CN is not 'node'"))
+    return problems
