@@ -15,7 +15,7 @@ __all__ = ["CertName", "PemUsage", "classify", "key_for_cert"]
 MAX_UINT64 = 2**64 - 1
 
 
-class PemUsage(str, enum.Enum):
+class PemUsage(enum.StrEnum):
     CA = "ca"
     CLIENT_CA = "ca-client"
     TENANT_CA = "ca-client-tenant"

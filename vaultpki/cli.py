@@ -22,7 +22,7 @@ from . import config as config_mod
 from . import crypto
 from .certnames import BadFilename, classify
 from .errors import ConfigError, InputError, VaultpkiError
-from .issue import IssueOptions, IssuedSet, obtain
+from .issue import IssuedSet, IssueOptions, obtain
 from .layout import Plan, plan_node, plan_user, validate_username
 from .store import CertsDir, Owner, resolve_owner
 from .validate import DirState, Expectation, Problem, judge
@@ -31,7 +31,7 @@ DEFAULT_USER_DIR = "~/.cockroach-certs"
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -56,7 +56,7 @@ def _fail(exc: BaseException, debug: bool) -> NoReturn:
 class _Group(click.Group):
     """Maps every error, click's usage errors included, to one line and its exit code."""
 
-    def main(self, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> NoReturn:
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)
@@ -98,7 +98,7 @@ def _options(cfg: config_mod.Config) -> IssueOptions:
 
 
 def _issue_and_write(cfg: config_mod.Config, plan: Plan, target: CertsDir) -> IssuedSet:
-    from .vault import HvacVault   # hvac/requests load only for commands that talk to Vault
+    from .vault import HvacVault  # hvac/requests load only for commands that talk to Vault
 
     issued = obtain(plan, HvacVault(cfg.vault), _options(cfg), _now())
     target.write_set(issued.files)

@@ -7,6 +7,7 @@ place that reads the file and ``os.environ``. Unknown keys are errors: a misspel
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -113,7 +114,7 @@ class _Table:
 
     def number(self, key: str, default: float) -> float:
         value = self.raw.pop(key, default)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{self._key(key)} must be a positive number")
         return float(value)
 
@@ -132,8 +133,30 @@ class _Table:
             raise ConfigError(f"unknown configuration key(s): {names}")
 
 
+_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"certs_dir", "mode", "key_type", "key_bits", "ttl", "owner", "group", "ca_trust",
+                   "issue_method", "vault", "pki", "node", "ui"}),
+    "vault": frozenset({"addr", "auth", "ca_cert", "namespace", "timeout", "token_file", "approle_mount", "role_id",
+                        "role_id_file", "secret_id_file", "cert_mount", "cert_role", "cert_file", "key_file"}),
+    "pki": frozenset({"mount", "client_mount", "node_role", "client_node_role", "user_role", "ui_mount", "ui_role"}),
+    "node": frozenset({"hosts"}),
+    "ui": frozenset({"hosts"}),
+}
+
+
+def _check_keys(raw: Mapping[str, Any]) -> None:
+    """Name every unknown key before reading any value: a typo must not surface as its consequence."""
+    unknown = sorted(k for k in raw if k not in _KEYS[""])
+    for table in ("vault", "pki", "node", "ui"):
+        if isinstance(raw.get(table), dict):
+            unknown += sorted(f"{table}.{k}" for k in raw[table] if k not in _KEYS[table])
+    if unknown:
+        raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}")
+
+
 def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config>") -> Config:
     """Build a Config from a parsed TOML document and an environment (pure)."""
+    _check_keys(raw)
     top = _Table(raw, "")
     vault_t, pki_t, node_t, ui_t = top.table("vault"), top.table("pki"), top.table("node"), top.table("ui")
     certs_dir = top.text("certs_dir")
@@ -169,7 +192,7 @@ def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
     addr = t.text("addr") or env.get("VAULT_ADDR")
     if not addr:
         raise ConfigError("no Vault address: set vault.addr or $VAULT_ADDR")
-    if not re.match(r"^https?://[^/\s]+", addr):
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", addr):
         raise ConfigError(f"vault.addr {addr!r} is not an http(s) URL")
     vault = VaultConfig(
         addr=addr.rstrip("/"),
@@ -225,4 +248,6 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
         raise ConfigError(f"config file {chosen} cannot be read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {chosen} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {chosen} is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
     return parse(raw, env, source=str(chosen))

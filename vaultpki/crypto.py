@@ -50,7 +50,7 @@ __all__ = [
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 _PEM_BLOCK = re.compile(
-    rb"-----BEGIN (?P<type>[A-Z0-9 ]+)-----\r?\n(?P<body>.*?)-----END (?P=type)-----", re.DOTALL
+    rb"-----BEGIN (?P<type>[A-Z0-9 ]+)-----[ \t]*\r?\n(?P<body>.*?)-----END (?P=type)-----", re.DOTALL
 )
 _EKU_NAMES = {
     ExtendedKeyUsageOID.SERVER_AUTH: Eku.SERVER_AUTH,
@@ -58,7 +58,7 @@ _EKU_NAMES = {
 }
 
 
-class KeyType(str, enum.Enum):
+class KeyType(enum.StrEnum):
     EC = "ec"
     RSA = "rsa"
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import ssl
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile

@@ -10,15 +10,17 @@ import datetime as dt
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
 from . import crypto
 from .errors import CertificateError, IssuanceRefused
-from .layout import CertSpec, Plan, TrustSpec
-from .store import FileContent
+from .layout import CertSpec, FileContent, Plan, TrustSpec
 from .validate import check_issued
-from .vault import CaMaterial, VaultPort
+
+if TYPE_CHECKING:     # the port's types only: this module never loads hvac
+    from .vault import CaMaterial, VaultPort
 
 __all__ = ["IssueOptions", "IssuedLeaf", "IssuedSet", "obtain", "trust_anchors"]
 
@@ -115,20 +117,21 @@ def obtain(plan: Plan, vault: VaultPort, options: IssueOptions, now: dt.datetime
     """Fetch CA material, issue every leaf (in parallel), validate all; raise on the first refusal."""
     mounts = sorted({t.mount for t in plan.trusts})
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(mounts) + len(plan.certs)))) as pool:
-        materials = dict(zip(mounts, pool.map(vault.ca_material, mounts)))
+        materials = dict(zip(mounts, pool.map(vault.ca_material, mounts), strict=True))
         anchors = {m: trust_anchors(materials[m], m, options.ca_trust) for m in mounts}
         futures = [pool.submit(_issue_one, spec, vault, options, anchors[spec.trust.mount], now)
                    for spec in plan.certs]
         results = [f.result() for f in futures]
-    files = [FileContent(t.file, crypto.certs_to_pem(anchors[t.mount]), secret=False) for t in _unique_files(plan.trusts)]
+    files = [FileContent(name, crypto.certs_to_pem(anchors[mount]), secret=False) for name, mount in _ca_files(plan.trusts)]
     for _, leaf_files in results:
         files += leaf_files
     return IssuedSet(files=tuple(files), leaves=tuple(leaf for leaf, _ in results))
 
 
-def _unique_files(trusts: Sequence[TrustSpec]) -> list[TrustSpec]:
-    seen: dict[str, TrustSpec] = {}
+def _ca_files(trusts: Sequence[TrustSpec]) -> list[tuple[str, str]]:
+    """(CA file name, mount) for every CA file the plan writes, each once."""
+    seen: dict[str, str] = {}
     for t in trusts:
         if t.file is not None:
-            seen.setdefault(t.file, t)
-    return list(seen.values())
+            seen.setdefault(t.file, t.mount)
+    return list(seen.items())

@@ -28,6 +28,7 @@ __all__ = [
     "CA_FILE",
     "CertSpec",
     "Eku",
+    "FileContent",
     "FileKind",
     "Mode",
     "Plan",
@@ -43,13 +44,13 @@ CA_CLIENT_FILE = "ca-client.crt"
 MAX_USERNAME_BYTES = 63
 
 
-class Mode(str, enum.Enum):
+class Mode(enum.StrEnum):
     STANDARD = "standard"
     SPLIT_NODE = "split-node"
     SPLIT_CA = "split-ca"
 
 
-class FileKind(str, enum.Enum):
+class FileKind(enum.StrEnum):
     """A leaf certificate's role in the certs-dir, named as CockroachDB names it."""
 
     NODE = "node"
@@ -58,9 +59,18 @@ class FileKind(str, enum.Enum):
     UI = "ui"
 
 
-class Eku(str, enum.Enum):
+class Eku(enum.StrEnum):
     SERVER_AUTH = "serverAuth"
     CLIENT_AUTH = "clientAuth"
+
+
+@dataclass(frozen=True, slots=True)
+class FileContent:
+    """Bytes for one certs-dir file; ``secret`` files are created 0600 from the first byte."""
+
+    name: str
+    data: bytes
+    secret: bool
 
 
 @dataclass(frozen=True, slots=True)

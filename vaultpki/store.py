@@ -14,6 +14,7 @@ The previous generation is kept (``.vaultpki/previous``) so a bad set can be rol
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import os
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, StoreError
+from .layout import FileContent
 from .validate import DirState, FileState
 
 __all__ = ["STATE_DIR", "CertsDir", "FileContent", "Owner", "resolve_owner"]
@@ -36,15 +38,6 @@ STATE_DIR = ".vaultpki"
 CURRENT = "current"
 PREVIOUS = "previous"
 MAX_READ = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class FileContent:
-    """Bytes for one certs-dir file; ``secret`` files are created 0600 from the first byte."""
-
-    name: str
-    data: bytes
-    secret: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,24 +139,34 @@ class CertsDir:
     def write_set(self, files: Sequence[FileContent]) -> str:
         """Replace/add ``files`` as one atomic set; returns the new generation's name.
 
-        Raises StoreError, leaving the previously visible set untouched.
+        Raises StoreError, leaving the previously visible set untouched (a failure after the
+        switch switches back; a directory this call created is removed again).
         """
         names = [f.name for f in files]
         if len(set(names)) != len(names) or any("/" in n or n.startswith(".") for n in names):
             raise StoreError(f"invalid file set {names}")
-        self._prepare_dir()
+        created_dir = self._prepare_dir()
         foreign = self._check_targets(names)
-        with _os_errors(f"cannot write to certs-dir {self.path}"):
-            self._ensure_state_dir()
-            if foreign:
-                self._adopt(foreign)
-            new_gen = self._build_generation(files)
-            self._switch(new_gen)
-            self._link_all(set(names))
-            self._prune()
+        created_state = not self._state.exists()
+        try:
+            with _os_errors(f"cannot write to certs-dir {self.path}"):
+                self._ensure_state_dir()
+                if foreign:
+                    self._adopt(foreign)
+                new_gen = self._build_generation(files)
+                self._commit(new_gen, set(names))
+        except StoreError:
+            # Nothing of ours is visible at this point; take away what this call created.
+            if created_dir:
+                shutil.rmtree(self.path, ignore_errors=True)
+            elif created_state and self._current() is None:
+                shutil.rmtree(self._state, ignore_errors=True)
+            raise
+        self._prune()
         return new_gen
 
-    def _prepare_dir(self) -> None:
+    def _prepare_dir(self) -> bool:
+        """Check (or create) the certs-dir; True when this call created it."""
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
@@ -172,12 +175,13 @@ class CertsDir:
             with _os_errors(f"cannot create certs-dir {self.path}"):
                 os.mkdir(self.path, self.owner.dir_mode)
                 self._chown_path(self.path)
-            return
+            return True
         if stat.S_ISLNK(st.st_mode):
             raise StoreError(f"certs-dir {self.path} is a symlink to {os.readlink(self.path)}; "
                              "refusing to write through it (use the real path)")
         if not stat.S_ISDIR(st.st_mode):
             raise StoreError(f"certs-dir {self.path} is not a directory")
+        return False
 
     def _check_targets(self, names: Sequence[str]) -> list[str]:
         """Names whose current entry is a regular file (or another in-dir link) to adopt first."""
@@ -193,7 +197,8 @@ class CertsDir:
                 target = os.path.realpath(full)
                 if not _is_within(target, root):
                     raise StoreError(f"{full} is a symlink to {target}, outside the certs-dir; refusing to replace it")
-                if os.readlink(full) != f"{STATE_DIR}/{CURRENT}/{name}":
+                # A dangling in-dir link shows nothing that could be lost: just replace it.
+                if os.readlink(full) != f"{STATE_DIR}/{CURRENT}/{name}" and os.path.exists(full):
                     foreign.append(name)
             elif stat.S_ISREG(st.st_mode):
                 foreign.append(name)
@@ -263,6 +268,38 @@ class CertsDir:
             raise
         return gen.name
 
+    def _commit(self, gen: str, replace: set[str]) -> None:
+        """Make ``gen`` visible. If anything fails after the switch, switch back before raising,
+        so that a reported failure always means the previous set is what is visible."""
+        old, old_previous = self._current(), self._previous()
+        try:
+            self._switch(gen)
+            self._link_all(replace)
+            self._unlink_stale()
+        except OSError:
+            with contextlib.suppress(OSError):
+                if old is not None:
+                    self._replace_link(self._state / CURRENT, old.name)
+                else:
+                    (self._state / CURRENT).unlink(missing_ok=True)
+                if old_previous is not None:
+                    self._replace_link(self._state / PREVIOUS, old_previous.name)
+                self._unlink_stale()
+                _fsync_dir(self._state)
+            raise
+
+    def _unlink_stale(self) -> None:
+        """Remove our links to names the current generation no longer has (after a rollback or an undo);
+        the .crt goes before its .key so that a certificate never lacks its key."""
+        current = self._current()
+        have = set(os.listdir(current)) if current is not None else set()
+        stale = [n for n in os.listdir(self.path) if n not in have and (self.path / n).is_symlink()
+                 and os.readlink(self.path / n) == f"{STATE_DIR}/{CURRENT}/{n}"]
+        for name in sorted(stale, key=lambda n: (n.endswith(".key"), n)):
+            (self.path / name).unlink()
+        if stale:
+            _fsync_dir(self.path)
+
     def _switch(self, gen: str) -> None:
         """Point ``current`` at ``gen`` with one rename; remember the old one as ``previous``."""
         old = self._current()
@@ -314,8 +351,13 @@ class CertsDir:
         self._link_all(set(names))
 
     def _prune(self) -> None:
+        """Drop generations other than current and previous (best effort: the new set is already live)."""
         keep = {p.name for p in (self._current(), self._previous()) if p is not None}
-        for entry in os.listdir(self._state):
+        try:
+            entries = os.listdir(self._state)
+        except OSError:
+            return
+        for entry in entries:
             path = self._state / entry
             if entry.startswith("gen-") and entry not in keep and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
@@ -333,6 +375,5 @@ class CertsDir:
         if previous is None:
             raise StoreError(f"certs-dir {self.path} has no previous generation to roll back to")
         with _os_errors(f"cannot roll back certs-dir {self.path}"):
-            self._switch(previous.name)
-            self._link_all(set())
+            self._commit(previous.name, set())
         return previous.name

@@ -289,34 +289,31 @@ def _judge_layout(loaded: dict[str, _Loaded], now: dt.datetime, expect: Expectat
     problems: list[Problem] = []
     for item in loaded.values():
         if item.name.usage.is_ca:
-            for cert in item.certs:
-                if not crypto.is_ca(cert):
-                    problems.append(Problem(item.name.filename, f"{cert.subject.rfc4514_string()} is not a CA certificate"))
-                elif (p := _date_problem(cert, now, f"CA {cert.subject.rfc4514_string()}")) is not None:
-                    problems.append(Problem(item.name.filename, p))
+            problems += _ca_file_problems(item, now)
     ca = loaded.get(CA_FILE)
     client_ca = loaded.get(CA_CLIENT_FILE)
     leaves = [i for i in loaded.values() if not i.name.usage.is_ca]
     if leaves and ca is None:
         problems.append(Problem(CA_FILE, "is missing"))
     node, client_node = loaded.get("node.crt"), loaded.get("client.node.crt")
-    server_pool = ca.certs if ca else []
-    client_pool = client_ca.certs if client_ca else server_pool
+    pools = _pools(loaded)
     for item in leaves:
         usage = item.name.usage
-        if usage is PemUsage.UI:
-            pool = loaded["ca-ui.crt"].certs if "ca-ui.crt" in loaded else None
-            usages = {Eku.SERVER_AUTH}
-        elif usage is PemUsage.NODE:
-            pool = server_pool
+        pool = pools[usage]
+        if usage is PemUsage.NODE:
             usages = {Eku.SERVER_AUTH} if client_node else {Eku.SERVER_AUTH, Eku.CLIENT_AUTH}
         else:
-            pool = client_pool
-            usages = {Eku.CLIENT_AUTH} if usage is PemUsage.CLIENT else {Eku.SERVER_AUTH, Eku.CLIENT_AUTH}
-        if pool is not None and (p := verify_chain(item.certs, pool, now, usages)) is not None:
-            problems.append(Problem(item.name.filename, p))
-        elif pool is None and (p := _date_problem(item.certs[0], now, "certificate")) is not None:
-            problems.append(Problem(item.name.filename, p))
+            usages = _LEAF_USAGES[usage]
+        problem = verify_chain(item.certs, pool, now, usages) if pool is not None else \
+            _date_problem(item.certs[0], now, "certificate")
+        if problem is not None:
+            if usage is PemUsage.CLIENT and node is None and client_ca is None and pool is not None:
+                # A client-only dir's ca.crt verifies the *server*; in split-ca the client's own
+                # certificate comes from the cluster's client CA, which such a dir never holds.
+                problems.append(Problem(item.name.filename, f"{problem} (fine only if the cluster uses a "
+                                        "separate client CA: split-ca)", "warning"))
+            else:
+                problems.append(Problem(item.name.filename, problem))
         if usage is PemUsage.CLIENT:
             problems += _client_principals(item)
     if node is not None and client_node is None and "node" not in _principals(node.certs[0]):
@@ -329,6 +326,46 @@ def _judge_layout(loaded: dict[str, _Loaded], now: dt.datetime, expect: Expectat
         ))
     if expect is not None:
         problems += _expected(loaded, expect)
+    return problems
+
+
+_LEAF_USAGES = {
+    PemUsage.UI: {Eku.SERVER_AUTH},
+    PemUsage.CLIENT: {Eku.CLIENT_AUTH},
+    PemUsage.TENANT: {Eku.SERVER_AUTH, Eku.CLIENT_AUTH},
+    PemUsage.TENANT_SIGNING: set(),
+}
+
+
+def _pools(loaded: dict[str, _Loaded]) -> dict[PemUsage, list[x509.Certificate] | None]:
+    """Which CA pool verifies each leaf usage, with CockroachDB's fallbacks (None: no chain check)."""
+    def certs(name: str) -> list[x509.Certificate] | None:
+        return loaded[name].certs if name in loaded else None
+
+    server = certs(CA_FILE) or []
+    client = certs(CA_CLIENT_FILE) or server
+    return {
+        PemUsage.NODE: server,
+        PemUsage.CLIENT: client,
+        PemUsage.TENANT: certs("ca-client-tenant.crt") or client,
+        PemUsage.UI: certs("ca-ui.crt"),             # browsers judge ui.crt; check it only against ca-ui.crt
+        PemUsage.TENANT_SIGNING: None,               # self-signed by design (GenerateTenantSigningCert)
+    }
+
+
+def _ca_file_problems(item: _Loaded, now: dt.datetime) -> list[Problem]:
+    """Every certificate must be a CA; an expired one is only a warning while another is still valid
+    (during a rotation the bundle holds the new CA first and the old ones after it)."""
+    problems = []
+    expired = []
+    for cert in item.certs:
+        subject = cert.subject.rfc4514_string()
+        if not crypto.is_ca(cert):
+            problems.append(Problem(item.name.filename, f"{subject} is not a CA certificate"))
+        elif (p := _date_problem(cert, now, f"CA {subject}")) is not None:
+            expired.append(p)
+    severity = "warning" if len(expired) < len(item.certs) else "error"
+    problems += [Problem(item.name.filename, p, severity) for p in expired]
     return problems
 
 

@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from vaultpki import crypto
-
 from vaultpki.devserver import DevServer
 from vaultpki.layout import Mode, PkiNames
 from vaultpki.provision import ProvisionSpec, provision
@@ -133,7 +132,7 @@ def test_wrong_vault_ca_is_a_clear_tls_error(tls_bao: DevServer, tmp_path: Path)
     """ca_cert names a CA that did not sign Vault's certificate: one line, exit 1, nothing written."""
     key = crypto.generate_key(crypto.KeyType.EC, 256)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stray CA")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     stray = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
              .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)

@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vaultpki.validate import DirState, FileState
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2030, 6, 1, 12, 0, 0, tzinfo=UTC)
 DAY = dt.timedelta(days=1)
 

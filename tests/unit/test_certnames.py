@@ -156,7 +156,7 @@ _names = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, database=None)
 @given(_names)
 def test_property_classify_outcomes(filename: str) -> None:
     try:

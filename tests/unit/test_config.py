@@ -437,3 +437,39 @@ def test_load_reports_semantic_errors_from_parse(tmp_path: Path) -> None:
     path.write_text(VALID_FILE + 'mode = "x"\n')   # lands in [node]: unknown key node.mode
     with pytest.raises(ConfigError, match="node.mode"):
         load(path, env={})
+
+
+# --- defects found while writing these tests (each assertion below currently fails) ----------------
+
+def test_timeout_nan_is_refused() -> None:
+    # BUG (config.py _Table.number): `value <= 0` is False for NaN, so `timeout = nan` (valid TOML) passes.
+    with pytest.raises(ConfigError, match="vault.timeout"):
+        parse(_with("vault", timeout=float("nan")), {})
+
+
+@pytest.mark.parametrize(
+    "addr",
+    [
+        pytest.param("https://vault example.com", id="inner-space"),
+        pytest.param("https://vault:8200\n", id="trailing-newline"),
+    ],
+)
+def test_addr_with_whitespace_is_refused(addr: str) -> None:
+    # BUG (config.py _parse_vault): re.match only anchors the start, so junk after the host passes.
+    with pytest.raises(ConfigError, match="vault.addr"):
+        parse(_with("vault", addr=addr), {})
+
+
+@pytest.mark.parametrize(
+    ("raw", "misspelt"),
+    [
+        pytest.param({"vualt": {"addr": ADDR}, "node": {"hosts": ["db1"]}}, "vualt", id="misspelt-vault-table"),
+        pytest.param({"vault": {"adr": ADDR}, "node": {"hosts": ["db1"]}}, "vault.adr", id="misspelt-addr-key"),
+    ],
+)
+def test_unknown_key_is_reported_before_its_consequences(raw: dict[str, Any], misspelt: str) -> None:
+    # BUG (config.py parse): unknown keys are only reported after _parse_vault() has run, so a typo
+    # in the Vault address key surfaces as the misleading "no Vault address" instead.
+    with pytest.raises(ConfigError) as info:
+        parse(raw, {})
+    assert misspelt in str(info.value), str(info.value)

@@ -112,7 +112,7 @@ def test_username_refusal_message_is_ascii_safe() -> None:
     assert "\\u202e" in str(info.value)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, database=None)
 @given(st.one_of(st.text(), st.text(st.sampled_from(list("ab_-./0\u00e9E \u0301")), max_size=70)))
 def test_property_accepted_names_are_safe_path_parts(name: str) -> None:
     try:

@@ -145,6 +145,20 @@ def test_owner_key_mode_rule() -> None:
     assert Owner(None, 999).dir_mode == 0o750
 
 
+def test_group_owner_gives_group_readable_root_key(tmp_path: Path, leaves, now) -> None:  # type: ignore[no-untyped-def]
+    gid = os.getgid()
+    root = tmp_path / "certs"
+    store = CertsDir(root, Owner(None, gid))
+    store.write_set(files_of({"node": leaves["new_node"]}))
+    expected = 0o640 if os.geteuid() == 0 else 0o600     # CockroachDB allows 0640 only for root-owned keys
+    assert stat.S_IMODE(os.stat(root / "node.key").st_mode) == expected
+    assert os.stat(root / "node.key").st_gid == gid
+    assert stat.S_IMODE(os.lstat(root).st_mode) == 0o750
+    state = store.snapshot()
+    assert state.service_gid == gid
+    assert not any("too open" in p.message for p in judge(state, now))
+
+
 def test_second_write_replaces_and_keeps_previous(tmp_path: Path, leaves, cas) -> None:  # type: ignore[no-untyped-def]
     root = tmp_path / "certs"
     store = CertsDir(root)
@@ -309,12 +323,11 @@ def managed(tmp_path: Path, leaves, cas) -> Path:  # type: ignore[no-untyped-def
 def test_refuses_symlinked_certs_dir(tmp_path: Path, managed: Path, leaves) -> None:  # type: ignore[no-untyped-def]
     link = tmp_path / "certs-link"
     os.symlink(managed, link)
-    before = tree(tmp_path)
+    before, before_real = tree(tmp_path), tree(managed)
     with pytest.raises(StoreError, match="symlink"):
         CertsDir(link).write_set(files_of({"node": leaves["new_node"]}))
     assert tree(tmp_path) == before
-    assert tree(managed) == {k[len("certs/"):] if k != "certs" else ".": v
-                             for k, v in before.items() if k.startswith("certs/")} | {".": tree(managed)["."]}
+    assert tree(managed) == before_real
 
 
 def test_refuses_entry_linking_outside(tmp_path: Path, managed: Path, leaves) -> None:  # type: ignore[no-untyped-def]
@@ -348,6 +361,22 @@ def test_refuses_directory_named_like_a_file(tmp_path: Path, managed: Path, leav
     with pytest.raises(StoreError, match="not a regular file"):
         CertsDir(managed).write_set(files_of({"node": leaves["new_node"]}))
     assert tree(tmp_path) == before
+
+
+def test_dangling_foreign_link_is_replaced_or_refused_cleanly(tmp_path: Path, leaves) -> None:  # type: ignore[no-untyped-def]
+    # e.g. a Kubernetes-style node.crt -> ..data/node.crt after ..data was removed
+    root = tmp_path / "certs"
+    root.mkdir()
+    os.symlink("..data/node.crt", root / "node.crt")
+    before = tree(tmp_path)
+    try:
+        CertsDir(root).write_set(files_of({"node": leaves["new_node"]}))
+    except StoreError:
+        # BUG (store.py _check_targets/_adopt): the dangling link is classed as "foreign", .vaultpki/
+        # is created, then _adopt() fails reading it ("no such file or directory"): the dir is changed.
+        assert tree(tmp_path) == before, "refusal modified the certs-dir"
+    else:
+        assert (root / "node.crt").read_bytes() == leaves["new_node"].cert_pem
 
 
 def test_refuses_certs_dir_that_is_a_file(tmp_path: Path, leaves) -> None:  # type: ignore[no-untyped-def]
@@ -484,6 +513,8 @@ def test_fault_injection_never_shows_a_mixed_pair(  # type: ignore[no-untyped-de
 ) -> None:
     scenario = _scenarios(leaves, cas)[scenario_name]
     runs = _run_faults(tmp_path, scenario, func)
+    if not runs:   # os.link is only used to carry files over from an existing generation
+        assert (func, scenario_name) in {("link", "plain-adopt"), ("link", "fresh")}
     for run in runs:
         root: Path = run["root"]  # type: ignore[assignment]
         where = f"os.{func} failing at call #{run['k']}"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -565,6 +565,19 @@ def test_judge_tenant_signing_cert_is_self_signed(standard, now) -> None:  # typ
     problems = judge(standard.state(), now)
     # BUG (validate.py _judge_layout): tenant-signing certs fall into the "client CA pool" branch
     # and must chain to ca.crt, but CockroachDB makes them self-signed and never verifies a chain.
+    assert errors(problems) == [], errors(problems)
+
+
+def test_judge_split_ca_user_dir(pki, cas, dir_state, now) -> None:  # type: ignore[no-untyped-def]
+    # Exactly what plan_user(Mode.SPLIT_CA, ...) writes: ca.crt from the *node* mount (to verify the
+    # servers) and client.marc.crt from the client mount; ca-client.crt is deliberately not written.
+    d = Dir(dir_state)
+    d.files["ca.crt"] = cas.root.cert_pem
+    d.put("client.marc", pki.leaf("marc", cas.client_root, ekus=[CLIENT]))
+    problems = judge(d.state(), now)
+    # BUG (validate.py _judge_layout): with no ca-client.crt the client pool falls back to ca.crt, so
+    # the client leaf of a correct split-ca user dir is reported as "does not chain". The client never
+    # verifies its own certificate; only the server does, against its ca-client.crt.
     assert errors(problems) == [], errors(problems)
 
 

@@ -1,0 +1,122 @@
+"""issue.obtain() against a fake Vault: what is asked, what is refused (pure unit tests; no Vault mock in integration)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from vaultpki import crypto
+from vaultpki.errors import IssuanceRefused
+from vaultpki.issue import IssueOptions, obtain
+from vaultpki.layout import Mode, PkiNames, plan_node, plan_user
+from vaultpki.vault import CaMaterial, IssuedCert
+
+from .conftest import CLIENT, DAY, SERVER, CaSet, Issued, Pki
+
+PKI = PkiNames(mount="pki-crdb", client_mount=None, node_role="node", client_node_role="client-node",
+               user_role="user", ui_mount=None, ui_role=None)
+HOSTS = ("node1.internal", "127.0.0.1")
+OPTIONS = IssueOptions(key_type=crypto.KeyType.EC, key_bits=256, ttl_seconds=3600)
+
+
+def pem(issued: Issued) -> str:
+    return issued.cert_pem.decode()
+
+
+@dataclass
+class FakeVault:
+    """Signs CSRs with an in-memory CA; knobs make it behave like a misconfigured role."""
+
+    pki: Pki
+    cas: CaSet
+    extra_dns: tuple[str, ...] = ()
+    signer: str = "inter"
+    not_after: dt.datetime | None = None
+    calls: list[dict[str, object]] = field(default_factory=list)
+
+    def ca_material(self, mount: str) -> CaMaterial:
+        return CaMaterial(issuer=pem(self.cas.inter), chain=(pem(self.cas.inter), pem(self.cas.root)))
+
+    def sign(self, mount: str, role: str, csr: str, common_name: str | None, ttl: str | None) -> IssuedCert:
+        self.calls.append({"mount": mount, "role": role, "csr": csr, "common_name": common_name, "ttl": ttl})
+        request = x509.load_pem_x509_csr(csr.encode())
+        cn = common_name or str(request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+        try:
+            sans = list(request.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        except x509.ExtensionNotFound:
+            sans = []
+        sans += [x509.DNSName(d) for d in self.extra_dns]
+        issuer: Issued = getattr(self.cas, self.signer)
+        not_after = self.not_after or self.pki.now + 30 * DAY
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+                   .issuer_name(issuer.cert.subject).public_key(request.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(min(self.pki.now, not_after) - DAY).not_valid_after(not_after)
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([SERVER, CLIENT] if role == "node" else [CLIENT]),
+                                  critical=False))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(issuer.key, hashes.SHA256())
+        return IssuedCert(cert.public_bytes(serialization.Encoding.PEM).decode(),
+                          (pem(self.cas.inter), pem(self.cas.root)), crypto.format_serial(cert.serial_number))
+
+    def issue(self, *args: object, **kwargs: object) -> IssuedCert:  # pragma: no cover - not used here
+        raise AssertionError("sign is the default method")
+
+
+def test_node_set_is_leaf_plus_intermediate_and_anchor(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+    vault = FakeVault(pki, cas)
+    result = obtain(plan_node(Mode.STANDARD, PKI, HOSTS, ()), vault, OPTIONS, now)
+    files = {f.name: f for f in result.files}
+    assert set(files) == {"ca.crt", "node.crt", "node.key"}
+    assert files["node.key"].secret and not files["node.crt"].secret
+    chain = crypto.load_certs(files["node.crt"].data)
+    assert chain[1] == cas.inter.cert and len(chain) == 2              # no self-signed root in the leaf file
+    assert crypto.load_certs(files["ca.crt"].data) == [cas.inter.cert]   # ca_trust = issuer
+    assert crypto.key_matches(chain[0], crypto.load_key(files["node.key"].data))
+    call = vault.calls[0]
+    assert call["common_name"] is None and call["ttl"] == "3600s"       # node roles: CSR only
+    assert "PRIVATE KEY" not in str(call["csr"])                         # the key never leaves
+
+
+def test_ca_trust_root_writes_the_root(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+    options = IssueOptions(key_type=crypto.KeyType.EC, key_bits=256, ttl_seconds=None, ca_trust="root")
+    result = obtain(plan_node(Mode.STANDARD, PKI, HOSTS, ()), FakeVault(pki, cas), options, now)
+    ca = next(f for f in result.files if f.name == "ca.crt")
+    assert crypto.load_certs(ca.data) == [cas.root.cert]
+
+
+def test_user_request_carries_the_common_name(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+    vault = FakeVault(pki, cas)
+    result = obtain(plan_user(Mode.STANDARD, PKI, "marc"), vault, OPTIONS, now)
+    assert {f.name for f in result.files} == {"ca.crt", "client.marc.crt", "client.marc.key"}
+    assert vault.calls[0]["common_name"] == "marc"
+
+
+@pytest.mark.parametrize(("knobs", "needle"), [
+    pytest.param({"extra_dns": ("root",)}, "unexpected DNS SANs root", id="dns-san-naming-another-user"),
+    pytest.param({"signer": "other"}, "does not chain", id="wrong-ca"),
+    pytest.param({"not_after": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)}, "expired", id="expired"),
+])
+def test_misbehaving_vault_is_refused(pki: Pki, cas: CaSet, now: dt.datetime, knobs: dict[str, object],
+                                      needle: str) -> None:
+    vault = FakeVault(pki, cas, **knobs)  # type: ignore[arg-type]
+    with pytest.raises(IssuanceRefused, match=needle) as info:
+        obtain(plan_user(Mode.STANDARD, PKI, "marc"), vault, OPTIONS, now)
+    assert str(info.value).startswith("refusing client.marc.crt from pki-crdb/sign/user")
+
+
+def test_root_trust_without_a_root_in_the_chain_is_refused(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+    class NoRoot(FakeVault):
+        def ca_material(self, mount: str) -> CaMaterial:
+            return CaMaterial(issuer=pem(self.cas.inter), chain=(pem(self.cas.inter),))
+    options = IssueOptions(key_type=crypto.KeyType.EC, key_bits=256, ttl_seconds=None, ca_trust="root")
+    with pytest.raises(IssuanceRefused, match="does not reach a self-signed root"):
+        obtain(plan_node(Mode.STANDARD, PKI, HOSTS, ()), NoRoot(pki, cas), options, now)

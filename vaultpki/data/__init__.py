@@ -1,0 +1,1 @@
+"""Data files shipped with vaultpki (roles.json: the shared Vault role definitions)."""
