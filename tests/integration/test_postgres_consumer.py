@@ -10,6 +10,7 @@ configurations use ``ca_trust = "root"``.
 
 from __future__ import annotations
 
+import grp
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -122,3 +123,22 @@ def test_split_ca_with_separate_roots_refuses_node_ca_client_certs(
         assert connect(pg, "marc", marc) == "marc"
         refused = connect(pg, "marc", rogue)
         assert refused.startswith("REFUSED") and "unknown ca" in refused, refused
+
+
+def test_root_owned_key_readable_through_the_service_group(deploy: Callable[..., Deployment], shared_dir: Path) -> None:
+    """owner = root + group: keys are 0640 root:<group> (CockroachDB's 0740 rule; PostgreSQL has the same)."""
+    dep = deploy(Mode.STANDARD)
+    config = dep.write_config(shared_dir / "vaultpki.toml", shared_dir / "certs", ca_trust="root",
+                              owner="root", group="postgres")
+    result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token})
+    assert result.returncode == 0, result.stderr
+    certs_dir = shared_dir / "certs"
+    key = (certs_dir / "node.key").stat()
+    assert (key.st_uid, key.st_mode & 0o777) == (0, 0o640)
+    assert key.st_gid == grp.getgrnam("postgres").gr_gid
+    assert run_cli(["--config", str(config), "verify"]).returncode == 0
+    marc = issue_user(dep, config, "marc", shared_dir / "marc")
+    (shared_dir / "pg").mkdir(mode=0o755)
+    with PostgresServer(shared_dir / "pg", certs_dir / "node.crt", certs_dir / "node.key", certs_dir / "ca.crt") as pg:
+        pg.create_user("marc")
+        assert connect(pg, "marc", marc) == "marc"
