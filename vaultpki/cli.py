@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -26,6 +28,11 @@ from .issue import IssuedSet, IssueOptions, obtain
 from .layout import Plan, plan_node, plan_user, validate_username
 from .store import CertsDir, Owner, resolve_owner
 from .validate import DirState, Expectation, Problem, judge
+
+if TYPE_CHECKING:     # only `sync` loads the daemon, metrics and reload machinery
+    from .daemon import Syncer
+    from .metrics import Metrics
+    from .reload import Reloader
 
 DEFAULT_USER_DIR = "~/.cockroach-certs"
 
@@ -283,6 +290,92 @@ def rollback(obj: _Ctx, certs_dir: str | None) -> None:
         raise InputError("which certs-dir? pass --certs-dir DIR or --config FILE with certs_dir")
     gen = CertsDir(path, resolve_owner(cfg.owner, cfg.group) if cfg else Owner(None, None)).rollback()
     click.echo(f"rolled back {path} to {gen}")
+
+
+def _reloader(cfg: config_mod.Config) -> Reloader:
+    from .reload import NoReload, RunCommand, SignalByName, SignalByPidfile, parse_signal
+
+    r = cfg.reload
+    sig = parse_signal(r.signal)
+    if r.process:
+        return SignalByName(r.process, sig)
+    if r.pidfile:
+        return SignalByPidfile(Path(r.pidfile), sig)
+    if r.command:
+        # The command never sees our Vault credentials.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "VAULTPKI_", "BAO_"))}
+        return RunCommand(r.command, float(r.command_timeout), env)
+    return NoReload()
+
+
+def _syncer_factory(certs_dir: str | None, metrics: Metrics, log: logging.Logger,
+                    now: Callable[[], dt.datetime]) -> Callable[[config_mod.Config], Syncer]:
+    def build(cfg: config_mod.Config) -> Syncer:
+        from .daemon import Syncer
+        from .probe import EndpointProber
+        from .vault import HvacVault
+
+        prober = EndpointProber(cfg.reload.verify) if cfg.reload.verify else None
+        store = CertsDir(_node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))
+        plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts)      # config errors now, not at the first pass
+        return Syncer(cfg=cfg, vault=HvacVault(cfg.vault), store=store, reloader=_reloader(cfg), prober=prober,
+                      metrics=metrics, now=now, log=log)
+    return build
+
+
+def _listen_addr(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--metrics-addr {text!r} is not HOST:PORT (e.g. 127.0.0.1:9101, or :9101 for every interface)")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One pass, then exit (for cron or a systemd timer): 0 ok, 1 failed.")
+@click.option("--certs-dir", metavar="DIR", help="Override certs_dir from the config.")
+@click.option("--metrics-addr", metavar="HOST:PORT", help="Serve /metrics and /healthz here (daemon mode).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def sync(obj: _Ctx, once: bool, certs_dir: str | None, metrics_addr: str | None, log_format: str) -> None:
+    """Keep this node's certs-dir fresh: renew what is due, reload the database, verify it took."""
+    from .clock import SystemClock
+    from .daemon import Daemon
+    from .logs import setup
+    from .metrics import Metrics, MetricsServer
+    from .vault import HvacVault
+
+    listen = _listen_addr(metrics_addr) if metrics_addr else None
+    log = setup(log_format)
+    clock = SystemClock()
+    metrics = Metrics()
+    build = _syncer_factory(certs_dir, metrics, log, clock.now)
+    syncer = build(obj.config())
+    if once:
+        report = syncer.run_pass()
+        for leaf in report.renewed:
+            click.echo(f"renewed {leaf.spec.cert_file} (serial {leaf.serial}, expires {leaf.not_after:%Y-%m-%d %H:%M:%S}Z)")
+        if report.ok:
+            when = f"; next renewal {report.next_wake:%Y-%m-%d %H:%M:%S}Z" if report.next_wake else ""
+            click.echo((f"renewed; reload: {syncer.reloader.describe()}" if report.renewed else "nothing due") + when)
+            return
+        for failure in report.failures:
+            click.echo(f"vaultpki: error: {failure}", err=True)
+        sys.exit(1)
+    server = None
+    if listen is not None:
+        try:
+            server = MetricsServer(metrics, *listen).start()
+        except OSError as exc:
+            raise InputError(f"cannot listen on {metrics_addr}: {exc.strerror}") from exc
+        log.info("metrics listening", extra={"addr": f"{listen[0]}:{server.port}"})
+    daemon = Daemon(load_config=obj.config, build=build,
+                    tokens=lambda s: s.vault if isinstance(s.vault, HvacVault) else None,
+                    log=log, sleep=clock.sleep, wake=clock.wake)
+    try:
+        sys.exit(daemon.run(syncer))
+    finally:
+        if server is not None:
+            server.stop()
 
 
 @main.command()

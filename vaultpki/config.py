@@ -19,8 +19,9 @@ from typing import Any
 from .crypto import KeyType, check_key_params
 from .errors import ConfigError
 from .layout import Mode, PkiNames
+from .renewal import RenewPolicy, parse_percent
 
-__all__ = ["Config", "VaultConfig", "load", "parse", "parse_duration"]
+__all__ = ["Config", "ReloadConfig", "VaultConfig", "load", "parse", "parse_duration"]
 
 AUTH_METHODS = ("token", "approle", "cert")
 CA_TRUST = ("issuer", "root")
@@ -47,7 +48,7 @@ def parse_duration(text: str, key: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class VaultConfig:
-    addr: str
+    addr: str                     # the first of ``addrs``
     auth: str
     ca_cert: str | None
     namespace: str | None
@@ -62,6 +63,21 @@ class VaultConfig:
     cert_role: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    addrs: tuple[str, ...] = ()   # every address to try, in order (HA: fail over between them)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadConfig:
+    """How ``sync`` makes the database pick up a new set, and how it checks that it did."""
+
+    signal: str = "SIGHUP"
+    process: str | None = None           # exact process name, like `pkill -x`
+    pidfile: str | None = None           # first line is the pid
+    command: tuple[str, ...] = ()        # run instead of a signal (no shell)
+    command_timeout: int = 60
+    verify: str | None = None            # postgres://host:port or tls://host:port
+    verify_timeout: int = 15
+    rollback_on_failure: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,10 @@ class Config:
     node_hosts: tuple[str, ...]
     ui_hosts: tuple[str, ...]
     source: str                   # where the config came from, for error messages
+    renew: RenewPolicy = RenewPolicy()
+    retry_initial: float = 1.0    # daemon backoff while Vault is away: first wait...
+    retry_max: float = 300.0      # ...and the cap
+    reload: ReloadConfig = ReloadConfig()
 
 
 class _Table:
@@ -124,6 +144,18 @@ class _Table:
             raise ConfigError(f"{self._key(key)} must be a list of non-empty strings")
         return tuple(value)
 
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw.pop(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._key(key)} must be true or false")
+        return value
+
+    def str_or_list(self, key: str) -> tuple[str, ...]:
+        value = self.raw.get(key)
+        if isinstance(value, str):
+            return (self.text(key) or "",)
+        return self.str_list(key)
+
     def table(self, key: str) -> _Table:
         return _Table(self.raw.pop(key, {}), self._key(key))
 
@@ -135,19 +167,22 @@ class _Table:
 
 _KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"certs_dir", "mode", "key_type", "key_bits", "ttl", "owner", "group", "ca_trust",
-                   "issue_method", "vault", "pki", "node", "ui"}),
+                   "issue_method", "vault", "pki", "node", "ui", "renew", "reload"}),
     "vault": frozenset({"addr", "auth", "ca_cert", "namespace", "timeout", "token_file", "approle_mount", "role_id",
                         "role_id_file", "secret_id_file", "cert_mount", "cert_role", "cert_file", "key_file"}),
     "pki": frozenset({"mount", "client_mount", "node_role", "client_node_role", "user_role", "ui_mount", "ui_role"}),
     "node": frozenset({"hosts"}),
     "ui": frozenset({"hosts"}),
+    "renew": frozenset({"before", "jitter", "retry_initial", "retry_max"}),
+    "reload": frozenset({"signal", "process", "pidfile", "command", "command_timeout", "verify", "verify_timeout",
+                         "rollback_on_failure"}),
 }
 
 
 def _check_keys(raw: Mapping[str, Any]) -> None:
     """Name every unknown key before reading any value: a typo must not surface as its consequence."""
     unknown = sorted(k for k in raw if k not in _KEYS[""])
-    for table in ("vault", "pki", "node", "ui"):
+    for table in ("vault", "pki", "node", "ui", "renew", "reload"):
         if isinstance(raw.get(table), dict):
             unknown += sorted(f"{table}.{k}" for k in raw[table] if k not in _KEYS[table])
     if unknown:
@@ -159,6 +194,7 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config
     _check_keys(raw)
     top = _Table(raw, "")
     vault_t, pki_t, node_t, ui_t = top.table("vault"), top.table("pki"), top.table("node"), top.table("ui")
+    renew_t, reload_t = top.table("renew"), top.table("reload")
     certs_dir = top.text("certs_dir")
     mode_name = top.choice("mode", tuple(m.value for m in Mode), Mode.STANDARD.value)
     key_type, key_bits = check_key_params(top.text("key_type", "ec") or "ec", top.integer("key_bits"))
@@ -178,8 +214,12 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config
         node_hosts=node_t.str_list("hosts"),
         ui_hosts=ui_t.str_list("hosts"),
         source=source,
+        renew=_parse_renew(renew_t),
+        retry_initial=parse_duration(renew_t.text("retry_initial", "1s") or "1s", "renew.retry_initial"),
+        retry_max=parse_duration(renew_t.text("retry_max", "5m") or "5m", "renew.retry_max"),
+        reload=_parse_reload(reload_t),
     )
-    for table in (vault_t, pki_t, node_t, ui_t, top):
+    for table in (vault_t, pki_t, node_t, ui_t, renew_t, reload_t, top):
         table.done()
     if config.pki.ui_mount and not config.ui_hosts:
         raise ConfigError("pki.ui_mount is set but ui.hosts is empty")
@@ -188,14 +228,52 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config
     return config
 
 
+def _parse_renew(t: _Table) -> RenewPolicy:
+    before = t.text("before", "33%") or "33%"
+    jitter = parse_percent(t.text("jitter", "5%") or "5%", "renew.jitter", allow_zero=True)
+    if jitter > 0.25:
+        raise ConfigError("renew.jitter above 25% would no longer respect the renewal window")
+    if "%" in before:
+        return RenewPolicy(before_fraction=parse_percent(before, "renew.before", allow_zero=False),
+                           jitter_fraction=jitter)
+    return RenewPolicy(before_fraction=None, before_seconds=parse_duration(before, "renew.before"),
+                       jitter_fraction=jitter)
+
+
+def _parse_reload(t: _Table) -> ReloadConfig:
+    from .probe import parse_endpoint  # validates postgres:// and tls:// endpoints
+    from .reload import parse_signal
+
+    reload = ReloadConfig(
+        signal=parse_signal(t.text("signal", "SIGHUP") or "SIGHUP").name,
+        process=t.text("process"),
+        pidfile=t.text("pidfile"),
+        command=t.str_list("command"),
+        command_timeout=parse_duration(t.text("command_timeout", "60s") or "60s", "reload.command_timeout"),
+        verify=t.text("verify"),
+        verify_timeout=parse_duration(t.text("verify_timeout", "15s") or "15s", "reload.verify_timeout"),
+        rollback_on_failure=t.boolean("rollback_on_failure", False),
+    )
+    chosen = [k for k, v in (("process", reload.process), ("pidfile", reload.pidfile), ("command", reload.command)) if v]
+    if len(chosen) > 1:
+        raise ConfigError(f"reload: set only one of process, pidfile or command (got {', '.join(chosen)})")
+    if reload.verify is not None:
+        parse_endpoint(reload.verify)
+    return reload
+
+
 def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
-    addr = t.text("addr") or env.get("VAULT_ADDR")
-    if not addr:
+    addrs = t.str_or_list("addr") or tuple(a for a in env.get("VAULT_ADDR", "").split(",") if a.strip())
+    if not addrs:
         raise ConfigError("no Vault address: set vault.addr or $VAULT_ADDR")
-    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", addr):
-        raise ConfigError(f"vault.addr {addr!r} is not an http(s) URL")
+    for addr in addrs:
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", addr.strip()):
+            raise ConfigError(f"vault.addr {addr!r} is not an http(s) URL")
+    addrs = tuple(a.strip().rstrip("/") for a in addrs)
+    addr = addrs[0]
     vault = VaultConfig(
-        addr=addr.rstrip("/"),
+        addr=addr,
+        addrs=addrs,
         auth=t.choice("auth", AUTH_METHODS, "token"),
         ca_cert=t.text("ca_cert") or env.get("VAULT_CACERT") or None,
         namespace=t.text("namespace") or env.get("VAULT_NAMESPACE") or None,
@@ -216,7 +294,7 @@ def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
             raise ConfigError("vault.auth = 'approle' needs vault.role_id (or role_id_file) and vault.secret_id_file")
     if vault.auth == "cert" and not (vault.cert_file and vault.key_file):
         raise ConfigError("vault.auth = 'cert' needs vault.cert_file and vault.key_file")
-    if vault.auth == "cert" and not vault.addr.startswith("https://"):
+    if vault.auth == "cert" and not all(a.startswith("https://") for a in addrs):
         raise ConfigError("vault.auth = 'cert' needs an https:// Vault address (the certificate is sent in the TLS handshake)")
     return vault
 

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from . import crypto
-from .errors import CertificateError, IssuanceRefused
+from .errors import CertificateError, IssuanceRefused, VaultpkiError
 from .layout import CertSpec, FileContent, Plan, TrustSpec
 from .validate import check_issued
 
 if TYPE_CHECKING:     # the port's types only: this module never loads hvac
     from .vault import CaMaterial, VaultPort
 
-__all__ = ["IssueOptions", "IssuedLeaf", "IssuedSet", "obtain", "trust_anchors"]
+__all__ = ["IssueOptions", "IssuedLeaf", "IssuedSet", "fetch_anchors", "obtain", "obtain_partial", "trust_anchors"]
 
 MAX_PARALLEL = 8
 
@@ -113,19 +113,46 @@ def _issue_one(
     return IssuedLeaf(spec, crypto.format_serial(leaf.serial_number), leaf.not_valid_after_utc), files
 
 
+def fetch_anchors(mounts: Sequence[str], vault: VaultPort, ca_trust: str) -> dict[str, list[x509.Certificate]]:
+    """The trust anchors of every mount (one read each, in parallel)."""
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(mounts)))) as pool:
+        materials = dict(zip(mounts, pool.map(vault.ca_material, mounts), strict=True))
+    return {m: trust_anchors(materials[m], m, ca_trust) for m in mounts}
+
+
 def obtain(plan: Plan, vault: VaultPort, options: IssueOptions, now: dt.datetime) -> IssuedSet:
     """Fetch CA material, issue every leaf (in parallel), validate all; raise on the first refusal."""
-    mounts = sorted({t.mount for t in plan.trusts})
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(mounts) + len(plan.certs)))) as pool:
-        materials = dict(zip(mounts, pool.map(vault.ca_material, mounts), strict=True))
-        anchors = {m: trust_anchors(materials[m], m, options.ca_trust) for m in mounts}
-        futures = [pool.submit(_issue_one, spec, vault, options, anchors[spec.trust.mount], now)
-                   for spec in plan.certs]
-        results = [f.result() for f in futures]
+    issued, failures = obtain_partial(plan, vault, options, now, None)
+    if failures:
+        raise next(iter(failures.values()))
+    return issued
+
+
+def obtain_partial(
+    plan: Plan, vault: VaultPort, options: IssueOptions, now: dt.datetime,
+    anchors: dict[str, list[x509.Certificate]] | None,
+) -> tuple[IssuedSet, dict[str, VaultpkiError]]:
+    """Issue every leaf independently: what succeeded (with all CA files), and what failed, by file.
+
+    One failing role (say the UI mount) must not hold back a node certificate that is expiring.
+    """
+    if anchors is None:
+        anchors = fetch_anchors(sorted({t.mount for t in plan.trusts}), vault, options.ca_trust)
+    failures: dict[str, VaultpkiError] = {}
     files = [FileContent(name, crypto.certs_to_pem(anchors[mount]), secret=False) for name, mount in _ca_files(plan.trusts)]
-    for _, leaf_files in results:
-        files += leaf_files
-    return IssuedSet(files=tuple(files), leaves=tuple(leaf for leaf, _ in results))
+    leaves = []
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(plan.certs)))) as pool:
+        futures = {spec.cert_file: pool.submit(_issue_one, spec, vault, options, anchors[spec.trust.mount], now)
+                   for spec in plan.certs}
+        for name, future in futures.items():
+            try:
+                leaf, leaf_files = future.result()
+            except VaultpkiError as exc:
+                failures[name] = exc
+                continue
+            leaves.append(leaf)
+            files += leaf_files
+    return IssuedSet(files=tuple(files), leaves=tuple(leaves)), failures
 
 
 def _ca_files(trusts: Sequence[TrustSpec]) -> list[tuple[str, str]]:

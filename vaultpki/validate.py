@@ -29,11 +29,13 @@ from .layout import CA_CLIENT_FILE, CA_FILE, CertSpec, Eku, FileKind, Mode, spli
 
 __all__ = [
     "DirState",
+    "LeafJudgement",
     "Expectation",
     "FileState",
     "Problem",
     "check_issued",
     "judge",
+    "judge_leaf",
     "key_mode_problem",
     "verify_chain",
 ]
@@ -216,6 +218,51 @@ def key_mode_problem(mode: int, uid: int, gid: int, service_gid: int) -> str | N
         rule = "0740 when owned by root and the service's group" if allowed == 0o740 else "0700"
         return f"key file mode {perm:04o} is too open (CockroachDB allows at most {rule})"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class LeafJudgement:
+    """A planned leaf as found on disk: why it must be replaced (None: it may stay), and its validity."""
+
+    problem: str | None
+    validity: tuple[dt.datetime, dt.datetime, int] | None = None     # not_before, not_after, serial
+
+
+def judge_leaf(
+    spec: CertSpec,
+    state: DirState,
+    anchors: Sequence[x509.Certificate],
+    now: dt.datetime,
+    key_owner: tuple[int | None, int | None, int] | None = None,
+) -> LeafJudgement:
+    """Is the file on disk still what the configuration asks for?
+
+    Missing, unparseable, a key that does not match, other names/SANs/EKUs than the
+    spec, a chain that no longer reaches ``anchors`` (the CA changed), expiry, or a
+    key whose (uid, gid, mode) differs from ``key_owner``: each makes it due now.
+    """
+    cert_entry, key_entry = state.entries.get(spec.cert_file), state.entries.get(spec.key_file)
+    if cert_entry is None or key_entry is None:
+        return LeafJudgement("missing")
+    if cert_entry.data is None or key_entry.data is None:
+        return LeafJudgement(f"unreadable: {cert_entry.read_error or key_entry.read_error}")
+    try:
+        chain = crypto.load_certs(cert_entry.data)
+        key = crypto.load_key(key_entry.data)
+    except CertificateError as exc:
+        return LeafJudgement(f"invalid: {exc}")
+    leaf = chain[0]
+    validity = (leaf.not_valid_before_utc, leaf.not_valid_after_utc, leaf.serial_number)
+    problems = check_issued(spec, chain, key, anchors, now)
+    if problems:
+        return LeafJudgement("; ".join(p.message for p in problems), validity)
+    if key_owner is not None:
+        uid, gid, mode = key_owner
+        if (uid is not None and key_entry.uid != uid) or (gid is not None and key_entry.gid != gid) \
+                or key_entry.mode != mode:
+            return LeafJudgement(f"{spec.key_file} owner/mode ({key_entry.uid}:{key_entry.gid} {key_entry.mode:04o}) "
+                                 "differs from the configuration", validity)
+    return LeafJudgement(None, validity)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -67,31 +68,63 @@ def _vault_reason(exc: hvac_errors.VaultError) -> str:
 
 
 class HvacVault:
-    """VaultPort over one keep-alive HTTP session; logs in lazily on first use."""
+    """VaultPort over keep-alive HTTP sessions, one per configured address.
 
-    def __init__(self, cfg: VaultConfig, *, max_attempts: int = 4, max_wait: float = 8.0) -> None:
+    - Addresses are tried in order on transient failures (HA: a dead or sealed node
+      is skipped; standbys forward to the active node), and the last good one is
+      used first next time.
+    - The token is obtained lazily: from the environment or a file, or by logging in
+      (AppRole, TLS certificate). A renewable token is renewed when a third of its
+      lease is left; an expired login token is replaced by logging in again.
+    """
+
+    def __init__(self, cfg: VaultConfig, *, max_attempts: int = 4, max_wait: float = 8.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._cfg = cfg
         self._max_attempts = max_attempts
         self._max_wait = max_wait
+        self._clock = clock
+        self._addrs = cfg.addrs or (cfg.addr,)
+        self._clients = [self._make_client(addr) for addr in self._addrs]
+        self._active = 0
+        self._token: str | None = None
+        self._lease: float | None = None          # seconds; None: the token never expires
+        self._obtained = 0.0                      # clock() when the token was obtained or renewed
+        self._renewable = False
+        self.requests = 0                         # HTTP requests sent, for "nothing at rest" checks
+
+    def _make_client(self, addr: str) -> hvac.Client:
+        cfg = self._cfg
         verify: bool | str = cfg.ca_cert if cfg.ca_cert else True
         cert = (cfg.cert_file, cfg.key_file) if cfg.auth == "cert" and cfg.cert_file and cfg.key_file else None
         # hvac lets a passed session's own verify/cert override its arguments, so set them on the session.
         session = requests.Session()
         session.verify = verify
         session.cert = cert
-        self._client = hvac.Client(
-            url=cfg.addr, verify=verify, cert=cert, timeout=cfg.timeout,
-            namespace=cfg.namespace, session=session,
-        )
-        self._logged_in = False
+        return hvac.Client(url=addr, verify=verify, cert=cert, timeout=cfg.timeout,
+                           namespace=cfg.namespace, session=session)
 
     # --- plumbing -----------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run ``fn`` with translation and retries of transient failures only."""
+    def _call(self, what: str, fn: Callable[[hvac.Client], T]) -> T:
+        """Run ``fn`` on the first address that answers; retry transient failures with backoff."""
         def attempt() -> T:
-            with translate_errors(self._cfg.addr, what):
-                return fn()
+            failure: VaultUnavailable | None = None
+            for offset in range(len(self._clients)):
+                index = (self._active + offset) % len(self._clients)
+                client = self._clients[index]
+                client.token = self._token
+                try:
+                    with translate_errors(self._addrs[index], what):
+                        self.requests += 1
+                        result = fn(client)
+                except VaultUnavailable as exc:
+                    failure = exc
+                    continue
+                self._active = index
+                return result
+            assert failure is not None
+            raise failure
         retrying = Retrying(
             retry=retry_if_exception_type(VaultUnavailable),
             stop=stop_after_attempt(self._max_attempts),
@@ -100,38 +133,79 @@ class HvacVault:
         )
         return retrying(attempt)
 
-    def _ensure_login(self) -> None:
-        if self._logged_in:
-            return
+    def _login(self) -> None:
         cfg = self._cfg
-        if cfg.auth == "token":
-            self._client.token = self._token()
-        else:
-            mount = cfg.approle_mount if cfg.auth == "approle" else cfg.cert_mount
-            body = self._approle_body() if cfg.auth == "approle" else ({"name": cfg.cert_role} if cfg.cert_role else {})
-            response = self._call(f"logging in with {cfg.auth} auth at auth/{mount}",
-                                  lambda: self._client.write_data(f"auth/{mount}/login", data=body))
-            try:
-                self._client.token = response["auth"]["client_token"]
-            except (KeyError, TypeError) as exc:
-                raise VaultDenied(f"Vault's {cfg.auth} login at auth/{mount} returned no token") from exc
-        self._logged_in = True
+        mount = cfg.approle_mount if cfg.auth == "approle" else cfg.cert_mount
+        body = self._approle_body() if cfg.auth == "approle" else ({"name": cfg.cert_role} if cfg.cert_role else {})
+        self._token = None
+        response = self._call(f"logging in with {cfg.auth} auth at auth/{mount}",
+                              lambda c: c.write_data(f"auth/{mount}/login", data=body))
+        self._take_auth(response, f"Vault's {cfg.auth} login at auth/{mount}")
 
-    def _token(self) -> str:
+    def _take_auth(self, response: Any, what: str) -> None:
+        try:
+            auth = response["auth"]
+            token = str(auth["client_token"])
+        except (KeyError, TypeError) as exc:
+            raise VaultDenied(f"{what} returned no token") from exc
+        self._token = token
+        lease = float(auth.get("lease_duration") or 0)
+        self._lease = lease if lease > 0 else None
+        self._renewable = bool(auth.get("renewable"))
+        self._obtained = self._clock()
+
+    def _static_token(self) -> None:
+        """A token from the environment or a file: learn whether and when it expires."""
         if self._cfg.token_file:
-            return _read_secret(self._cfg.token_file, "vault.token_file")
-        if self._cfg.token:
-            return self._cfg.token
-        raise ConfigError("no Vault token: set $VAULT_TOKEN or vault.token_file (or use approle/cert auth)")
+            self._token = _read_secret(self._cfg.token_file, "vault.token_file")
+        elif self._cfg.token:
+            self._token = self._cfg.token
+        else:
+            raise ConfigError("no Vault token: set $VAULT_TOKEN or vault.token_file (or use approle/cert auth)")
+        data = self._call("looking up the token", lambda c: c.auth.token.lookup_self())["data"]
+        ttl = float(data.get("ttl") or 0)
+        self._lease = ttl if ttl > 0 else None
+        self._renewable = bool(data.get("renewable"))
+        self._obtained = self._clock()
+
+    def seconds_until_token_refresh(self) -> float | None:
+        """When the token should be renewed or replaced (a third of its lease left); None: never."""
+        if self._token is None or self._lease is None:
+            return None
+        return max(0.0, self._obtained + self._lease * 2 / 3 - self._clock())
+
+    def ensure_token(self) -> None:
+        """Have a usable token: obtain one, renew a renewable one that is getting old, or log in again."""
+        if self._token is None:
+            self._static_token() if self._cfg.auth == "token" else self._login()
+            return
+        if (left := self.seconds_until_token_refresh()) is None or left > 0:
+            return
+        if self._renewable:
+            try:
+                response = self._call("renewing the token", lambda c: c.auth.token.renew_self())
+                self._take_auth(response, "Vault's token renewal")
+                return
+            except VaultDenied:
+                if self._cfg.auth == "token":
+                    raise
+        if self._cfg.auth != "token":
+            self._login()
 
     def _approle_body(self) -> dict[str, str]:
         cfg = self._cfg
         role_id = cfg.role_id or _read_secret(cfg.role_id_file or "", "vault.role_id_file")
         return {"role_id": role_id, "secret_id": _read_secret(cfg.secret_id_file or "", "vault.secret_id_file")}
 
-    def _data(self, what: str, fn: Callable[[], Any]) -> dict[str, Any]:
-        self._ensure_login()
-        response = self._call(what, fn)
+    def _data(self, what: str, fn: Callable[[hvac.Client], Any]) -> dict[str, Any]:
+        self.ensure_token()
+        try:
+            response = self._call(what, fn)
+        except VaultDenied:
+            if self._cfg.auth == "token":
+                raise
+            self._login()              # a login token may have expired under us: once more, freshly logged in
+            response = self._call(what, fn)
         data = response.get("data") if isinstance(response, dict) else None
         if not isinstance(data, dict):
             raise VaultRequestError(f"Vault returned no data while {what}")
@@ -148,7 +222,7 @@ class HvacVault:
         if ttl is not None:
             body["ttl"] = ttl
         what = f"signing with {mount}/sign/{role}"
-        return _issued(self._data(what, lambda: self._client.write_data(f"{mount}/sign/{role}", data=body)), what)
+        return _issued(self._data(what, lambda c: c.write_data(f"{mount}/sign/{role}", data=body)), what)
 
     def issue(
         self, mount: str, role: str, common_name: str, dns: tuple[str, ...], ips: tuple[str, ...],
@@ -165,7 +239,7 @@ class HvacVault:
         if ttl is not None:
             body["ttl"] = ttl
         what = f"issuing with {mount}/issue/{role}"
-        data = self._data(what, lambda: self._client.write_data(f"{mount}/issue/{role}", data=body))
+        data = self._data(what, lambda c: c.write_data(f"{mount}/issue/{role}", data=body))
         issued = _issued(data, what)
         key = data.get("private_key")
         if not isinstance(key, str):
@@ -174,7 +248,7 @@ class HvacVault:
 
     def ca_material(self, mount: str) -> CaMaterial:
         what = f"reading the CA of mount {mount}"
-        data = self._data(what, lambda: self._client.read(f"{mount}/issuer/default/json"))
+        data = self._data(what, lambda c: c.read(f"{mount}/issuer/default/json"))
         issuer = data.get("certificate")
         chain = data.get("ca_chain") or []
         if not isinstance(issuer, str) or not issuer.strip():

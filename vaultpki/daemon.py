@@ -1,0 +1,436 @@
+"""``vaultpki sync``: one pass, and the loop that runs passes forever.
+
+A pass:
+1. plans what the node needs;
+2. judges every file on disk (missing, invalid, different from the config, from an
+   old CA, or inside its renewal window);
+3. issues only what is due;
+4. writes everything as one crash-safe set;
+5. reloads the database once;
+6. checks that the database now serves what was written.
+
+The loop sleeps until the next renewal time (or until the Vault token needs
+renewing); it sends Vault nothing in between. Failing passes are retried with
+tenacity's capped exponential backoff and jitter, forever: the daemon never exits
+because Vault is away, and it never touches the files while it is.
+
+Signal handlers only set flags and wake the sleep: SIGHUP re-reads the config and
+runs a pass now; SIGTERM/SIGINT let the pass in progress finish its write, then
+exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Protocol
+
+from cryptography import x509
+from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, wait_exponential_jitter
+
+from . import crypto
+from .config import Config
+from .errors import ReloadError, VaultpkiError, VaultUnavailable
+from .issue import IssuedLeaf, IssueOptions, fetch_anchors, obtain_partial
+from .layout import CertSpec, FileContent, Plan, plan_node
+from .metrics import Metrics
+from .probe import Prober
+from .reload import Reloader
+from .renewal import Decision, decide, next_wake, renew_at
+from .store import CertsDir
+from .validate import DirState, judge_leaf
+from .vault import VaultPort
+
+__all__ = ["Daemon", "PassFailed", "PassReport", "Syncer", "TokenKeeper"]
+
+VERIFY_POLL = 0.25
+
+
+class TokenKeeper(Protocol):
+    def seconds_until_token_refresh(self) -> float | None: ...
+
+    def ensure_token(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PassReport:
+    decisions: tuple[Decision, ...]
+    renewed: tuple[IssuedLeaf, ...] = ()
+    failures: tuple[str, ...] = ()            # "file: reason", one per failed file or step
+    reloaded: bool = False
+    verified: bool | None = None              # None: nothing to verify, or no verify endpoint
+    next_wake: dt.datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class PassFailed(VaultpkiError):
+    """A pass left something due or unverified; the loop retries it with backoff."""
+
+    def __init__(self, report: PassReport) -> None:
+        super().__init__("; ".join(report.failures))
+        self.report = report
+
+
+@dataclass
+class Syncer:
+    """Everything one pass needs, handed in by the caller (so tests can swap any part)."""
+
+    cfg: Config
+    vault: VaultPort
+    store: CertsDir
+    reloader: Reloader
+    prober: Prober | None
+    metrics: Metrics
+    now: Callable[[], dt.datetime]
+    log: logging.Logger
+    sleep: Callable[[float], object] = time.sleep
+    _options: IssueOptions = field(init=False)
+    _unverified: bool = field(default=False, init=False)   # the last reload did not take: try it again
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        self._options = IssueOptions(key_type=cfg.key_type, key_bits=cfg.key_bits, ttl_seconds=cfg.ttl_seconds,
+                                     method=cfg.issue_method, ca_trust=cfg.ca_trust)
+
+    def plan(self) -> Plan:
+        cfg = self.cfg
+        return plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts)
+
+    # --- judging ------------------------------------------------------------
+
+    def _anchors(self, plan: Plan) -> tuple[dict[str, list[x509.Certificate]] | None, VaultUnavailable | None]:
+        try:
+            return fetch_anchors(sorted({t.mount for t in plan.trusts}), self.vault, self.cfg.ca_trust), None
+        except VaultUnavailable as exc:
+            return None, exc
+
+    def _on_disk_anchors(self, state: DirState, plan: Plan) -> dict[str, list[x509.Certificate]]:
+        """Without Vault, judge leaves against the CA files already on disk (the UI mount has none)."""
+        anchors: dict[str, list[x509.Certificate]] = {}
+        for trust in plan.trusts:
+            entry = state.entries.get(trust.file) if trust.file else None
+            try:
+                anchors[trust.mount] = crypto.load_certs(entry.data) if entry and entry.data else []
+            except VaultpkiError:
+                anchors[trust.mount] = []
+        return anchors
+
+    def judge(self, plan: Plan, state: DirState, anchors: dict[str, list[x509.Certificate]], vault_known: bool,
+              now: dt.datetime) -> list[Decision]:
+        decisions = []
+        key_owner = self._key_owner()
+        for trust in plan.ca_files:
+            assert trust.file is not None
+            entry = state.entries.get(trust.file)
+            problem = None
+            if entry is None or entry.data is None:
+                problem = "missing"
+            elif vault_known:
+                try:
+                    on_disk = {crypto.fingerprint(c) for c in crypto.load_certs(entry.data)}
+                except VaultpkiError:
+                    on_disk = set()
+                if on_disk != {crypto.fingerprint(c) for c in anchors[trust.mount]}:
+                    problem = f"differs from the CA of mount {trust.mount}"
+            decisions.append(decide(trust.file, now, self.cfg.renew, problem=problem,
+                                    validity=None if problem else (now, now + dt.timedelta(days=36500), 0)))
+        for spec in plan.certs:
+            if not vault_known and spec.trust.file is None:
+                # No anchor on disk for ui.crt: judge it by its own dates only while Vault is away.
+                found = judge_leaf(spec, state, [], now, key_owner)
+                problem = None if found.validity and "does not chain" in (found.problem or "") else found.problem
+            else:
+                found = judge_leaf(spec, state, anchors[spec.trust.mount], now, key_owner)
+                problem = found.problem
+            decisions.append(decide(spec.cert_file, now, self.cfg.renew, problem=problem, validity=found.validity))
+        return decisions
+
+    def _key_owner(self) -> tuple[int | None, int | None, int]:
+        owner = self.store.owner
+        return owner.uid, owner.gid, owner.key_mode(_euid())
+
+    # --- one pass -----------------------------------------------------------
+
+    def run_pass(self) -> PassReport:
+        """Judge, issue what is due, write once, reload once, verify. Raises nothing for per-file failures."""
+        now = self.now()
+        plan = self.plan()
+        state = self.store.snapshot()
+        anchors, vault_error = self._anchors(plan)
+        self.metrics.vault_up.set(0 if vault_error else 1)
+        decisions = self.judge(plan, state, anchors or self._on_disk_anchors(state, plan), anchors is not None, now)
+        due = [d for d in decisions if d.due]
+        for d in due:
+            self.log.info("due", extra={"file": d.file, "reason": d.reason})
+        if not due:
+            self._observe(plan, self.store.snapshot(), now)
+            report = PassReport(tuple(decisions), next_wake=next_wake(decisions, now))
+            return self._reload_again(report) if self._unverified else self._done(report)
+        if anchors is None:
+            assert vault_error is not None
+            self._observe(plan, state, now, due=[d.file for d in due])
+            return self._done(PassReport(tuple(decisions), failures=tuple(f"{d.file}: {vault_error}" for d in due)))
+        due_specs = tuple(s for s in plan.certs if s.cert_file in {d.file for d in due})
+        issued, failed = obtain_partial(Plan(plan.trusts, due_specs), self.vault, self._options, now, anchors)
+        failures = [f"{name}: {exc}" for name, exc in failed.items()]
+        for name, exc in failed.items():
+            self.metrics.renewal_failures.labels(name).inc()
+            self.log.error("renewal failed", extra={"file": name, "error": str(exc)})
+        report = PassReport(tuple(decisions), failures=tuple(failures))
+        if issued.leaves or any(d.file.startswith("ca") for d in due):
+            report = self._write_reload_verify(issued.files, issued.leaves, report)
+        after = self.store.snapshot()
+        self._observe(plan, after, self.now(), due=[f.split(":")[0] for f in report.failures])
+        fresh = self.judge(plan, after, anchors, True, self.now())
+        return self._done(PassReport(report.decisions, report.renewed, report.failures, report.reloaded,
+                                     report.verified, next_wake(fresh, self.now())))
+
+    def _done(self, report: PassReport) -> PassReport:
+        self.log.info("pass complete", extra={
+            "renewed": [leaf.spec.cert_file for leaf in report.renewed], "failures": len(report.failures),
+            "verified": report.verified,
+            "next_renewal": report.next_wake.isoformat() if report.next_wake else None})
+        return report
+
+    def _reload_again(self, report: PassReport) -> PassReport:
+        """Nothing is due, but the last reload did not take (the database was restarting, say): retry it."""
+        try:
+            self.reloader.reload()
+        except ReloadError as exc:
+            return self._done(PassReport(report.decisions, failures=(f"reload: {exc}",), next_wake=report.next_wake))
+        verified = self._verify(())
+        failures = () if verified is not False else (f"verify: {self.cfg.reload.verify} still does not serve "
+                                                     "the certificates on disk",)
+        return self._done(PassReport(report.decisions, (), failures, True, verified, report.next_wake))
+
+    def _write_reload_verify(self, files: tuple[FileContent, ...], leaves: tuple[IssuedLeaf, ...],
+                             report: PassReport) -> PassReport:
+        failures = list(report.failures)
+        self.store.write_set(files)
+        names = sorted(f.name for f in files)
+        self.metrics.renewed(n for n in names if n.endswith(".crt"))
+        for leaf in leaves:
+            self.log.info("renewed", extra={"file": leaf.spec.cert_file, "serial": leaf.serial,
+                                            "not_after": leaf.not_after.isoformat()})
+        try:
+            outcome = self.reloader.reload()
+        except ReloadError as exc:
+            self.metrics.reloads.labels("failed").inc()
+            self.log.error("reload failed", extra={"error": str(exc)})
+            self._unverified = True
+            failures.append(f"reload: {exc}")
+            return PassReport(report.decisions, leaves, tuple(failures), False, None)
+        self.metrics.reloads.labels("ok").inc()
+        self.log.info("reloaded", extra={"how": self.reloader.describe(), "detail": outcome.detail})
+        verified = self._verify(leaves)
+        if verified is False:
+            failures.append(f"verify: {self.cfg.reload.verify} does not serve the certificate just written "
+                            f"(previous set kept in {self.store.path}/.vaultpki/previous)")
+            if self.cfg.reload.rollback_on_failure:
+                generation = self.store.rollback()
+                self.log.warning("rolled back", extra={"generation": generation})
+                with contextlib.suppress(ReloadError):
+                    self.reloader.reload()
+        return PassReport(report.decisions, leaves, tuple(failures), True, verified)
+
+    def _verify(self, leaves: tuple[IssuedLeaf, ...]) -> bool | None:
+        """Poll the endpoint until it serves a certificate that is on disk now (the new one if it was renewed)."""
+        if self.prober is None:
+            self._unverified = False        # the reload itself succeeded; there is nothing more to check
+            return None
+        on_disk = self._leaf_serials()
+        written = {int(leaf.serial.replace(":", ""), 16) for leaf in leaves}
+        deadline = time.monotonic() + self.cfg.reload.verify_timeout
+        served: int | None = None
+        while True:
+            try:
+                served = self.prober.served_serial()
+            except ReloadError as exc:
+                self.log.warning("verify probe failed", extra={"error": str(exc)})
+            if served is not None and served in on_disk | written:
+                self._unverified = False
+                self.metrics.reload_verified.set(1)
+                self.metrics.health.reload_verified = True
+                self.log.info("reload verified", extra={"serial": crypto.format_serial(served)})
+                return True
+            if time.monotonic() >= deadline:
+                break
+            self.sleep(VERIFY_POLL)
+        self._unverified = True
+        self.metrics.reload_verified.set(0)
+        self.metrics.health.reload_verified = False
+        self.log.error("reload NOT verified: the endpoint still serves another certificate",
+                       extra={"endpoint": self.cfg.reload.verify,
+                              "served": crypto.format_serial(served) if served is not None else None})
+        return False
+
+    def _leaf_serials(self) -> set[int]:
+        serials = set()
+        for name, entry in self.store.snapshot().entries.items():
+            if name.endswith(".crt") and not name.startswith("ca") and entry.data:
+                with contextlib.suppress(VaultpkiError):
+                    serials.add(crypto.load_certs(entry.data)[0].serial_number)
+        return serials
+
+    def _observe(self, plan: Plan, state: DirState, now: dt.datetime, due: list[str] | None = None) -> None:
+        names = [t.file for t in plan.ca_files if t.file] + [s.cert_file for s in plan.certs]
+        specs: dict[str, CertSpec] = {s.cert_file: s for s in plan.certs}
+        for name in names:
+            entry = state.entries.get(name)
+            not_after = at = None
+            if entry is not None and entry.data:
+                with contextlib.suppress(VaultpkiError):
+                    cert = crypto.load_certs(entry.data)[0]
+                    not_after = cert.not_valid_after_utc.timestamp()
+                    if name in specs:
+                        at = renew_at(cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number,
+                                      self.cfg.renew).timestamp()
+            self.metrics.observe_file(name, not_after, at)
+        self.metrics.health.due_files = tuple(due or ())
+
+
+def _euid() -> int:
+    import os  # noqa: PLC0415 - the only OS fact the daemon needs
+
+    return os.geteuid()
+
+
+class Daemon:
+    """The loop: passes with backoff, sleeps until the next renewal, signals as flags."""
+
+    def __init__(self, load_config: Callable[[], Config], build: Callable[[Config], Syncer],
+                 tokens: Callable[[Syncer], TokenKeeper | None], log: logging.Logger,
+                 sleep: Callable[[float], bool], wake: Callable[[], None]) -> None:
+        self._load_config = load_config
+        self._build = build
+        self._tokens = tokens
+        self._log = log
+        self._sleep = sleep
+        self._wake = wake
+        self.stop = False
+        self.rerun = False
+
+    # signal handlers: set a flag and wake the sleep, nothing else
+    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+        self.stop = True
+        self._wake()
+
+    def _on_hup(self, signum: int, _frame: FrameType | None) -> None:
+        self.rerun = True
+        self._wake()
+
+    @contextlib.contextmanager
+    def signals(self) -> Iterator[None]:
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def run(self, syncer: Syncer) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit code (0)."""
+        with self.signals():
+            self._log.info("sync started", extra={"certs_dir": str(syncer.store.path)})
+            while not self.stop:
+                if self.rerun:
+                    syncer = self._reconfigure(syncer)
+                report = self._pass_with_backoff(syncer)
+                if self.stop:
+                    break
+                if report is not None:
+                    self._sleep_until(syncer, report.next_wake)
+        self._log.info("stopped")
+        return 0
+
+    def _reconfigure(self, syncer: Syncer) -> Syncer:
+        self.rerun = False
+        try:
+            new = self._build(self._load_config())
+        except VaultpkiError as exc:
+            self._log.error("config reload failed; keeping the running configuration", extra={"error": str(exc)})
+            return syncer
+        self._log.info("configuration reloaded")
+        return new
+
+    def _pass_with_backoff(self, syncer: Syncer) -> PassReport | None:
+        metrics = syncer.metrics
+
+        def one_pass() -> PassReport:
+            report = syncer.run_pass()
+            if not report.ok:
+                raise PassFailed(report)
+            return report
+
+        def before_sleep(state: RetryCallState) -> None:
+            metrics.passes.labels("failed").inc()
+            metrics.health.consecutive_failures = state.attempt_number
+            error = state.outcome.exception() if state.outcome else None
+            metrics.health.last_error = str(error)
+            if isinstance(error, PassFailed):
+                metrics.health.due_files = tuple(f.split(":")[0] for f in error.report.failures)
+            self._log.error("pass failed; retrying", extra={
+                "attempt": state.attempt_number, "retry_in": round(state.upcoming_sleep, 1), "error": str(error)})
+
+        def sleep(seconds: float) -> None:
+            self._sleep(seconds)
+            if self.stop:
+                raise _Stopped
+            if self.rerun:
+                raise _Rerun
+
+        retrying = Retrying(
+            # Anything but a stop or a SIGHUP is retried: the daemon outlives Vault outages and its own surprises.
+            retry=retry_if_not_exception_type((_Stopped, _Rerun)),
+            wait=wait_exponential_jitter(initial=syncer.cfg.retry_initial, max=syncer.cfg.retry_max),
+            before_sleep=before_sleep, sleep=sleep, reraise=True,
+        )
+        try:
+            report = retrying(one_pass)
+        except (_Stopped, _Rerun):
+            return None
+        metrics.passes.labels("ok").inc()
+        metrics.health.consecutive_failures = 0
+        metrics.health.last_error = None
+        return report
+
+    def _sleep_until(self, syncer: Syncer, wake_at: dt.datetime | None) -> None:
+        """Sleep to the next renewal time, waking early only to keep the Vault token alive."""
+        tokens = self._tokens(syncer)
+        wake_at = wake_at or syncer.now() + dt.timedelta(hours=1)
+        while not (self.stop or self.rerun):
+            now = syncer.now()
+            until_due = (wake_at - now).total_seconds()
+            until_token = tokens.seconds_until_token_refresh() if tokens else None
+            if until_due <= 0:
+                return
+            if until_token is not None and until_token < until_due:
+                self._sleep(until_token)
+                if not (self.stop or self.rerun) and tokens is not None:
+                    try:
+                        tokens.ensure_token()
+                    except VaultpkiError as exc:
+                        self._log.warning("token refresh failed", extra={"error": str(exc)})
+                        self._sleep(min(until_due, syncer.cfg.retry_initial * 10))
+                continue
+            self._sleep(until_due)
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived during a backoff wait."""
+
+
+class _Rerun(Exception):
+    """SIGHUP arrived during a backoff wait: re-read the config and go again now."""

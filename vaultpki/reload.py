@@ -1,0 +1,300 @@
+"""How the database is told to reload its certificates: a signal by process name or
+pidfile, a command, or nothing.
+
+CockroachDB re-reads its certs-dir on SIGHUP, and so does PostgreSQL (our test
+stand-in). A signal is fire-and-forget: it proves nothing about what is served
+afterwards, which is why the sync daemon probes the endpoint after reloading
+(``vaultpki.probe``). Every failure here is a ReloadError with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import psutil  # type: ignore[import-untyped, unused-ignore]
+
+from .errors import ConfigError, ReloadError
+
+__all__ = [
+    "NoReload",
+    "ProcessHandle",
+    "ReloadOutcome",
+    "Reloader",
+    "RunCommand",
+    "SignalByName",
+    "SignalByPidfile",
+    "parse_signal",
+]
+
+#: Linux keeps a process's name (``comm``) in 16 bytes including the NUL.
+COMM_LEN = 15
+#: How much of a pidfile we read: a pid is a few bytes; postmaster.pid is a few hundred.
+PIDFILE_MAX = 4096
+#: Longest stderr excerpt quoted in an error.
+STDERR_TAIL = 200
+#: Variables never handed to a reload command whose caller did not build its environment.
+SECRET_ENV_PREFIXES = ("VAULT_", "BAO_", "VAULTPKI_")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """What a reload did: the pids signalled (none for a command) and one line for logs."""
+
+    signalled: tuple[int, ...]
+    detail: str
+
+
+class Reloader(Protocol):
+    def reload(self) -> ReloadOutcome: ...
+
+    def describe(self) -> str: ...
+
+
+class ProcessHandle(Protocol):
+    """The part of ``psutil.Process`` we use, so tests can hand in look-alikes."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def name(self) -> str: ...
+
+    def cmdline(self) -> list[str]: ...
+
+    def exe(self) -> str: ...
+
+    def status(self) -> str: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
+def parse_signal(name: str) -> signal.Signals:
+    """``"SIGHUP"``, ``"HUP"``, ``"sighup"`` or ``"1"`` -> ``Signals.SIGHUP``; ConfigError otherwise."""
+    text = name.strip()
+    try:
+        if text.isdigit():
+            return signal.Signals(int(text))
+        upper = text.upper()
+        return signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper]
+    except (KeyError, ValueError):
+        raise ConfigError(f"{name!r} is not a signal name or number (e.g. 'SIGHUP', 'HUP' or '1')") from None
+
+
+def _not_permitted(pid: int, sig: signal.Signals) -> str:
+    return (f"not permitted to send {sig.name} to pid {pid}: "
+            "the signal must come from the same user as the process, or root")
+
+
+@dataclass(frozen=True, slots=True)
+class SignalByName:
+    """Signal every process named *name*, like ``pkill -x NAME``, never this process.
+
+    The name compared is psutil's ``name()``: on Linux the kernel's ``comm``, which
+    is cut to 15 characters. psutil itself already widens a 15-character ``comm``
+    to the basename of ``cmdline[0]`` when that starts with it. A NAME longer than
+    15 characters also matches when the process's ``comm`` is NAME's first 15
+    characters *and* the basename of ``cmdline[0]`` or of its executable equals
+    NAME, so a renamed argv[0] still matches by its binary and a different program
+    that merely shares the prefix does not. Zombies are skipped (they cannot
+    reload), and so are processes that exit between listing and signalling.
+    """
+
+    name: str
+    sig: signal.Signals = signal.SIGHUP
+    proc_iter: Callable[[], Iterable[ProcessHandle]] = field(default=psutil.process_iter, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or "\0" in self.name:
+            raise ConfigError(f"{self.name!r} is not a process name (a bare program name such as 'cockroach')")
+
+    def describe(self) -> str:
+        return f"{self.sig.name} to every process named {self.name!r}"
+
+    def reload(self) -> ReloadOutcome:
+        me = os.getpid()
+        signalled: list[int] = []
+        denied: list[int] = []
+        for proc in self._matching():
+            if proc.pid == me:
+                continue
+            try:
+                proc.send_signal(self.sig)
+            except psutil.NoSuchProcess:  # gone since listing (ZombieProcess included)
+                continue
+            except psutil.AccessDenied:
+                denied.append(proc.pid)
+                continue
+            signalled.append(proc.pid)
+        if denied:
+            also = f" (sent to {', '.join(map(str, signalled))})" if signalled else ""
+            raise ReloadError(_not_permitted(denied[0], self.sig) + also)
+        if not signalled:
+            raise ReloadError(f"no process named {self.name!r} is running")
+        pids = ", ".join(map(str, signalled))
+        return ReloadOutcome(tuple(signalled), f"sent {self.sig.name} to {self.name!r} (pid {pids})")
+
+    def _matching(self) -> list[ProcessHandle]:
+        """Snapshot first, signal after: a signal handler cannot change what we match."""
+        found: list[ProcessHandle] = []
+        for proc in self.proc_iter():
+            try:
+                if self._matches(proc) and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return found
+
+    def _matches(self, proc: ProcessHandle) -> bool:
+        current = proc.name()
+        if current == self.name:
+            return True
+        if len(self.name) <= COMM_LEN or current[:COMM_LEN] != self.name[:COMM_LEN]:
+            return False
+        return self.name in (_basename(proc.cmdline), _basename(lambda: [proc.exe()]))
+
+
+def _basename(read: Callable[[], list[str]]) -> str:
+    """Basename of the first element *read* returns; '' when unreadable or empty."""
+    try:
+        values = read()
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return ""
+    return os.path.basename(values[0]) if values and values[0] else ""
+
+
+@dataclass(frozen=True, slots=True)
+class SignalByPidfile:
+    """Signal the pid on the first line of *path* (postmaster.pid and ordinary pidfiles).
+
+    A pidfile cannot prove the pid still belongs to the database (pids are reused), so
+    keep it where only the database writes it, as its own data dir does.
+    """
+
+    path: Path
+    sig: signal.Signals = signal.SIGHUP
+
+    def describe(self) -> str:
+        return f"{self.sig.name} to the pid in {self.path}"
+
+    def reload(self) -> ReloadOutcome:
+        pid = self._read_pid()
+        if pid == os.getpid():
+            raise ReloadError(f"pidfile {self.path} names this process (pid {pid}), not the database")
+        try:
+            os.kill(pid, self.sig)
+        except ProcessLookupError:
+            raise ReloadError(f"no process with pid {pid}: stale pidfile {self.path}") from None
+        except PermissionError:
+            raise ReloadError(_not_permitted(pid, self.sig)) from None
+        return ReloadOutcome((pid,), f"sent {self.sig.name} to pid {pid} from {self.path}")
+
+    def _read_pid(self) -> int:
+        try:
+            with open(self.path, "rb") as handle:
+                data = handle.read(PIDFILE_MAX)
+        except FileNotFoundError:
+            raise ReloadError(f"pidfile {self.path} does not exist: is the database running?") from None
+        except OSError as exc:
+            raise ReloadError(f"cannot read pidfile {self.path}: {(exc.strerror or str(exc)).lower()}") from exc
+        lines = data.decode("ascii", errors="replace").splitlines()
+        first = lines[0].strip() if lines else ""
+        if not first:
+            raise ReloadError(f"pidfile {self.path} is empty")
+        # A pid <= 0 would signal a process group or every process we may signal.
+        if not first.isdigit() or int(first) <= 0:
+            raise ReloadError(f"first line of pidfile {self.path} is not a pid: {first[:40]!r}")
+        return int(first)
+
+
+@dataclass(frozen=True, slots=True)
+class RunCommand:
+    """Run *argv* (no shell) and require exit 0 within *timeout* seconds.
+
+    The command gets *env* exactly as given. With ``env=None`` it inherits ours minus
+    VAULT_*/BAO_*/VAULTPKI_* variables, so a Vault token never reaches a reload
+    script by accident. It runs in its own session so a timeout kills whatever it
+    started, not only the direct child.
+    """
+
+    argv: Sequence[str]
+    timeout: float
+    env: Mapping[str, str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "argv", tuple(self.argv))
+        if not self.argv or not self.argv[0]:
+            raise ConfigError("the reload command is empty")
+        if not self.timeout > 0:
+            raise ConfigError(f"the reload command timeout must be positive, not {self.timeout!r}")
+
+    def describe(self) -> str:
+        return f"run {shlex.join(self.argv)}"
+
+    def reload(self) -> ReloadOutcome:
+        program = self.argv[0]
+        env = dict(self.env) if self.env is not None else {
+            k: v for k, v in os.environ.items() if not k.startswith(SECRET_ENV_PREFIXES)
+        }
+        try:
+            proc = subprocess.Popen(
+                list(self.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise ReloadError(f"reload command not found: {program!r}") from None
+        except PermissionError:
+            raise ReloadError(f"reload command {program!r} is not executable") from None
+        except OSError as exc:
+            raise ReloadError(f"reload command {program!r} could not start: {exc.strerror or exc}") from exc
+        with proc:
+            try:
+                stdout, stderr = proc.communicate(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                _kill_session(proc)
+                raise ReloadError(f"reload command {program!r} did not finish within {self.timeout:g}s") from None
+        if proc.returncode != 0:
+            tail = _last_line(stderr) or _last_line(stdout)
+            how = f"was killed by {_signal_name(-proc.returncode)}" if proc.returncode < 0 else f"exited {proc.returncode}"
+            raise ReloadError(f"reload command {program!r} {how}" + (f": {tail}" if tail else ""))
+        return ReloadOutcome((), f"ran {program!r} (exit 0)")
+
+
+def _kill_session(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the command's whole session (it leads it), then reap the command."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _last_line(output: bytes) -> str:
+    lines = [line.strip() for line in output.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    last = lines[-1]
+    return last if len(last) <= STDERR_TAIL else last[: STDERR_TAIL - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class NoReload:
+    """Reloading is switched off: the database picks up new files some other way."""
+
+    def describe(self) -> str:
+        return "no reload"
+
+    def reload(self) -> ReloadOutcome:
+        return ReloadOutcome((), "reload disabled")
