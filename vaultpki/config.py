@@ -263,13 +263,16 @@ def _parse_reload(t: _Table) -> ReloadConfig:
 
 
 def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
-    addrs = t.str_or_list("addr") or tuple(a for a in env.get("VAULT_ADDR", "").split(",") if a.strip())
+    configured = t.str_or_list("addr")
+    if len(configured) == 1 and "," in configured[0]:
+        configured = tuple(a.strip() for a in configured[0].split(","))     # "https://a,https://b", like $VAULT_ADDR
+    addrs = configured or tuple(a.strip() for a in env.get("VAULT_ADDR", "").split(",") if a.strip())
     if not addrs:
         raise ConfigError("no Vault address: set vault.addr or $VAULT_ADDR")
     for addr in addrs:
-        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", addr.strip()):
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", addr):
             raise ConfigError(f"vault.addr {addr!r} is not an http(s) URL")
-    addrs = tuple(a.strip().rstrip("/") for a in addrs)
+    addrs = tuple(a.rstrip("/") for a in addrs)
     addr = addrs[0]
     vault = VaultConfig(
         addr=addr,

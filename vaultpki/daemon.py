@@ -36,7 +36,7 @@ from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, wait
 
 from . import crypto
 from .config import Config
-from .errors import ReloadError, VaultpkiError, VaultUnavailable
+from .errors import ReloadError, StoreError, VaultpkiError, VaultUnavailable
 from .issue import IssuedLeaf, IssueOptions, fetch_anchors, obtain_partial
 from .layout import CertSpec, FileContent, Plan, plan_node
 from .metrics import Metrics
@@ -93,6 +93,7 @@ class Syncer:
     now: Callable[[], dt.datetime]
     log: logging.Logger
     sleep: Callable[[float], object] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
     _options: IssueOptions = field(init=False)
     _unverified: bool = field(default=False, init=False)   # the last reload did not take: try it again
 
@@ -185,11 +186,12 @@ class Syncer:
         for name, exc in failed.items():
             self.metrics.renewal_failures.labels(name).inc()
             self.log.error("renewal failed", extra={"file": name, "error": str(exc)})
+        files, leaves = self._consistent(plan, due, issued.files, issued.leaves, set(failed))
         report = PassReport(tuple(decisions), failures=tuple(failures))
-        if issued.leaves or any(d.file.startswith("ca") for d in due):
-            report = self._write_reload_verify(issued.files, issued.leaves, report)
+        if files:
+            report = self._write_reload_verify(files, leaves, report)
         after = self.store.snapshot()
-        self._observe(plan, after, self.now(), due=[f.split(":")[0] for f in report.failures])
+        self._observe(plan, after, self.now(), due=list(_failed_files(report)))
         fresh = self.judge(plan, after, anchors, True, self.now())
         return self._done(PassReport(report.decisions, report.renewed, report.failures, report.reloaded,
                                      report.verified, next_wake(fresh, self.now())))
@@ -206,11 +208,28 @@ class Syncer:
         try:
             self.reloader.reload()
         except ReloadError as exc:
+            self.metrics.reloads.labels("failed").inc()
             return self._done(PassReport(report.decisions, failures=(f"reload: {exc}",), next_wake=report.next_wake))
+        self.metrics.reloads.labels("ok").inc()
         verified = self._verify(())
         failures = () if verified is not False else (f"verify: {self.cfg.reload.verify} still does not serve "
                                                      "the certificates on disk",)
         return self._done(PassReport(report.decisions, (), failures, True, verified, report.next_wake))
+
+    @staticmethod
+    def _consistent(plan: Plan, due: list[Decision], files: tuple[FileContent, ...], leaves: tuple[IssuedLeaf, ...],
+                    failed: set[str]) -> tuple[tuple[FileContent, ...], tuple[IssuedLeaf, ...]]:
+        """Never write a mount's new CA file beside a leaf of that mount that could not be re-issued
+        (it would not chain): for such a mount, nothing is written this pass. Files of other mounts go ahead."""
+        changed_ca = {t.mount for t in plan.ca_files if t.file in {d.file for d in due}}
+        held = {s.trust.mount for s in plan.certs if s.cert_file in failed} & changed_ca
+        if not held:
+            return (files, leaves) if leaves or changed_ca else ((), ())
+        held_files = {t.file for t in plan.trusts if t.mount in held and t.file}
+        held_files |= {n for s in plan.certs if s.trust.mount in held for n in (s.cert_file, s.key_file)}
+        kept_leaves = tuple(leaf for leaf in leaves if leaf.spec.trust.mount not in held)
+        kept = tuple(f for f in files if f.name not in held_files)
+        return (kept, kept_leaves) if kept_leaves else ((), ())
 
     def _write_reload_verify(self, files: tuple[FileContent, ...], leaves: tuple[IssuedLeaf, ...],
                              report: PassReport) -> PassReport:
@@ -236,10 +255,14 @@ class Syncer:
             failures.append(f"verify: {self.cfg.reload.verify} does not serve the certificate just written "
                             f"(previous set kept in {self.store.path}/.vaultpki/previous)")
             if self.cfg.reload.rollback_on_failure:
-                generation = self.store.rollback()
-                self.log.warning("rolled back", extra={"generation": generation})
-                with contextlib.suppress(ReloadError):
-                    self.reloader.reload()
+                try:
+                    generation = self.store.rollback()
+                except StoreError as exc:      # e.g. the very first set: there is nothing to go back to
+                    self.log.error("rollback failed", extra={"error": str(exc)})
+                else:
+                    self.log.warning("rolled back", extra={"generation": generation})
+                    with contextlib.suppress(ReloadError):
+                        self.reloader.reload()
         return PassReport(report.decisions, leaves, tuple(failures), True, verified)
 
     def _verify(self, leaves: tuple[IssuedLeaf, ...]) -> bool | None:
@@ -249,7 +272,7 @@ class Syncer:
             return None
         on_disk = self._leaf_serials()
         written = {int(leaf.serial.replace(":", ""), 16) for leaf in leaves}
-        deadline = time.monotonic() + self.cfg.reload.verify_timeout
+        deadline = self.monotonic() + self.cfg.reload.verify_timeout
         served: int | None = None
         while True:
             try:
@@ -262,7 +285,7 @@ class Syncer:
                 self.metrics.health.reload_verified = True
                 self.log.info("reload verified", extra={"serial": crypto.format_serial(served)})
                 return True
-            if time.monotonic() >= deadline:
+            if self.monotonic() >= deadline:
                 break
             self.sleep(VERIFY_POLL)
         self._unverified = True
@@ -296,6 +319,11 @@ class Syncer:
                                       self.cfg.renew).timestamp()
             self.metrics.observe_file(name, not_after, at)
         self.metrics.health.due_files = tuple(due or ())
+
+
+def _failed_files(report: PassReport) -> tuple[str, ...]:
+    """The files named by a report's failures ('reload' and 'verify' failures name none)."""
+    return tuple(f.split(":", 1)[0] for f in report.failures if f.split(":", 1)[0].endswith(".crt"))
 
 
 def _euid() -> int:
@@ -380,7 +408,7 @@ class Daemon:
             error = state.outcome.exception() if state.outcome else None
             metrics.health.last_error = str(error)
             if isinstance(error, PassFailed):
-                metrics.health.due_files = tuple(f.split(":")[0] for f in error.report.failures)
+                metrics.health.due_files = _failed_files(error.report)
             self._log.error("pass failed; retrying", extra={
                 "attempt": state.attempt_number, "retry_in": round(state.upcoming_sleep, 1), "error": str(error)})
 
@@ -410,22 +438,30 @@ class Daemon:
         """Sleep to the next renewal time, waking early only to keep the Vault token alive."""
         tokens = self._tokens(syncer)
         wake_at = wake_at or syncer.now() + dt.timedelta(hours=1)
+        token_stuck = False
         while not (self.stop or self.rerun):
-            now = syncer.now()
-            until_due = (wake_at - now).total_seconds()
-            until_token = tokens.seconds_until_token_refresh() if tokens else None
+            until_due = (wake_at - syncer.now()).total_seconds()
             if until_due <= 0:
                 return
-            if until_token is not None and until_token < until_due:
-                self._sleep(until_token)
-                if not (self.stop or self.rerun) and tokens is not None:
-                    try:
-                        tokens.ensure_token()
-                    except VaultpkiError as exc:
-                        self._log.warning("token refresh failed", extra={"error": str(exc)})
-                        self._sleep(min(until_due, syncer.cfg.retry_initial * 10))
+            until_token = None if token_stuck or tokens is None else tokens.seconds_until_token_refresh()
+            if until_token is None or until_token >= until_due:
+                self._sleep(until_due)
                 continue
-            self._sleep(until_due)
+            self._sleep(until_token)
+            if self.stop or self.rerun or tokens is None:
+                continue
+            try:
+                tokens.ensure_token()
+            except VaultpkiError as exc:
+                self._log.warning("token refresh failed", extra={"error": str(exc)})
+                left = (wake_at - syncer.now()).total_seconds()
+                self._sleep(max(0.0, min(left, syncer.cfg.retry_initial * 10)))
+                continue
+            after = tokens.seconds_until_token_refresh()
+            if after is not None and after <= 0:
+                # Refreshing did not move the deadline (a token that cannot be renewed): stop waking for it.
+                self._log.warning("the Vault token cannot be refreshed; it will be replaced at the next pass")
+                token_stuck = True
 
 
 class _Stopped(Exception):

@@ -83,6 +83,8 @@ def parse_endpoint(text: str) -> Endpoint:
             raise bad("brackets must hold an IPv6 address, e.g. tls://[::1]:26257")
         if after and not after.startswith(":"):
             raise bad("expected :port after the IPv6 address")
+        address, percent, zone = host.partition("%")
+        host = address.lower() + percent + zone  # interface names in a zone id are case-sensitive
         port_text = after[1:] if after else None
     elif rest.count(":") > 1:
         raise bad("an IPv6 address must be in brackets, e.g. tls://[::1]:26257")
@@ -154,14 +156,17 @@ def served_certificate(endpoint: str | Endpoint, timeout: float = 5.0, server_na
 
 def _ssl_request(sock: socket.socket, ep: Endpoint) -> None:
     """PostgreSQL wire protocol: ask for TLS; ``S`` means go ahead, ``N`` means no TLS here."""
-    sock.sendall(SSL_REQUEST)
-    answer = sock.recv(1)
+    try:
+        sock.sendall(SSL_REQUEST)
+        answer = sock.recv(1)
+    except ConnectionResetError:  # e.g. a plain TLS port that cannot parse our 8 bytes
+        answer = b""
     if answer == b"S":
         return
     if answer == b"N":
         raise ReloadError(f"probe {ep}: the server does not offer TLS (answered 'N' to SSLRequest)")
     if not answer:
-        raise ReloadError(f"probe {ep}: the server closed the connection after SSLRequest")
+        raise ReloadError(f"probe {ep}: the server closed the connection after SSLRequest (not a PostgreSQL-protocol port?)")
     raise ReloadError(f"probe {ep}: unexpected answer {answer!r} to SSLRequest (not a PostgreSQL-protocol port?)")
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import psutil  # type: ignore[import-untyped, unused-ignore]
+import psutil
 
 from .errors import ConfigError, ReloadError
 

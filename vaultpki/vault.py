@@ -172,6 +172,8 @@ class HvacVault:
         """When the token should be renewed or replaced (a third of its lease left); None: never."""
         if self._token is None or self._lease is None:
             return None
+        if self._cfg.auth == "token" and not self._renewable:
+            return None            # nothing can be done for it before it expires; requests will then say so
         return max(0.0, self._obtained + self._lease * 2 / 3 - self._clock())
 
     def ensure_token(self) -> None:
