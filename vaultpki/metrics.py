@@ -39,7 +39,8 @@ def crdb_type(file: str) -> str | None:
 
 @dataclass
 class Health:
-    """Unhealthy when a file is due (inside its window, missing or invalid) and the last pass failed."""
+    """Unhealthy when a file is due (inside its window, missing or invalid) and renewing it keeps failing,
+    or when the database was last seen serving something other than the files on disk."""
 
     due_files: tuple[str, ...] = ()
     last_error: str | None = None
@@ -49,7 +50,7 @@ class Health:
 
     @property
     def healthy(self) -> bool:
-        return not (self.due_files and self.consecutive_failures > 0)
+        return not (self.due_files and self.consecutive_failures > 0) and self.reload_verified is not False
 
     def to_json(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "due_files": list(self.due_files), "last_error": self.last_error,
@@ -91,7 +92,8 @@ class Metrics:
                                      registry=r)
         self.reload_verified.set(-1)
         self.vault_up = Gauge("vaultpki_vault_up", "1 when the last Vault request succeeded", registry=r)
-        self.healthy = Gauge("vaultpki_healthy", "1 when no due file is failing to renew", registry=r)
+        self.healthy = Gauge("vaultpki_healthy", "1 when no due file is failing to renew and the last reload took",
+                             registry=r)
         self.healthy.set_function(lambda: 1.0 if self.health.healthy else 0.0)
 
     def _ttl_of_type(self, crdb: str) -> float:
