@@ -325,7 +325,7 @@ def _syncer_factory(certs_dir: str | None, metrics: Metrics, log: logging.Logger
 
 def _listen_addr(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not port.isdigit() or not 0 <= int(port) < 65536:
         raise InputError(f"--metrics-addr {text!r} is not HOST:PORT (e.g. 127.0.0.1:9101, or :9101 for every interface)")
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
@@ -370,7 +370,7 @@ def sync(obj: _Ctx, once: bool, certs_dir: str | None, metrics_addr: str | None,
         log.info("metrics listening", extra={"addr": f"{listen[0]}:{server.port}"})
     daemon = Daemon(load_config=obj.config, build=build,
                     tokens=lambda s: s.vault if isinstance(s.vault, HvacVault) else None,
-                    log=log, sleep=clock.sleep, wake=clock.wake)
+                    log=log, sleep=clock.sleep, wake=clock.wake, wakeup_fd=clock.wakeup_fd)
     try:
         sys.exit(daemon.run(syncer))
     finally:

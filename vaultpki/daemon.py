@@ -337,13 +337,14 @@ class Daemon:
 
     def __init__(self, load_config: Callable[[], Config], build: Callable[[Config], Syncer],
                  tokens: Callable[[Syncer], TokenKeeper | None], log: logging.Logger,
-                 sleep: Callable[[float], bool], wake: Callable[[], None]) -> None:
+                 sleep: Callable[[float], bool], wake: Callable[[], None], wakeup_fd: int | None = None) -> None:
         self._load_config = load_config
         self._build = build
         self._tokens = tokens
         self._log = log
         self._sleep = sleep
         self._wake = wake
+        self._wakeup_fd = wakeup_fd
         self.stop = False
         self.rerun = False
 
@@ -362,9 +363,13 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        # Whichever thread the kernel hands a signal to, the main thread's sleep must end (see SystemClock).
+        old_fd = signal.set_wakeup_fd(self._wakeup_fd, warn_on_full_buffer=False) if self._wakeup_fd is not None else None
         try:
             yield
         finally:
+            if old_fd is not None:
+                signal.set_wakeup_fd(old_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

@@ -85,7 +85,8 @@ class SyncDaemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"sync did not stop within {timeout}s after signal {sig}") from None
+                tail = [e for e in self.events[-5:]] + [self._lines.get() for _ in range(self._lines.qsize())]
+                raise AssertionError(f"sync did not stop within {timeout}s after signal {sig}: {tail}") from None
         return self.proc.returncode
 
     def __enter__(self) -> SyncDaemon:

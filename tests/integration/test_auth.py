@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from vaultpki import crypto
-from vaultpki.devserver import DevServer
+from vaultpki.devserver import DevServer, free_port
 from vaultpki.layout import Mode, PkiNames
 from vaultpki.provision import ProvisionSpec, provision
 
@@ -145,3 +145,18 @@ def test_wrong_vault_ca_is_a_clear_tls_error(tls_bao: DevServer, tmp_path: Path)
     result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": tls_bao.root_token})
     one_error_line(result, 1, "TLS connection to Vault", "unable to get local issuer certificate")
     assert not (tmp_path / "certs").exists()
+
+
+def test_fails_over_between_vault_addresses(deploy: Callable[..., Deployment], tmp_path: Path) -> None:
+    """vault.addr as a list: a dead first address is skipped; the good one is remembered."""
+    dep = deploy(Mode.STANDARD)
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = dep.write_config(tmp_path / "vaultpki.toml", tmp_path / "certs")
+    config.write_text(config.read_text().replace(f'addr = "{dep.server.addr}"', f'addr = ["{dead}", "{dep.server.addr}"]'))
+    result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "certs" / "node.crt").exists()
+    both_dead = config.read_text().replace(f'"{dep.server.addr}"', f'"http://127.0.0.1:{free_port()}"')
+    config.write_text(both_dead)
+    one_error_line(run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token}),
+                   1, "cannot reach Vault")

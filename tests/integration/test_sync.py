@@ -96,6 +96,8 @@ def test_daemon_renews_reloads_postgres_and_marc_keeps_working(
         status, body = daemon.get("/healthz")
         assert status == 200 and '"healthy": true' in body
         assert daemon.stop() == 0
+    logged = repr(daemon.events)
+    assert dep.server.root_token not in logged and "PRIVATE KEY" not in logged     # never in the logs
     assert first not in {serial_of(node_crt)}
     assert run_cli(["--config", str(config), "verify"]).returncode == 0
 
@@ -109,13 +111,14 @@ def test_restart_ten_times_issues_nothing(deploy: Callable[..., Deployment], sha
     mounts = [dep.pki.mount, dep.pki.client_mount, dep.pki.ui_mount]
     before = {m: dep.serials(m) for m in mounts}
     before_tree = tree(shared_dir / "certs")
-    for _ in range(5):
+    for _ in range(3):
         again = run_cli(["--config", str(config), "sync", "--once"], token)
         assert again.returncode == 0 and "nothing due" in again.stdout, again.stdout + again.stderr
-    for _ in range(5):
+    for i in range(10):
         with SyncDaemon(config, token) as daemon:
-            daemon.wait_for(msg("pass complete"), 30)
-            assert daemon.stop() == 0
+            event = daemon.wait_for(msg("pass complete"), 30)
+            assert event["renewed"] == [] and event["failures"] == 0
+            assert daemon.stop(signal.SIGINT if i % 2 else signal.SIGTERM) == 0
     assert {m: dep.serials(m) for m in mounts} == before          # Vault's own record: zero new certificates
     assert tree(shared_dir / "certs") == before_tree
 
@@ -221,3 +224,26 @@ while True:
     def __exit__(self, *exc: object) -> None:
         self._proc.send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
         self._proc.wait()  # type: ignore[attr-defined]
+
+
+def test_sighup_rereads_the_config_and_runs_a_pass_now(deploy: Callable[..., Deployment], shared_dir: Path) -> None:
+    dep = deploy(Mode.STANDARD, ui=False)
+    token = {"VAULT_TOKEN": dep.server.root_token}
+    config = write_config(dep, shared_dir, ttl="1h")
+    with SyncDaemon(config, token) as daemon:
+        daemon.wait_for(msg("pass complete"), 30)
+        first = serial_of(shared_dir / "certs" / "node.crt")
+        # A broken config is refused and the running one kept...
+        config.write_text(config.read_text() + "\nno_such_key = 1\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        event = daemon.wait_for(msg("config reload failed"), 10)
+        assert "no_such_key" in event["error"]
+        # ...a good one is taken at once, and its pass runs now (the next renewal is an hour away).
+        write_config(dep, shared_dir, ttl="1h", node={"hosts": ["node1.test.internal", "localhost"]})
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_for(msg("configuration reloaded"), 10)
+        renewed = daemon.wait_for(msg("pass complete"), 30)
+        assert renewed["renewed"] == ["node.crt"]
+        assert serial_of(shared_dir / "certs" / "node.crt") != first
+        assert crypto.describe(crypto.load_certs((shared_dir / "certs" / "node.crt").read_bytes())[0]).ip_sans == ()
+        assert daemon.stop() == 0
