@@ -397,5 +397,5 @@ def provision(obj: _Ctx, root_mount: str, no_intermediate: bool) -> None:
                          namespace=cfg.vault.namespace)
     spec = ProvisionSpec(mode=cfg.mode, pki=cfg.pki, node_hosts=cfg.node_hosts, ui_hosts=cfg.ui_hosts,
                          root_mount=root_mount, intermediate=not no_intermediate)
-    for path in run_provision(client, cfg.vault.addr, spec):
+    for path in run_provision(client, cfg.vault.addr, spec).roles:
         click.echo(f"provisioned {path}")

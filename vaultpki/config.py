@@ -170,7 +170,8 @@ _KEYS: dict[str, frozenset[str]] = {
                    "issue_method", "vault", "pki", "node", "ui", "renew", "reload"}),
     "vault": frozenset({"addr", "auth", "ca_cert", "namespace", "timeout", "token_file", "approle_mount", "role_id",
                         "role_id_file", "secret_id_file", "cert_mount", "cert_role", "cert_file", "key_file"}),
-    "pki": frozenset({"mount", "client_mount", "node_role", "client_node_role", "user_role", "ui_mount", "ui_role"}),
+    "pki": frozenset({"mount", "client_mount", "node_role", "client_node_role", "user_role", "root_role", "ui_mount",
+                      "ui_role"}),
     "node": frozenset({"hosts"}),
     "ui": frozenset({"hosts"}),
     "renew": frozenset({"before", "jitter", "retry_initial", "retry_max"}),
@@ -311,6 +312,7 @@ def _parse_pki(t: _Table) -> PkiNames:
         user_role=t.text("user_role", "user") or "user",
         ui_mount=t.text("ui_mount"),
         ui_role=t.text("ui_role", "ui"),
+        root_role=t.text("root_role", "root") or "root",
     )
 
 

@@ -128,6 +128,7 @@ class PkiNames:
     user_role: str
     ui_mount: str | None
     ui_role: str | None
+    root_role: str = "root"        # client.root.crt has a role (and a policy) of its own
 
 
 def split_hosts(hosts: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -248,7 +249,8 @@ def plan_user(mode: Mode, pki: PkiNames, user: str) -> Plan:
     # In split-ca the client CA anchors the leaf but is not written into a client's dir.
     leaf_trust = client_ca if client_ca is node_ca else TrustSpec(client_ca.mount, None)
     cert = CertSpec(
-        stem=f"client.{user}", kind=FileKind.CLIENT, mount=client_ca.mount, role=pki.user_role,
+        stem=f"client.{user}", kind=FileKind.CLIENT, mount=client_ca.mount,
+        role=pki.root_role if user == "root" else pki.user_role,
         common_name=user, dns_sans=(), ip_sans=(), ekus=frozenset({Eku.CLIENT_AUTH}),
         trust=leaf_trust, send_common_name=True,
     )

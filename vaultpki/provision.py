@@ -8,17 +8,20 @@ use the Terraform module in ``terraform/``. Both read the same role definitions
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from importlib import resources
 from typing import Any
 
 import hvac
 
+from .errors import ConfigError
 from .layout import Mode, PkiNames, split_hosts
+from .policy import POLICY_NAMES, render
 from .vault import translate_errors
 
-__all__ = ["ProvisionSpec", "load_roles", "provision", "role_body"]
+__all__ = ["ProvisionSpec", "Provisioned", "load_roles", "policy_variables", "provision", "role_body"]
 
 ROOT_TTL = "87600h"
 INTERMEDIATE_TTL = "43800h"
@@ -51,6 +54,27 @@ class ProvisionSpec:
     ui_hosts: tuple[str, ...] = ()
     root_mount: str = "pki-root"
     intermediate: bool = True        # False: each leaf mount holds its own self-signed root
+    # Per-node roles "<node_role>-<name>", each allowing only that node's hosts (else one shared role).
+    nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Policies from policies/, an AppRole role per node, userpass + the self-service role.
+    access: bool = False
+    policies_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    roles: tuple[str, ...]
+    policies: Mapping[str, str] = field(default_factory=dict)     # name -> rendered text
+    approle_accessor: str | None = None
+    userpass_accessor: str | None = None
+
+
+USER_SELF_ROLE = "user-self"
+
+
+def default_policies_dir() -> Path:
+    """``policies/`` of a source checkout (the provisioner is for dev/test; Terraform is for production)."""
+    return Path(__file__).resolve().parent.parent / "policies"
 
 
 _CA_NAMES = {"node": "CockroachDB node CA", "client": "CockroachDB client CA", "ui": "DB Console CA"}
@@ -69,6 +93,19 @@ class _Admin:
     def enable_pki(self, mount: str) -> None:
         with translate_errors(self.addr, f"mounting {mount}"):
             self.client.sys.enable_secrets_engine("pki", path=mount, config={"max_lease_ttl": ROOT_TTL})
+
+    def enable_auth(self, kind: str) -> str:
+        """Mount an auth method at its default path (once); returns its accessor."""
+        with translate_errors(self.addr, f"enabling {kind} auth"):
+            mounts = self.client.sys.list_auth_methods()["data"]
+            if f"{kind}/" not in mounts:
+                self.client.sys.enable_auth_method(kind)
+                mounts = self.client.sys.list_auth_methods()["data"]
+        return str(mounts[f"{kind}/"]["accessor"])
+
+    def policy(self, name: str, text: str) -> None:
+        with translate_errors(self.addr, f"writing policy {name}"):
+            self.client.sys.create_or_update_acl_policy(name, text)
 
     def is_openbao(self) -> bool:
         with translate_errors(self.addr, "reading the server version"):
@@ -99,8 +136,28 @@ def _cidrs(ips: Sequence[str]) -> list[str]:
     return [f"{ip}/{128 if ':' in ip else 32}" for ip in ips]
 
 
-def provision(client: hvac.Client, addr: str, spec: ProvisionSpec) -> list[str]:
-    """Create every mount and role the configured mode needs; returns the role paths made."""
+def policy_variables(spec: ProvisionSpec, approle_accessor: str) -> dict[str, dict[str, object]]:
+    """The templatefile() variables of every policy, as the Terraform module computes them."""
+    pki = spec.pki
+    client_mount = pki.client_mount if spec.mode is Mode.SPLIT_CA and pki.client_mount else pki.mount
+    ca_mounts = sorted({pki.mount, client_mount})
+    variables: dict[str, dict[str, object]] = {
+        "crdb-node": {
+            "mount": pki.mount, "client_mount": client_mount,
+            "node_role": f"{pki.node_role}-{{{{identity.entity.aliases.{approle_accessor}.metadata.role_name}}}}",
+            "client_node_role": "" if spec.mode is Mode.STANDARD else pki.client_node_role,
+        },
+        "crdb-operator": {"client_mount": client_mount, "user_role": pki.user_role, "mounts": ca_mounts},
+        "crdb-root-operator": {"client_mount": client_mount, "root_role": pki.root_role},
+        "crdb-user-self": {"client_mount": client_mount, "user_self_role": USER_SELF_ROLE},
+    }
+    if pki.ui_mount:
+        variables["crdb-ui"] = {"ui_mount": pki.ui_mount, "ui_role": pki.ui_role or "ui"}
+    return variables
+
+
+def provision(client: hvac.Client, addr: str, spec: ProvisionSpec) -> Provisioned:
+    """Create every mount and role the configured mode needs (and, with ``access``, policies and auth)."""
     admin = _Admin(client, addr)
     openbao = admin.is_openbao()
     pki = spec.pki
@@ -113,22 +170,53 @@ def provision(client: hvac.Client, addr: str, spec: ProvisionSpec) -> list[str]:
     if spec.mode is Mode.SPLIT_CA:
         client_mount = pki.client_mount or ""
         _setup_ca(admin, client_mount, "client", spec)
-    dns, ips = split_hosts(spec.node_hosts)
-    cidrs = _cidrs(ips)
+    node_template = "node" if spec.mode is Mode.STANDARD else "node-server"
     # (mount, role name, template in roles.json, allowed_domains, allowed IP CIDRs)
     roles: list[tuple[str, str, str, list[str], list[str]]] = []
-    if spec.mode is Mode.STANDARD:
-        roles.append((pki.mount, pki.node_role, "node", ["node", *dns], cidrs))
-    else:
-        roles.append((pki.mount, pki.node_role, "node-server", list(dns), cidrs))
+    per_node = spec.nodes or {"": spec.node_hosts}
+    for name, hosts in per_node.items():
+        dns, ips = split_hosts(hosts)
+        domains = ["node", *dns] if spec.mode is Mode.STANDARD else list(dns)
+        roles.append((pki.mount, f"{pki.node_role}-{name}" if name else pki.node_role, node_template, domains, _cidrs(ips)))
+    if spec.mode is not Mode.STANDARD:
         roles.append((client_mount, pki.client_node_role, "client-node", ["node"], []))
     roles.append((client_mount, pki.user_role, "user", [], []))
+    roles.append((client_mount, pki.root_role, "root", ["root"], []))
     if pki.ui_mount:
         _setup_ca(admin, pki.ui_mount, "ui", spec)
         ui_dns, ui_ips = split_hosts(spec.ui_hosts)
         roles.append((pki.ui_mount, pki.ui_role or "ui", "ui", list(ui_dns), _cidrs(ui_ips)))
+    approle = userpass = None
+    if spec.access:
+        userpass = admin.enable_auth("userpass")
+        approle = admin.enable_auth("approle")
+        roles.append((client_mount, USER_SELF_ROLE, "user-self",
+                      [f"{{{{identity.entity.aliases.{userpass}.name}}}}"], []))
     made = []
     for mount, role, template, domains, role_cidrs in roles:
         admin.write(f"{mount}/roles/{role}", **role_body(template, domains, openbao=openbao, ip_cidrs=role_cidrs))
         made.append(f"{mount}/roles/{role}")
-    return made
+    policies: dict[str, str] = {}
+    if spec.access:
+        assert approle is not None
+        policies = _write_access(admin, spec, approle)
+    return Provisioned(tuple(made), policies, approle, userpass)
+
+
+def _write_access(admin: _Admin, spec: ProvisionSpec, approle_accessor: str) -> dict[str, str]:
+    """The policies (rendered from policies/*.hcl.tftpl) and one AppRole role per node."""
+    directory = spec.policies_dir or default_policies_dir()
+    policies = {}
+    for name, variables in policy_variables(spec, approle_accessor).items():
+        path = directory / f"{name}.hcl.tftpl"
+        try:
+            template = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"policy template {path} cannot be read: {exc.strerror}") from exc
+        policies[name] = render(template, variables)
+        admin.policy(name, policies[name])
+    for name in spec.nodes:
+        admin.write(f"auth/approle/role/{name}", token_policies=["crdb-node"], token_no_default_policy=True,
+                    token_ttl="1h", token_max_ttl="24h", secret_id_num_uses=0)
+    assert set(policies) <= set(POLICY_NAMES)
+    return policies

@@ -162,7 +162,13 @@ class HvacVault:
             self._token = self._cfg.token
         else:
             raise ConfigError("no Vault token: set $VAULT_TOKEN or vault.token_file (or use approle/cert auth)")
-        data = self._call("looking up the token", lambda c: c.auth.token.lookup_self())["data"]
+        try:
+            data = self._call("looking up the token", lambda c: c.auth.token.lookup_self())["data"]
+        except VaultDenied:
+            # A least-privilege token need not be allowed to look itself up: its expiry is then
+            # unknown, and a request that fails because it expired says so itself.
+            self._lease, self._renewable = None, False
+            return
         ttl = float(data.get("ttl") or 0)
         self._lease = ttl if ttl > 0 else None
         self._renewable = bool(data.get("renewable"))
