@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import hvac

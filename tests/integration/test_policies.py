@@ -26,7 +26,7 @@ from vaultpki import crypto
 from vaultpki.devserver import DevServer, find_bao
 from vaultpki.layout import Mode, PkiNames
 from vaultpki.policy import POLICY_NAMES, render
-from vaultpki.provision import ProvisionSpec, Provisioned, default_policies_dir, policy_variables, provision
+from vaultpki.provision import Provisioned, ProvisionSpec, default_policies_dir, policy_variables, provision
 
 from .conftest import run_cli
 
