@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 MODE   ?= standard
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean schema
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +16,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m vaultpki.demo --mode $(MODE) --out demo
 
-test: $(STAMP)
+# The hashicorp/vault 5.6.0 schema (npm @cdktf/provider-vault, integrity-checked) for the
+# offline terraform validate/test stand-in; fetched once into .venv/cache.
+schema: $(STAMP)
+	tools/fetch-vault-schema.sh $(VENV)/cache >/dev/null
+
+test: $(STAMP) schema
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check vaultpki tests
+	$(PY) -m ruff check vaultpki tests tools
 	$(PY) -m mypy
 
 clean:

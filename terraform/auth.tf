@@ -1,0 +1,51 @@
+# Node auth: one AppRole role per node (its name picks the node's PKI role through the node
+# policy's template), and optionally TLS-certificate auth with the node's own certificate.
+
+resource "vault_auth_backend" "approle" {
+  count = var.approle.create_backend ? 1 : 0
+  type  = "approle"
+  path  = var.approle.path
+}
+
+data "vault_auth_backend" "approle" {
+  count = var.approle.create_backend ? 0 : 1
+  path  = var.approle.path
+}
+
+locals {
+  approle_accessor = var.approle.create_backend ? vault_auth_backend.approle[0].accessor : data.vault_auth_backend.approle[0].accessor
+}
+
+resource "vault_approle_auth_backend_role" "node" {
+  for_each                = var.nodes
+  backend                 = var.approle.path
+  role_name               = each.key
+  token_policies          = [vault_policy.policy["crdb-node"].name]
+  token_no_default_policy = true
+  token_ttl               = var.approle.token_ttl
+  token_max_ttl           = var.approle.token_max_ttl
+  token_bound_cidrs       = lookup(var.approle.token_bound_cidrs, each.key, [])
+  secret_id_ttl           = var.approle.secret_id_ttl
+  secret_id_num_uses      = var.approle.secret_id_num_uses
+  secret_id_bound_cidrs   = lookup(var.approle.token_bound_cidrs, each.key, [])
+  depends_on              = [vault_auth_backend.approle]
+}
+
+resource "vault_auth_backend" "cert" {
+  count = var.cert_auth.enabled && var.cert_auth.create_backend ? 1 : 0
+  type  = "cert"
+  path  = var.cert_auth.path
+}
+
+resource "vault_cert_auth_backend_role" "node" {
+  for_each             = var.cert_auth.enabled ? var.nodes : {}
+  backend              = var.cert_auth.path
+  name                 = "node-${each.key}"
+  certificate          = local.signed["node"] # the node intermediate and its chain
+  allowed_common_names = ["node"]
+  allowed_dns_sans     = [for i, h in each.value.hosts : lower(h) if !local.is_ip[each.key][i]]
+  token_policies       = [vault_policy.node_static[each.key].name]
+  token_ttl            = var.approle.token_ttl
+  token_max_ttl        = var.approle.token_max_ttl
+  depends_on           = [vault_auth_backend.cert]
+}

@@ -1,0 +1,156 @@
+variable "mode" {
+  description = "CockroachDB certs-dir layout: standard, split-node or split-ca."
+  type        = string
+  default     = "standard"
+  validation {
+    condition     = contains(["standard", "split-node", "split-ca"], var.mode)
+    error_message = "mode must be standard, split-node or split-ca."
+  }
+}
+
+variable "mounts" {
+  description = "PKI mount paths: node (ca.crt, node.crt, and client certs unless split-ca), client (split-ca only), ui (optional)."
+  type = object({
+    node   = optional(string, "pki-crdb")
+    client = optional(string, "pki-crdb-client")
+    ui     = optional(string)
+  })
+  default = {}
+  validation {
+    condition     = alltrue([for p in compact(values(var.mounts)) : can(regex("^[A-Za-z0-9][A-Za-z0-9_.-]*$", p))])
+    error_message = "mount paths are single path segments (letters, digits, _ . -)."
+  }
+}
+
+variable "root_mount" {
+  description = "An existing Vault PKI mount whose issuer signs the intermediates. Null: they are signed by an external (organisation) CA, see external_signed_certificates."
+  type        = string
+  default     = null
+}
+
+variable "root_issuer_ref" {
+  description = "Issuer in root_mount that signs the intermediates."
+  type        = string
+  default     = "default"
+}
+
+variable "external_signed_certificates" {
+  description = "Organisation-CA flow: CA key (node, client, ui) -> PEM bundle of the signed intermediate (leaf first, then its chain). Apply once to get the CSRs (output csrs), have them signed, then set this."
+  type        = map(string)
+  default     = {}
+  validation {
+    condition     = alltrue([for k in keys(var.external_signed_certificates) : contains(["node", "client", "ui"], k)])
+    error_message = "external_signed_certificates keys are node, client and ui."
+  }
+}
+
+variable "ca_common_names" {
+  description = "Subject CN of each intermediate CA."
+  type = object({
+    node   = optional(string, "CockroachDB node CA")
+    client = optional(string, "CockroachDB client CA")
+    ui     = optional(string, "CockroachDB DB Console CA")
+  })
+  default = {}
+}
+
+variable "intermediate_ttl" {
+  description = "Lifetime of the intermediates (when root_mount signs them)."
+  type        = string
+  default     = "43800h"
+}
+
+variable "ca_max_lease_ttl_seconds" {
+  description = "Max lease TTL of the PKI mounts: no certificate they issue lives longer."
+  type        = number
+  default     = 315360000
+  validation {
+    condition     = var.ca_max_lease_ttl_seconds >= 86400
+    error_message = "ca_max_lease_ttl_seconds must be at least a day."
+  }
+}
+
+variable "aia_base_url" {
+  description = "Vault's address as clients reach it, for the AIA (issuing CA), CRL and OCSP URLs put into every certificate, e.g. https://vault.internal:8200."
+  type        = string
+  validation {
+    condition     = can(regex("^https?://[^/\\s]+$", var.aia_base_url))
+    error_message = "aia_base_url is scheme://host[:port] without a path."
+  }
+}
+
+variable "nodes" {
+  description = "One entry per CockroachDB node: name -> every DNS name and IP that reaches it. Each node gets its own PKI role (node-<name>) and AppRole role (<name>)."
+  type = map(object({
+    hosts = list(string)
+  }))
+  validation {
+    condition     = length(var.nodes) > 0 && alltrue([for name, n in var.nodes : can(regex("^[a-z0-9][a-z0-9-]{0,62}$", name)) && length(n.hosts) > 0])
+    error_message = "nodes: at least one; names are lower-case DNS labels; every node has at least one host."
+  }
+}
+
+variable "ui_hosts" {
+  description = "DB Console names (when mounts.ui is set)."
+  type        = list(string)
+  default     = []
+}
+
+variable "role_names" {
+  description = "Names of the shared roles (node roles are <node_prefix>-<node name>)."
+  type = object({
+    node_prefix = optional(string)
+    client_node = optional(string, "client-node")
+    user        = optional(string, "user")
+    root        = optional(string, "root")
+    user_self   = optional(string, "user-self")
+    ui          = optional(string, "ui")
+  })
+  default = {}
+}
+
+variable "user_auth_accessor" {
+  description = "Accessor of the auth mount users log in with (userpass, OIDC...). When set, the self-service role and policy are created: a user can get a certificate for their own login name only."
+  type        = string
+  default     = null
+}
+
+variable "approle" {
+  description = "AppRole auth for nodes: one role per node, bound to the node policy."
+  type = object({
+    path               = optional(string, "approle")
+    create_backend     = optional(bool, true)
+    secret_id_ttl      = optional(number, 3600)
+    secret_id_num_uses = optional(number, 1)
+    token_ttl          = optional(number, 3600)
+    token_max_ttl      = optional(number, 86400)
+    token_bound_cidrs  = optional(map(list(string)), {})
+  })
+  default = {}
+}
+
+variable "cert_auth" {
+  description = "Optional TLS-certificate auth per node (standard mode: node.crt carries clientAuth): once a node has its certificate it renews by logging in with it. One static policy per node."
+  type = object({
+    enabled        = optional(bool, false)
+    path           = optional(string, "cert")
+    create_backend = optional(bool, true)
+  })
+  default = {}
+  validation {
+    condition     = !var.cert_auth.enabled || var.mode == "standard"
+    error_message = "cert_auth needs mode = standard: in split layouts node.crt is a server certificate and client.node.crt names no node."
+  }
+}
+
+variable "roles_file" {
+  description = "The shared role definitions (also read by vaultpki's embedded provisioner)."
+  type        = string
+  default     = null
+}
+
+variable "policies_dir" {
+  description = "Directory of the *.hcl.tftpl policy templates."
+  type        = string
+  default     = null
+}
