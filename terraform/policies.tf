@@ -13,12 +13,13 @@ locals {
         client_mount     = local.client_mount
         node_role        = "${local.node_prefix}-${local.approle_role_name_template}"
         client_node_role = var.mode == "standard" ? "" : var.role_names.client_node
+        ca_mounts        = distinct([var.mounts.node, local.client_mount])
       }
       crdb-operator      = { client_mount = local.client_mount, user_role = var.role_names.user, mounts = distinct([var.mounts.node, local.client_mount]) }
       crdb-root-operator = { client_mount = local.client_mount, root_role = var.role_names.root }
     },
     var.user_auth_accessor == null ? {} : {
-      crdb-user-self = { client_mount = local.client_mount, user_self_role = var.role_names.user_self }
+      crdb-user-self = { client_mount = local.client_mount, user_self_role = var.role_names.user_self, ca_mounts = distinct([var.mounts.node, local.client_mount]) }
     },
     var.mounts.ui == null ? {} : {
       crdb-ui = { ui_mount = var.mounts.ui, ui_role = var.role_names.ui }

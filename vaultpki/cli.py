@@ -378,6 +378,138 @@ def sync(obj: _Ctx, once: bool, certs_dir: str | None, metrics_addr: str | None,
             server.stop()
 
 
+def _user_mounts(cfg: config_mod.Config) -> list[str]:
+    """Where client certificates come from (the client CA in split-ca)."""
+    return [cfg.pki.client_mount] if cfg.mode.value == "split-ca" and cfg.pki.client_mount else [cfg.pki.mount]
+
+
+def _all_mounts(cfg: config_mod.Config) -> list[str]:
+    mounts = [*_user_mounts(cfg), cfg.pki.mount, cfg.pki.ui_mount]
+    return list(dict.fromkeys(m for m in mounts if m))
+
+
+def _print_revoked(revoked: list[Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([{"mount": r.mount, "serial": r.serial, "common_name": r.common_name,
+                                "not_after": r.not_after.isoformat(), "revocation_time": r.revocation_time}
+                               for r in revoked], indent=2))
+        return
+    for r in revoked:
+        click.echo(f"revoked {r.serial} CN={r.common_name} on {r.mount} (was valid until {r.not_after:%Y-%m-%d %H:%M}Z)")
+    if not revoked:
+        click.echo("nothing to revoke: no unexpired, unrevoked certificate matched")
+
+
+@main.command("revoke-user")
+@click.argument("user")
+@click.option("--json", "as_json", is_flag=True, help="Print what was revoked as JSON.")
+@click.pass_obj
+def revoke_user(obj: _Ctx, user: str, as_json: bool) -> None:
+    """Revoke every unexpired certificate Vault issued for SQL user USER (found by serial in Vault)."""
+    from .rotation import revoke_user as run
+    from .vault import HvacVault
+
+    user = validate_username(user) if user != "node" else user
+    cfg = obj.config()
+    _print_revoked(run(HvacVault(cfg.vault), _user_mounts(cfg), user, _now()), as_json)
+
+
+@main.command()
+@click.option("--serial", required=True, help="The serial, hex (colons optional).")
+@click.option("--mount", help="The PKI mount (default: try the configured mounts).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was revoked as JSON.")
+@click.pass_obj
+def revoke(obj: _Ctx, serial: str, mount: str | None, as_json: bool) -> None:
+    """Revoke one certificate by serial."""
+    from .rotation import revoke_serial
+    from .vault import HvacVault
+
+    cfg = obj.config()
+    _print_revoked([revoke_serial(HvacVault(cfg.vault), [mount] if mount else _all_mounts(cfg), serial)], as_json)
+
+
+@main.group()
+def ca() -> None:
+    """CA rotation with Vault's multiple issuers: rotate, then activate, then retire (admin token)."""
+
+
+def _admin(cfg: config_mod.Config) -> Any:
+    import hvac
+
+    if not cfg.vault.token:
+        raise ConfigError("CA rotation needs an admin token in $VAULT_TOKEN")
+    return hvac.Client(url=cfg.vault.addr, token=cfg.vault.token, verify=cfg.vault.ca_cert or True,
+                       namespace=cfg.vault.namespace)
+
+
+@ca.command("rotate")
+@click.option("--mount", help="The CA mount (default: pki.mount).")
+@click.option("--root-mount", help="For an intermediate CA: the mount whose issuer signs the new one.")
+@click.option("--ttl", default="43800h", show_default=True, help="Lifetime of the new CA.")
+@click.pass_obj
+def ca_rotate(obj: _Ctx, mount: str | None, root_mount: str | None, ttl: str) -> None:
+    """Step 1: add a new issuer (not yet the default); CA files become new + old at each node's next check."""
+    from .rotation import rotate
+
+    cfg = obj.config()
+    target = mount or cfg.pki.mount
+    issuer = rotate(_admin(cfg), cfg.vault.addr, target, root_mount, ttl, _now())
+    click.echo(f"new issuer {issuer} on {target}; once every node and client has the new CA bundle "
+               f"(renew.ca_check), run: vaultpki ca activate --mount {target}")
+
+
+@ca.command("activate")
+@click.option("--mount", help="The CA mount (default: pki.mount).")
+@click.option("--min-age", default="2h", show_default=True, help="Refuse while the new issuer is younger than this.")
+@click.pass_obj
+def ca_activate(obj: _Ctx, mount: str | None, min_age: str) -> None:
+    """Step 2: the newest issuer becomes the default; daemons re-issue their leaves from it."""
+    from .rotation import activate
+
+    cfg = obj.config()
+    target = mount or cfg.pki.mount
+    age = dt.timedelta(seconds=0 if min_age == "0" else config_mod.parse_duration(min_age, "--min-age"))
+    issuer = activate(_admin(cfg), cfg.vault.addr, target, age, _now())
+    click.echo(f"issuer {issuer} is now the default of {target}; after every leaf is re-issued, run: "
+               f"vaultpki ca retire --mount {target}")
+
+
+@ca.command("retire")
+@click.option("--mount", help="The CA mount (default: pki.mount).")
+@click.option("--force", is_flag=True, help="Retire even while leaves of the old issuer are still valid.")
+@click.pass_obj
+def ca_retire(obj: _Ctx, mount: str | None, force: bool) -> None:
+    """Step 3: set the old issuers read-only (they leave every CA file) once none of their leaves is valid."""
+    from .rotation import retire
+
+    cfg = obj.config()
+    target = mount or cfg.pki.mount
+    retired = retire(_admin(cfg), cfg.vault.addr, target, _now(), force)
+    click.echo(f"retired {', '.join(retired)} on {target}" if retired else f"nothing to retire on {target}")
+
+
+@ca.command("status")
+@click.option("--mount", help="The CA mount (default: pki.mount).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def ca_status_cmd(obj: _Ctx, mount: str | None, as_json: bool) -> None:
+    """Every issuer of the mount: default or not, usage, validity, valid leaves it signed."""
+    from .rotation import ca_status
+
+    cfg = obj.config()
+    target = mount or cfg.pki.mount
+    rows = ca_status(_admin(cfg), cfg.vault.addr, target, _now())
+    if as_json:
+        click.echo(json.dumps([{**{k: getattr(r, k) for k in ("issuer_id", "name", "is_default", "usage", "subject",
+                                                                "valid_leaves")},
+                                "not_before": r.not_before.isoformat(), "not_after": r.not_after.isoformat()}
+                               for r in rows], indent=2))
+        return
+    for r in rows:
+        click.echo(f"{'*' if r.is_default else ' '} {r.issuer_id} {r.subject}  expires {r.not_after:%Y-%m-%d}  "
+                   f"usage {r.usage}  valid leaves {r.valid_leaves}")
+
+
 @main.command()
 @click.option("--root-mount", default="pki-root", show_default=True, help="Mount for the root CA.")
 @click.option("--no-intermediate", is_flag=True, help="Make each mount its own root instead of an intermediate.")

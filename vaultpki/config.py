@@ -174,7 +174,7 @@ _KEYS: dict[str, frozenset[str]] = {
                       "ui_role"}),
     "node": frozenset({"hosts"}),
     "ui": frozenset({"hosts"}),
-    "renew": frozenset({"before", "jitter", "retry_initial", "retry_max"}),
+    "renew": frozenset({"before", "jitter", "retry_initial", "retry_max", "ca_check", "ocsp_check", "revoke_replaced"}),
     "reload": frozenset({"signal", "process", "pidfile", "command", "command_timeout", "verify", "verify_timeout",
                          "rollback_on_failure"}),
 }
@@ -234,11 +234,16 @@ def _parse_renew(t: _Table) -> RenewPolicy:
     jitter = parse_percent(t.text("jitter", "5%") or "5%", "renew.jitter", allow_zero=True)
     if jitter > 0.25:
         raise ConfigError("renew.jitter above 25% would no longer respect the renewal window")
+    ca_check_text = t.text("ca_check", "1h") or "1h"
+    ca_check = 0 if ca_check_text == "0" else parse_duration(ca_check_text, "renew.ca_check")
+    ocsp_check = t.boolean("ocsp_check", True)
+    revoke_replaced = t.boolean("revoke_replaced", False)
     if "%" in before:
-        return RenewPolicy(before_fraction=parse_percent(before, "renew.before", allow_zero=False),
-                           jitter_fraction=jitter)
-    return RenewPolicy(before_fraction=None, before_seconds=parse_duration(before, "renew.before"),
-                       jitter_fraction=jitter)
+        fraction, seconds = parse_percent(before, "renew.before", allow_zero=False), None
+    else:
+        fraction, seconds = None, parse_duration(before, "renew.before")
+    return RenewPolicy(before_fraction=fraction, before_seconds=seconds, jitter_fraction=jitter,
+                       ca_check=ca_check, ocsp_check=ocsp_check, revoke_replaced=revoke_replaced)
 
 
 def _parse_reload(t: _Table) -> ReloadConfig:

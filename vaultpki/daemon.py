@@ -37,8 +37,8 @@ from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, wait
 from . import crypto
 from .config import Config
 from .errors import ReloadError, StoreError, VaultpkiError, VaultUnavailable
-from .issue import IssuedLeaf, IssueOptions, fetch_anchors, obtain_partial
-from .layout import CertSpec, FileContent, Plan, plan_node
+from .issue import IssuedLeaf, IssueOptions, default_issuer, fetch_materials, obtain_partial, trust_anchors
+from .layout import CertSpec, FileContent, FileKind, Plan, plan_node
 from .metrics import Metrics
 from .probe import Prober
 from .reload import Reloader
@@ -96,6 +96,7 @@ class Syncer:
     monotonic: Callable[[], float] = time.monotonic
     _options: IssueOptions = field(init=False)
     _unverified: bool = field(default=False, init=False)   # the last reload did not take: try it again
+    _defaults: dict[str, x509.Certificate] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -109,10 +110,15 @@ class Syncer:
     # --- judging ------------------------------------------------------------
 
     def _anchors(self, plan: Plan) -> tuple[dict[str, list[x509.Certificate]] | None, VaultUnavailable | None]:
+        """Every mount's trust bundle (and, remembered, the issuer that signs new leaves there)."""
+        mounts = sorted({t.mount for t in plan.trusts})
         try:
-            return fetch_anchors(sorted({t.mount for t in plan.trusts}), self.vault, self.cfg.ca_trust), None
+            materials = fetch_materials(mounts, self.vault)
         except VaultUnavailable as exc:
+            self._defaults = {}
             return None, exc
+        self._defaults = {m: default_issuer(materials[m], m) for m in mounts}
+        return {m: trust_anchors(materials[m], m, self.cfg.ca_trust) for m in mounts}, None
 
     def _on_disk_anchors(self, state: DirState, plan: Plan) -> dict[str, list[x509.Certificate]]:
         """Without Vault, judge leaves against the CA files already on disk (the UI mount has none)."""
@@ -152,8 +158,34 @@ class Syncer:
             else:
                 found = judge_leaf(spec, state, anchors[spec.trust.mount], now, key_owner)
                 problem = found.problem
+                if problem is None and vault_known:
+                    problem = self._issuer_or_ocsp_problem(spec, state, now)
             decisions.append(decide(spec.cert_file, now, self.cfg.renew, problem=problem, validity=found.validity))
         return decisions
+
+    def _issuer_or_ocsp_problem(self, spec: CertSpec, state: DirState, now: dt.datetime) -> str | None:
+        """A valid leaf is still due when its mount now issues from another CA (after a CA rotation is
+        activated), or when its OCSP responder says it was revoked."""
+        entry = state.entries[spec.cert_file]
+        chain = crypto.load_certs(entry.data or b"")
+        leaf = chain[0]
+        default = self._defaults.get(spec.mount)
+        if default is not None and not crypto.is_issued_by(leaf, default):
+            return (f"issued by {leaf.issuer.rfc4514_string()}; mount {spec.mount} now issues from "
+                    f"{default.subject.rfc4514_string()} (CA rotation)")
+        if not self.cfg.renew.ocsp_check or spec.kind not in (FileKind.NODE, FileKind.CLIENT_NODE) or default is None:
+            return None
+        from . import ocsp  # the check talks HTTP to the responder named in the certificate
+
+        try:
+            result = ocsp.query(leaf, default, timeout=5.0, now=now)
+        except VaultpkiError as exc:
+            self.log.warning("OCSP check failed", extra={"file": spec.cert_file, "error": str(exc)})
+            return None
+        if result.status is ocsp.OcspStatus.REVOKED:
+            when = result.revocation_time.isoformat() if result.revocation_time else "unknown time"
+            return f"revoked (OCSP, at {when})"
+        return None
 
     def _key_owner(self) -> tuple[int | None, int | None, int]:
         owner = self.store.owner
@@ -174,7 +206,7 @@ class Syncer:
             self.log.info("due", extra={"file": d.file, "reason": d.reason})
         if not due:
             self._observe(plan, self.store.snapshot(), now)
-            report = PassReport(tuple(decisions), next_wake=next_wake(decisions, now))
+            report = PassReport(tuple(decisions), next_wake=self._wake_at(decisions))
             return self._reload_again(report) if self._unverified else self._done(report)
         if anchors is None:
             assert vault_error is not None
@@ -193,8 +225,38 @@ class Syncer:
         after = self.store.snapshot()
         self._observe(plan, after, self.now(), due=list(_failed_files(report)))
         fresh = self.judge(plan, after, anchors, True, self.now())
+        if self.cfg.renew.revoke_replaced and report.renewed:
+            self._revoke_replaced(state, report.renewed)
         return self._done(PassReport(report.decisions, report.renewed, report.failures, report.reloaded,
-                                     report.verified, next_wake(fresh, self.now())))
+                                     report.verified, self._wake_at(fresh)))
+
+    def _wake_at(self, decisions: list[Decision]) -> dt.datetime | None:
+        """The next renewal, or the next CA/OCSP check when that comes first."""
+        now = self.now()
+        renewal = next_wake(decisions, now)
+        if not self.cfg.renew.ca_check:
+            return renewal
+        check = now + dt.timedelta(seconds=self.cfg.renew.ca_check)
+        return check if renewal is None or check < renewal else renewal
+
+    def _revoke_replaced(self, before: DirState, renewed: tuple[IssuedLeaf, ...]) -> None:
+        """Revoke what the new set replaced, proving possession of its key (no `revoke` capability)."""
+        for leaf in renewed:
+            cert, key = before.entries.get(leaf.spec.cert_file), before.entries.get(leaf.spec.key_file)
+            if cert is None or key is None or not cert.data or not key.data:
+                continue
+            try:
+                old = crypto.load_certs(cert.data)[0]
+                if old.not_valid_after_utc <= self.now():
+                    continue
+                pem = crypto.certs_to_pem([old]).decode()
+                self.vault.revoke_with_key(leaf.spec.mount, pem, key.data.decode())
+            except VaultpkiError as exc:
+                self.log.warning("could not revoke the replaced certificate",
+                                 extra={"file": leaf.spec.cert_file, "error": str(exc)})
+            else:
+                self.log.info("revoked the replaced certificate", extra={
+                    "file": leaf.spec.cert_file, "serial": crypto.format_serial(old.serial_number)})
 
     def _done(self, report: PassReport) -> PassReport:
         self.log.info("pass complete", extra={

@@ -22,7 +22,10 @@ from .validate import check_issued
 if TYPE_CHECKING:     # the port's types only: this module never loads hvac
     from .vault import CaMaterial, VaultPort
 
-__all__ = ["IssueOptions", "IssuedLeaf", "IssuedSet", "fetch_anchors", "obtain", "obtain_partial", "trust_anchors"]
+__all__ = [
+    "IssueOptions", "IssuedLeaf", "IssuedSet", "default_issuer", "fetch_anchors", "fetch_materials", "obtain",
+    "obtain_partial", "trust_anchors",
+]
 
 MAX_PARALLEL = 8
 
@@ -57,25 +60,38 @@ def _parse(pem: str, what: str) -> list[x509.Certificate]:
 
 
 def trust_anchors(material: CaMaterial, mount: str, ca_trust: str) -> list[x509.Certificate]:
-    """The certificates a CA file holds for a mount.
+    """The certificates a CA file holds for a mount, newest first.
 
-    ``issuer``: the mount's issuing CA itself. Go (CockroachDB) accepts an
+    ``issuer``: the mount's issuing CAs themselves. Go (CockroachDB) accepts an
     intermediate as a trust anchor, so a split-ca ``ca-client.crt`` then trusts
     only the client intermediate, not everything else a shared root signed.
-    ``root``: the self-signed root at the top of the chain, which OpenSSL-based
+    ``root``: the self-signed roots at the top of their chains, which OpenSSL-based
     clients (psql, libpq, PostgreSQL) need.
+
+    During a CA rotation a mount has several issuers: the file then holds all of
+    them, the newest first (CockroachDB's expiry metric reads the first one).
     """
-    issuer = _parse(material.issuer, f"CA of mount {mount}")[0]
-    if ca_trust == "issuer":
-        return [issuer]
-    chain = [c for pem in material.chain for c in _parse(pem, f"CA chain of mount {mount}")]
-    roots = [c for c in [issuer, *chain] if crypto.is_self_signed(c)]
-    if not roots:
-        raise IssuanceRefused(
-            f"the CA chain of mount {mount} does not reach a self-signed root, so ca_trust = 'root' "
-            "cannot be honoured (import the root into the mount, or use ca_trust = 'issuer')"
-        )
-    return [roots[0]]
+    issuers = [(material.issuer, material.chain), *material.others]
+    anchors: dict[str, x509.Certificate] = {}
+    for pem, chain in issuers:
+        issuer = _parse(pem, f"CA of mount {mount}")[0]
+        if ca_trust == "issuer":
+            anchors.setdefault(crypto.fingerprint(issuer), issuer)
+            continue
+        above = [c for extra in chain for c in _parse(extra, f"CA chain of mount {mount}")]
+        roots = [c for c in [issuer, *above] if crypto.is_self_signed(c)]
+        if not roots:
+            raise IssuanceRefused(
+                f"the CA chain of mount {mount} does not reach a self-signed root, so ca_trust = 'root' "
+                "cannot be honoured (import the root into the mount, or use ca_trust = 'issuer')"
+            )
+        anchors.setdefault(crypto.fingerprint(roots[0]), roots[0])
+    return sorted(anchors.values(), key=lambda c: c.not_valid_before_utc, reverse=True)
+
+
+def default_issuer(material: CaMaterial, mount: str) -> x509.Certificate:
+    """The CA that signs new leaves on ``mount``."""
+    return _parse(material.issuer, f"CA of mount {mount}")[0]
 
 
 def _ttl(options: IssueOptions) -> str | None:
@@ -113,10 +129,15 @@ def _issue_one(
     return IssuedLeaf(spec, crypto.format_serial(leaf.serial_number), leaf.not_valid_after_utc), files
 
 
-def fetch_anchors(mounts: Sequence[str], vault: VaultPort, ca_trust: str) -> dict[str, list[x509.Certificate]]:
-    """The trust anchors of every mount (one read each, in parallel)."""
+def fetch_materials(mounts: Sequence[str], vault: VaultPort) -> dict[str, CaMaterial]:
+    """Every mount's CA material (in parallel)."""
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(mounts)))) as pool:
-        materials = dict(zip(mounts, pool.map(vault.ca_material, mounts), strict=True))
+        return dict(zip(mounts, pool.map(vault.ca_material, mounts), strict=True))
+
+
+def fetch_anchors(mounts: Sequence[str], vault: VaultPort, ca_trust: str) -> dict[str, list[x509.Certificate]]:
+    """The trust anchors of every mount."""
+    materials = fetch_materials(mounts, vault)
     return {m: trust_anchors(materials[m], m, ca_trust) for m in mounts}
 
 

@@ -140,16 +140,17 @@ def policy_variables(spec: ProvisionSpec, approle_accessor: str) -> dict[str, di
     """The templatefile() variables of every policy, as the Terraform module computes them."""
     pki = spec.pki
     client_mount = pki.client_mount if spec.mode is Mode.SPLIT_CA and pki.client_mount else pki.mount
-    ca_mounts = sorted({pki.mount, client_mount})
+    ca_mounts = list(dict.fromkeys([pki.mount, client_mount]))     # the order of terraform's distinct()
     variables: dict[str, dict[str, object]] = {
         "crdb-node": {
             "mount": pki.mount, "client_mount": client_mount,
             "node_role": f"{pki.node_role}-{{{{identity.entity.aliases.{approle_accessor}.metadata.role_name}}}}",
             "client_node_role": "" if spec.mode is Mode.STANDARD else pki.client_node_role,
+            "ca_mounts": ca_mounts,
         },
         "crdb-operator": {"client_mount": client_mount, "user_role": pki.user_role, "mounts": ca_mounts},
         "crdb-root-operator": {"client_mount": client_mount, "root_role": pki.root_role},
-        "crdb-user-self": {"client_mount": client_mount, "user_self_role": USER_SELF_ROLE},
+        "crdb-user-self": {"client_mount": client_mount, "user_self_role": USER_SELF_ROLE, "ca_mounts": ca_mounts},
     }
     if pki.ui_mount:
         variables["crdb-ui"] = {"ui_mount": pki.ui_mount, "ui_role": pki.ui_role or "ui"}

@@ -39,6 +39,9 @@ class RenewPolicy:
     before_fraction: float | None = 1 / 3      # renew when this much of the lifetime is left...
     before_seconds: int | None = None          # ...or this many seconds (exactly one is set)
     jitter_fraction: float = 0.05
+    ca_check: int = 3600                       # seconds between CA-bundle/OCSP checks (0: only at renewals)
+    ocsp_check: bool = True                    # ask the responder whether node certificates were revoked
+    revoke_replaced: bool = False              # revoke the certificate a renewal replaced
 
 
 @dataclass(frozen=True, slots=True)

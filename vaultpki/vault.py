@@ -41,10 +41,12 @@ class IssuedCert:
 
 @dataclass(frozen=True, slots=True)
 class CaMaterial:
-    """A mount's default issuer and the chain above it (issuer first)."""
+    """A mount's default issuer and the chain above it (issuer first), plus every other issuer of the
+    mount that may still issue (during a CA rotation: the new one before activation, the old one after)."""
 
     issuer: str
     chain: tuple[str, ...]
+    others: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 class VaultPort(Protocol):
@@ -56,6 +58,8 @@ class VaultPort(Protocol):
     ) -> IssuedCert: ...
 
     def ca_material(self, mount: str) -> CaMaterial: ...
+
+    def revoke_with_key(self, mount: str, certificate: str, private_key: str) -> int: ...
 
 
 def _one_line(text: str) -> str:
@@ -255,13 +259,71 @@ class HvacVault:
         return IssuedCert(issued.certificate, issued.ca_chain, issued.serial, key)
 
     def ca_material(self, mount: str) -> CaMaterial:
+        """The default issuer, and the other keyed issuers whose usage still includes issuing.
+
+        Issuers without a key (a root imported with an intermediate) are never anchors by
+        themselves; an issuer retired to read-only usage leaves the trust bundle.
+        """
         what = f"reading the CA of mount {mount}"
         data = self._data(what, lambda c: c.read(f"{mount}/issuer/default/json"))
         issuer = data.get("certificate")
-        chain = data.get("ca_chain") or []
         if not isinstance(issuer, str) or not issuer.strip():
             raise VaultRequestError(f"mount {mount} has no default issuer (is the CA set up?)")
-        return CaMaterial(issuer=issuer, chain=tuple(c for c in chain if isinstance(c, str)))
+        default_id = str(data.get("issuer_id", ""))
+        chain = tuple(c for c in data.get("ca_chain") or [] if isinstance(c, str))
+        try:
+            listed = self._data(f"listing the issuers of mount {mount}", lambda c: c.list(f"{mount}/issuers"))
+        except VaultRequestError:
+            return CaMaterial(issuer, chain)          # a server without multiple issuers
+        others = []
+        for issuer_id, info in (listed.get("key_info") or {}).items():
+            if issuer_id == default_id or not (info or {}).get("key_id"):
+                continue
+            detail = self._issuer(mount, issuer_id)
+            if detail is not None:
+                others.append(detail)
+        return CaMaterial(issuer, chain, tuple(others))
+
+    def _issuer(self, mount: str, issuer_id: str) -> tuple[str, tuple[str, ...]] | None:
+        """(certificate, chain) of an issuer that may still issue; None for a retired one."""
+        what = f"reading issuer {issuer_id} of mount {mount}"
+        try:
+            data = self._data(what, lambda c: c.read(f"{mount}/issuer/{issuer_id}"))
+        except VaultDenied:
+            # A token that may not read issuer settings: count it as usable (the json view is public).
+            data = self._data(what, lambda c: c.read(f"{mount}/issuer/{issuer_id}/json"))
+            data.setdefault("usage", "issuing-certificates")
+        if "issuing-certificates" not in str(data.get("usage", "")):
+            return None
+        return str(data["certificate"]), tuple(c for c in data.get("ca_chain") or [] if isinstance(c, str))
+
+    # --- revocation ---------------------------------------------------------
+
+    def list_serials(self, mount: str) -> tuple[str, ...]:
+        """Every serial the mount has stored (colon-hex)."""
+        try:
+            data = self._data(f"listing the certificates of mount {mount}", lambda c: c.list(f"{mount}/certs"))
+        except VaultRequestError:
+            return ()                                 # a mount that has issued nothing yet
+        return tuple(str(k) for k in data.get("keys") or [])
+
+    def read_cert(self, mount: str, serial: str) -> tuple[str, int]:
+        """(PEM, revocation time or 0) of one stored certificate."""
+        data = self._data(f"reading certificate {serial} of mount {mount}", lambda c: c.read(f"{mount}/cert/{serial}"))
+        return str(data.get("certificate", "")), int(data.get("revocation_time") or 0)
+
+    def revoke(self, mount: str, serial: str) -> int:
+        """Revoke by serial; returns the revocation time (unix seconds)."""
+        data = self._data(f"revoking {serial} on mount {mount}",
+                          lambda c: c.write_data(f"{mount}/revoke", data={"serial_number": serial}))
+        return int(data.get("revocation_time") or 0)
+
+    def revoke_with_key(self, mount: str, certificate: str, private_key: str) -> int:
+        """Revoke a certificate by proving possession of its key (no `revoke` capability needed)."""
+        body = {"certificate": certificate, "private_key": private_key}
+        data = self._data(f"revoking a replaced certificate on mount {mount}",
+                          lambda c: c.write_data(f"{mount}/revoke-with-key", data=body))
+        return int(data.get("revocation_time") or 0)
 
 
 @contextlib.contextmanager

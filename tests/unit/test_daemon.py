@@ -150,8 +150,8 @@ def make_config(hosts: Sequence[str] = HOSTS, reload: dict[str, Any] | None = No
                            "pki": {"mount": "pki-crdb"}, "node": {"hosts": list(hosts)}}
     if reload:
         raw["reload"] = reload
-    if renew:
-        raw["renew"] = renew
+    # These tests are about renewals: no periodic CA/OCSP check unless a test asks for one.
+    raw["renew"] = {"ca_check": "0", **(renew or {})}
     return parse(raw, {})
 
 
@@ -958,3 +958,9 @@ def _no_real_signals_left_behind() -> Iterator[None]:
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     yield
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_next_wake_is_the_ca_check_when_it_comes_before_the_renewal(make_rig: MakeRig) -> None:
+    rig = make_rig(renew={"ca_check": "10m"})
+    report = rig.syncer.run_pass()
+    assert report.ok and report.next_wake == rig.clock() + dt.timedelta(minutes=10)
