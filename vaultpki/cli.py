@@ -183,14 +183,66 @@ def _load_dir(obj: _Ctx, certs_dir: str | None) -> tuple[DirState, Expectation |
     return state, _expectation(cfg, path, cfg.certs_dir if cfg else None)
 
 
+def _issuer_of(leaf_chain: Sequence[Any], state: DirState) -> Any | None:
+    """The certificate that signed a leaf: the next one in its file, else one in the dir's CA files."""
+    candidates = list(leaf_chain[1:])
+    for name in ("ca.crt", "ca-client.crt", "ca-ui.crt"):
+        entry = state.entries.get(name)
+        if entry is not None and entry.data:
+            try:
+                candidates += crypto.load_certs(entry.data)
+            except VaultpkiError:
+                continue
+    return next((c for c in candidates if crypto.is_issued_by(leaf_chain[0], c)), None)
+
+
+def _ocsp_states(state: DirState) -> dict[str, Any]:
+    """Per leaf file: the OcspResult from the responder named in the certificate, or why there is none."""
+    from . import ocsp
+
+    results: dict[str, Any] = {}
+    for name, entry in sorted(state.entries.items()):
+        try:
+            kind = classify(name)
+        except BadFilename:
+            continue
+        if kind is None or kind.usage.is_ca or not entry.data:
+            continue
+        try:
+            chain = crypto.load_certs(entry.data)
+            issuer = _issuer_of(chain, state)
+            if issuer is None:
+                raise ocsp.OcspError("its issuer is not in the certs-dir")
+            results[name] = ocsp.query(chain[0], issuer, now=_now())
+        except VaultpkiError as exc:
+            results[name] = str(exc)
+    return results
+
+
+def _ocsp_problems(results: dict[str, Any]) -> list[Problem]:
+    problems = []
+    for name, result in results.items():
+        if isinstance(result, str):
+            problems.append(Problem(name, f"OCSP check failed: {result}", "warning"))
+        elif result.status.value == "revoked":
+            when = f" at {result.revocation_time:%Y-%m-%dT%H:%M:%SZ}" if result.revocation_time else ""
+            problems.append(Problem(name, f"is revoked{when} (OCSP {result.responder})"))
+        elif result.status.value != "good":
+            problems.append(Problem(name, f"OCSP status {result.status.value} ({result.responder})", "warning"))
+    return problems
+
+
 @main.command()
 @click.option("--certs-dir", metavar="DIR", help="The certs-dir to judge (default: certs_dir from the config).")
+@click.option("--ocsp", "check_ocsp", is_flag=True, help="Also ask each certificate's OCSP responder (network).")
 @click.option("--json", "as_json", is_flag=True, help="Print problems as JSON.")
 @click.pass_obj
-def verify(obj: _Ctx, certs_dir: str | None, as_json: bool) -> None:
+def verify(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) -> None:
     """Judge a certs-dir as CockroachDB would at start-up; exit 1 with one line per problem."""
     state, expect = _load_dir(obj, certs_dir)
     problems = judge(state, _now(), expect)
+    if check_ocsp:
+        problems += _ocsp_problems(_ocsp_states(state))
     errors = [p for p in problems if p.severity == "error"]
     if as_json:
         click.echo(json.dumps({"certs_dir": state.path, "ok": not errors,
@@ -210,14 +262,21 @@ def _problem_json(p: Problem) -> dict[str, str]:
 
 @main.command()
 @click.option("--certs-dir", metavar="DIR", help="The certs-dir to show (default: certs_dir from the config).")
+@click.option("--ocsp", "check_ocsp", is_flag=True, help="Also show each certificate's OCSP status (network).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def status(obj: _Ctx, certs_dir: str | None, as_json: bool) -> None:
+def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) -> None:
     """Every certificate file: kind, subject, SANs, issuer, serial, expiry, time left, problems."""
     state, expect = _load_dir(obj, certs_dir)
     now = _now()
     problems = judge(state, now, expect)
+    ocsp_results = _ocsp_states(state) if check_ocsp else {}
+    problems += _ocsp_problems(ocsp_results)
     rows = _status_rows(state, problems, now)
+    for row in rows:
+        result = ocsp_results.get(row["file"])
+        if result is not None:
+            row["ocsp"] = result if isinstance(result, str) else result.status.value
     if as_json:
         click.echo(json.dumps({"certs_dir": state.path, "files": rows}, indent=2))
         return
@@ -231,6 +290,10 @@ def status(obj: _Ctx, certs_dir: str | None, as_json: bool) -> None:
             click.echo(f"  subject {cert['subject']}  SANs {sans}")
             click.echo(f"  issuer  {cert['issuer']}  serial {cert['serial']}")
             click.echo(f"  expires {cert['not_after']}  ({_human(cert['seconds_left'])})")
+        if row.get("chains_to"):
+            click.echo(f"  chains to {row['chains_to']}")
+        if "ocsp" in row:
+            click.echo(f"  OCSP    {row['ocsp']}")
         for message in row["problems"]:
             click.echo(f"  PROBLEM {message}")
 
@@ -256,9 +319,35 @@ def _status_rows(state: DirState, problems: Sequence[Problem], now: dt.datetime)
             "file": name,
             "kind": cert_name.usage.value + (f" ({cert_name.name})" if cert_name.name else ""),
             "certificates": certs,
+            "chains_to": None if cert_name.usage.is_ca else _chains_to(entry.data, state, now),
             "problems": [p.message for p in problems if p.file in (name, key_name)],
         })
     return rows
+
+
+def _chains_to(data: bytes | None, state: DirState, now: dt.datetime) -> str | None:
+    """Which CA of which bundle a leaf verifies to ('subject (ca.crt #2)'): during a CA rotation,
+    this shows which leaves still hang on the old CA."""
+    from .validate import verify_chain
+
+    if not data:
+        return None
+    try:
+        chain = crypto.load_certs(data)
+    except VaultpkiError:
+        return None
+    for name in ("ca-client.crt", "ca.crt", "ca-ui.crt"):
+        entry = state.entries.get(name)
+        if entry is None or not entry.data:
+            continue
+        try:
+            bundle = crypto.load_certs(entry.data)
+        except VaultpkiError:
+            continue
+        for index, anchor in enumerate(bundle, start=1):
+            if verify_chain(chain, [anchor], now, ()) is None:
+                return f"{anchor.subject.rfc4514_string()} ({name} #{index} of {len(bundle)})"
+    return None
 
 
 def _cert_json(info: crypto.CertInfo, now: dt.datetime) -> dict[str, Any]:
