@@ -232,6 +232,15 @@ def _ocsp_problems(results: dict[str, Any]) -> list[Problem]:
     return problems
 
 
+def _judged(obj: _Ctx, certs_dir: str | None, check_ocsp: bool,
+            now: dt.datetime) -> tuple[DirState, list[Problem], dict[str, Any]]:
+    """A certs-dir, its problems, and (with ``check_ocsp``) each leaf's OCSP answer."""
+    state, expect = _load_dir(obj, certs_dir)
+    problems = judge(state, now, expect)
+    ocsp_results = _ocsp_states(state) if check_ocsp else {}
+    return state, problems + _ocsp_problems(ocsp_results), ocsp_results
+
+
 @main.command()
 @click.option("--certs-dir", metavar="DIR", help="The certs-dir to judge (default: certs_dir from the config).")
 @click.option("--ocsp", "check_ocsp", is_flag=True, help="Also ask each certificate's OCSP responder (network).")
@@ -239,10 +248,7 @@ def _ocsp_problems(results: dict[str, Any]) -> list[Problem]:
 @click.pass_obj
 def verify(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) -> None:
     """Judge a certs-dir as CockroachDB would at start-up; exit 1 with one line per problem."""
-    state, expect = _load_dir(obj, certs_dir)
-    problems = judge(state, _now(), expect)
-    if check_ocsp:
-        problems += _ocsp_problems(_ocsp_states(state))
+    state, problems, _ = _judged(obj, certs_dir, check_ocsp, _now())
     errors = [p for p in problems if p.severity == "error"]
     if as_json:
         click.echo(json.dumps({"certs_dir": state.path, "ok": not errors,
@@ -267,11 +273,8 @@ def _problem_json(p: Problem) -> dict[str, str]:
 @click.pass_obj
 def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) -> None:
     """Every certificate file: kind, subject, SANs, issuer, serial, expiry, time left, problems."""
-    state, expect = _load_dir(obj, certs_dir)
     now = _now()
-    problems = judge(state, now, expect)
-    ocsp_results = _ocsp_states(state) if check_ocsp else {}
-    problems += _ocsp_problems(ocsp_results)
+    state, problems, ocsp_results = _judged(obj, certs_dir, check_ocsp, now)
     rows = _status_rows(state, problems, now)
     for row in rows:
         result = ocsp_results.get(row["file"])

@@ -16,14 +16,13 @@ from typing import Any
 
 import hvac
 
+from .admin import ROOT_TTL, VaultAdmin
 from .errors import ConfigError
 from .layout import Mode, PkiNames, split_hosts
 from .policy import POLICY_NAMES, render
-from .vault import translate_errors
 
 __all__ = ["ProvisionSpec", "Provisioned", "load_roles", "policy_variables", "provision", "role_body"]
 
-ROOT_TTL = "87600h"
 INTERMEDIATE_TTL = "43800h"
 
 
@@ -80,40 +79,7 @@ def default_policies_dir() -> Path:
 _CA_NAMES = {"node": "CockroachDB node CA", "client": "CockroachDB client CA", "ui": "DB Console CA"}
 
 
-class _Admin:
-    def __init__(self, client: hvac.Client, addr: str) -> None:
-        self.client = client
-        self.addr = addr
-
-    def write(self, path: str, **data: Any) -> dict[str, Any]:
-        with translate_errors(self.addr, f"writing {path}"):
-            response = self.client.write_data(path, data=data)
-        return dict(response.get("data") or {}) if isinstance(response, dict) else {}
-
-    def enable_pki(self, mount: str) -> None:
-        with translate_errors(self.addr, f"mounting {mount}"):
-            self.client.sys.enable_secrets_engine("pki", path=mount, config={"max_lease_ttl": ROOT_TTL})
-
-    def enable_auth(self, kind: str) -> str:
-        """Mount an auth method at its default path (once); returns its accessor."""
-        with translate_errors(self.addr, f"enabling {kind} auth"):
-            mounts = self.client.sys.list_auth_methods()["data"]
-            if f"{kind}/" not in mounts:
-                self.client.sys.enable_auth_method(kind)
-                mounts = self.client.sys.list_auth_methods()["data"]
-        return str(mounts[f"{kind}/"]["accessor"])
-
-    def policy(self, name: str, text: str) -> None:
-        with translate_errors(self.addr, f"writing policy {name}"):
-            self.client.sys.create_or_update_acl_policy(name, text)
-
-    def is_openbao(self) -> bool:
-        with translate_errors(self.addr, "reading the server version"):
-            version = str(self.client.sys.read_health_status(method="GET").get("version", ""))
-        return version.startswith("2.")
-
-
-def _setup_ca(admin: _Admin, mount: str, label: str, spec: ProvisionSpec) -> None:
+def _setup_ca(admin: VaultAdmin, mount: str, label: str, spec: ProvisionSpec) -> None:
     admin.enable_pki(mount)
     name = f"{_CA_NAMES[label]} ({mount})"
     if not spec.intermediate:
@@ -159,7 +125,7 @@ def policy_variables(spec: ProvisionSpec, approle_accessor: str) -> dict[str, di
 
 def provision(client: hvac.Client, addr: str, spec: ProvisionSpec) -> Provisioned:
     """Create every mount and role the configured mode needs (and, with ``access``, policies and auth)."""
-    admin = _Admin(client, addr)
+    admin = VaultAdmin(client, addr)
     openbao = admin.is_openbao()
     pki = spec.pki
     if spec.intermediate:
@@ -204,7 +170,7 @@ def provision(client: hvac.Client, addr: str, spec: ProvisionSpec) -> Provisione
     return Provisioned(tuple(made), policies, approle, userpass)
 
 
-def _write_access(admin: _Admin, spec: ProvisionSpec, approle_accessor: str) -> dict[str, str]:
+def _write_access(admin: VaultAdmin, spec: ProvisionSpec, approle_accessor: str) -> dict[str, str]:
     """The policies (rendered from policies/*.hcl.tftpl) and one AppRole role per node."""
     directory = spec.policies_dir or default_policies_dir()
     policies = {}

@@ -28,9 +28,10 @@ import hvac
 from cryptography import x509
 
 from . import crypto
+from .admin import VaultAdmin
 from .errors import InputError, VaultRequestError
 from .layout import Eku
-from .vault import HvacVault, translate_errors
+from .vault import HvacVault
 
 __all__ = ["IssuerStatus", "Revoked", "activate", "ca_status", "retire", "revoke_serial", "revoke_user", "rotate"]
 
@@ -108,43 +109,16 @@ class IssuerStatus:
     valid_leaves: int
 
 
-class _Admin:
-    def __init__(self, client: hvac.Client, addr: str) -> None:
-        self.client = client
-        self.addr = addr
-
-    def read(self, path: str) -> dict[str, Any]:
-        with translate_errors(self.addr, f"reading {path}"):
-            return dict((self.client.read(path) or {}).get("data") or {})
-
-    def listing(self, path: str) -> dict[str, Any]:
-        with translate_errors(self.addr, f"listing {path}"):
-            return dict((self.client.list(path) or {}).get("data") or {})
-
-    def write(self, path: str, **data: Any) -> dict[str, Any]:
-        with translate_errors(self.addr, f"writing {path}"):
-            response = self.client.write_data(path, data=data)
-        return dict(response.get("data") or {}) if isinstance(response, dict) else {}
-
-    def patch(self, path: str, **data: Any) -> None:
-        """A partial update: a POST to issuer/<ref> resets every field it does not name."""
-        with translate_errors(self.addr, f"updating {path}"):
-            response = self.client.session.patch(
-                f"{self.addr}/v1/{path}", json=data, timeout=30,
-                headers={"X-Vault-Token": self.client.token or "", "Content-Type": "application/merge-patch+json"})
-            if not response.ok:
-                raise VaultRequestError(f"Vault refused updating {path}: HTTP {response.status_code} {response.text[:200]}")
-
-    def issuers(self, mount: str) -> list[tuple[str, dict[str, Any], x509.Certificate]]:
-        """(id, settings, certificate) of every keyed issuer of the mount."""
-        out = []
-        for issuer_id, info in (self.listing(f"{mount}/issuers").get("key_info") or {}).items():
-            if not (info or {}).get("key_id"):
-                continue
-            data = self.read(f"{mount}/issuer/{issuer_id}")
-            data["is_default"] = bool(info.get("is_default"))
-            out.append((issuer_id, data, crypto.load_certs(str(data["certificate"]).encode())[0]))
-        return sorted(out, key=lambda i: i[2].not_valid_before_utc, reverse=True)
+def _issuers(admin: VaultAdmin, mount: str) -> list[tuple[str, dict[str, Any], x509.Certificate]]:
+    """(id, settings, certificate) of every keyed issuer of the mount, newest first."""
+    out = []
+    for issuer_id, info in (admin.listing(f"{mount}/issuers").get("key_info") or {}).items():
+        if not (info or {}).get("key_id"):
+            continue
+        data = admin.read(f"{mount}/issuer/{issuer_id}")
+        data["is_default"] = bool(info.get("is_default"))
+        out.append((issuer_id, data, crypto.load_certs(str(data["certificate"]).encode())[0]))
+    return sorted(out, key=lambda i: i[2].not_valid_before_utc, reverse=True)
 
 
 def _stamp(now: dt.datetime) -> str:
@@ -153,7 +127,7 @@ def _stamp(now: dt.datetime) -> str:
 
 def rotate(client: hvac.Client, addr: str, mount: str, root_mount: str | None, ttl: str, now: dt.datetime) -> str:
     """Add a new issuer to ``mount`` (not the default yet); returns its id."""
-    admin = _Admin(client, addr)
+    admin = VaultAdmin(client, addr)
     current = admin.read(f"{mount}/issuer/default/json")
     if not current.get("certificate"):
         raise VaultRequestError(f"mount {mount} has no default issuer to rotate")
@@ -181,8 +155,8 @@ def rotate(client: hvac.Client, addr: str, mount: str, root_mount: str | None, t
 
 def activate(client: hvac.Client, addr: str, mount: str, min_age: dt.timedelta, now: dt.datetime) -> str:
     """Make the newest issuer the default, once it has existed for ``min_age`` (the bundle must have spread)."""
-    admin = _Admin(client, addr)
-    usable = [i for i in admin.issuers(mount) if "issuing-certificates" in str(i[1].get("usage"))]
+    admin = VaultAdmin(client, addr)
+    usable = [i for i in _issuers(admin, mount) if "issuing-certificates" in str(i[1].get("usage"))]
     if not usable:
         raise VaultRequestError(f"mount {mount} has no issuer that may issue")
     newest_id, newest, cert = usable[0]
@@ -196,7 +170,7 @@ def activate(client: hvac.Client, addr: str, mount: str, min_age: dt.timedelta, 
     return newest_id
 
 
-def _valid_leaves(admin: _Admin, mount: str, issuer: x509.Certificate, now: dt.datetime) -> list[str]:
+def _valid_leaves(admin: VaultAdmin, mount: str, issuer: x509.Certificate, now: dt.datetime) -> list[str]:
     left = []
     for serial in admin.listing(f"{mount}/certs").get("keys") or []:
         data = admin.read(f"{mount}/cert/{serial}")
@@ -211,9 +185,9 @@ def _valid_leaves(admin: _Admin, mount: str, issuer: x509.Certificate, now: dt.d
 
 def retire(client: hvac.Client, addr: str, mount: str, now: dt.datetime, force: bool) -> list[str]:
     """Set every non-default issuer read-only once none of its leaves is still valid; returns their ids."""
-    admin = _Admin(client, addr)
+    admin = VaultAdmin(client, addr)
     retired = []
-    for issuer_id, settings, cert in admin.issuers(mount):
+    for issuer_id, settings, cert in _issuers(admin, mount):
         if settings["is_default"] or "issuing-certificates" not in str(settings.get("usage")):
             continue
         left = _valid_leaves(admin, mount, cert, now)
@@ -227,8 +201,8 @@ def retire(client: hvac.Client, addr: str, mount: str, now: dt.datetime, force: 
 
 
 def ca_status(client: hvac.Client, addr: str, mount: str, now: dt.datetime) -> list[IssuerStatus]:
-    admin = _Admin(client, addr)
+    admin = VaultAdmin(client, addr)
     return [IssuerStatus(issuer_id, str(s.get("issuer_name") or ""), bool(s["is_default"]), str(s.get("usage")),
                          cert.subject.rfc4514_string(), cert.not_valid_before_utc, cert.not_valid_after_utc,
                          len(_valid_leaves(admin, mount, cert, now)))
-            for issuer_id, s, cert in admin.issuers(mount)]
+            for issuer_id, s, cert in _issuers(admin, mount)]

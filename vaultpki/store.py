@@ -221,12 +221,19 @@ class CertsDir:
             os.mkdir(self._state, self.owner.dir_mode)
             self._chown_path(self._state)
 
-    def _current(self) -> Path | None:
-        link = self._state / CURRENT
+    def _generation(self, link_name: str) -> Path | None:
+        """The generation directory ``.vaultpki/<link_name>`` points at, if any."""
+        link = self._state / link_name
         if not link.is_symlink():
             return None
         target = self._state / os.readlink(link)
         return target if target.is_dir() else None
+
+    def _current(self) -> Path | None:
+        return self._generation(CURRENT)
+
+    def _previous(self) -> Path | None:
+        return self._generation(PREVIOUS)
 
     def _new_gen_dir(self) -> Path:
         name = f"gen-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
@@ -361,13 +368,6 @@ class CertsDir:
             path = self._state / entry
             if entry.startswith("gen-") and entry not in keep and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
-
-    def _previous(self) -> Path | None:
-        link = self._state / PREVIOUS
-        if not link.is_symlink():
-            return None
-        target = self._state / os.readlink(link)
-        return target if target.is_dir() else None
 
     def rollback(self) -> str:
         """Make the previous generation current again (operator's escape hatch)."""
