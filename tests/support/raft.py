@@ -120,13 +120,18 @@ class RaftNode:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def config_text(self, performance_multiplier: int) -> str:
-        # json.dumps gives HCL-compatible double-quoted strings.
+    def config_text(self, performance_multiplier: int | None) -> str:
+        """The node's HCL; *performance_multiplier* None leaves OpenBao's default (5)."""
+        # json.dumps gives HCL-compatible double-quoted strings. An explicit "performance_multiplier = 0"
+        # is refused at init in 2.7.2 ("HeartbeatTimeout is too low"), so the default is spelled by omission.
+        multiplier = f"  performance_multiplier = {performance_multiplier}\n" if performance_multiplier is not None else ""
         return (
             'storage "raft" {\n'
             f"  path = {json.dumps(str(self.data_dir))}\n"
             f'  node_id = "{self.node_id}"\n'
-            f"  performance_multiplier = {performance_multiplier}\n"
+            f"{multiplier}"
+            '  autopilot_reconcile_interval = "1s"\n'
+            '  autopilot_update_interval = "500ms"\n'
             "}\n"
             'listener "tcp" {\n'
             f'  address = "127.0.0.1:{self.api_port}"\n'
@@ -154,7 +159,7 @@ class RaftCluster:
     ``bao.log`` (stdout+stderr of every start of that node, appended).
     """
 
-    def __init__(self, base_dir: Path, size: int = 3, *, performance_multiplier: int = 1,
+    def __init__(self, base_dir: Path, size: int = 3, *, performance_multiplier: int | None = 1,
                  timeout: float = DEFAULT_TIMEOUT) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
