@@ -135,33 +135,136 @@ def _node_dir(cfg: config_mod.Config, certs_dir: str | None) -> Path:
     return chosen
 
 
+def _report_dry_run(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_json: bool) -> None:
+    """What a command would issue and write; nothing is sent to Vault, nothing is written."""
+    leaves: list[dict[str, Any]] = [{
+        "file": s.cert_file, "key": s.key_file, "vault_path": f"{s.mount}/{cfg.issue_method}/{s.role}",
+        "common_name": s.common_name, "dns_sans": list(s.dns_sans), "ip_sans": list(s.ip_sans),
+        "ekus": sorted(e.value for e in s.ekus), "key_type": f"{cfg.key_type.value}-{cfg.key_bits}",
+    } for s in plan.certs]
+    cas = [{"file": t.file, "mount": t.mount, "trust": cfg.ca_trust} for t in plan.ca_files]
+    key_mode = f"{target.owner.key_mode(os.geteuid()):04o}"
+    if as_json:
+        click.echo(json.dumps({"dry_run": True, "certs_dir": str(target.path), "certificates": leaves,
+                               "ca_files": cas, "key_mode": key_mode}, indent=2))
+        return
+    for spec in plan.certs:
+        sans = ", ".join(spec.dns_sans + spec.ip_sans) or "none"
+        click.echo(f"would issue {spec.cert_file} from {spec.mount}/{cfg.issue_method}/{spec.role}: "
+                   f"CN={spec.common_name}, SANs {sans}, EKU {'+'.join(sorted(e.value for e in spec.ekus))}, "
+                   f"{cfg.key_type.value}-{cfg.key_bits} key generated {'here' if cfg.issue_method == 'sign' else 'by Vault'}")
+    for ca_file in cas:
+        click.echo(f"would write {ca_file['file']} from the CA of mount {ca_file['mount']} (ca_trust = {ca_file['trust']})")
+    click.echo(f"would write them into {target.path} as one set (keys mode {key_mode}); nothing was sent or written")
+
+
 @main.command("issue-node")
 @click.option("--certs-dir", metavar="DIR", help="Override certs_dir from the config.")
+@click.option("--dry-run", is_flag=True, help="Print what would be issued and written; mint nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_obj
-def issue_node(obj: _Ctx, certs_dir: str | None, as_json: bool) -> None:
+def issue_node(obj: _Ctx, certs_dir: str | None, dry_run: bool, as_json: bool) -> None:
     """Issue everything this node needs for the configured mode (and ui.crt when configured)."""
     cfg = obj.config()
     plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts)
     target = CertsDir(_node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))
+    if dry_run:
+        _report_dry_run(cfg, plan, target, as_json)
+        return
     _report_issued(_issue_and_write(cfg, plan, target), target, as_json)
 
 
+def _read_users(source: str) -> list[str]:
+    """Every user name of a --from-file list (one per line; '#' comments), all validated before anything else."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read --from-file {source}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"--from-file {source} is not UTF-8 text") from exc
+    users: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        try:
+            validate_username(name)
+        except InputError as exc:
+            raise InputError(f"{source} line {number}: {exc}") from exc
+        if name not in users:
+            users.append(name)
+    if not users:
+        raise InputError(f"--from-file {source} names no user")
+    return users
+
+
 @main.command("issue-user")
-@click.argument("user")
+@click.argument("user", required=False)
+@click.option("--from-file", "from_file", metavar="FILE", help="Issue for every user in FILE (one per line; - for stdin).")
 @click.option("--certs-dir", metavar="DIR", default=DEFAULT_USER_DIR, show_default=True,
               help="Where to write client.USER.crt/.key and ca.crt.")
 @click.option("--owner", metavar="USER", help="Owner of the written files (default: you).")
 @click.option("--group", metavar="GROUP", help="Group of the written files.")
+@click.option("--dry-run", is_flag=True, help="Print what would be issued and written; mint nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_obj
-def issue_user(obj: _Ctx, user: str, certs_dir: str, owner: str | None, group: str | None, as_json: bool) -> None:
-    """Issue client.USER.crt/.key (CN=USER) and ca.crt for SQL user USER."""
-    user = validate_username(user)     # before any path is built or any request made
+def issue_user(obj: _Ctx, user: str | None, from_file: str | None, certs_dir: str, owner: str | None,
+               group: str | None, dry_run: bool, as_json: bool) -> None:
+    """Issue client.USER.crt/.key (CN=USER) and ca.crt for SQL user USER (or every user of --from-file)."""
+    if (user is None) == (from_file is None):
+        raise click.UsageError("give exactly one of USER or --from-file")
+    # Every name is validated before any path is built or any request made.
+    users = [validate_username(user)] if user is not None else _read_users(from_file or "-")
     cfg = obj.config()
-    plan = plan_user(cfg.mode, cfg.pki, user)
+    plans = [plan_user(cfg.mode, cfg.pki, u) for u in users]
+    plan = Plan(trusts=plans[0].trusts, certs=tuple(c for p in plans for c in p.certs))
     target = CertsDir(Path(certs_dir).expanduser(), resolve_owner(owner, group))
-    _report_issued(_issue_and_write(cfg, plan, target), target, as_json)
+    if dry_run:
+        _report_dry_run(cfg, plan, target, as_json)
+        return
+    if user is not None:
+        _report_issued(_issue_and_write(cfg, plan, target), target, as_json)
+        return
+    _issue_many(cfg, plan, target, as_json)
+
+
+def _issue_many(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_json: bool) -> None:
+    """Bulk issuance: concurrently over one connection pool; one failure does not stop the others; the
+    successes are written as one set; the exit code says whether anything failed."""
+    from .issue import obtain_partial
+    from .vault import HvacVault
+
+    show_bar = not as_json and sys.stderr.isatty()
+    with click.progressbar(length=len(plan.certs), label="issuing", file=sys.stderr) if show_bar else _NoBar() as bar:
+        issued, failed = obtain_partial(plan, HvacVault(cfg.vault), _options(cfg), _now(), None,
+                                        progress=lambda _name: bar.update(1))
+    if issued.leaves:
+        target.write_set(issued.files)
+    failures = {name.removeprefix("client.").removesuffix(".crt"): str(exc) for name, exc in failed.items()}
+    if as_json:
+        click.echo(json.dumps({
+            "certs_dir": str(target.path),
+            "issued": [{"user": leaf.spec.common_name, "serial": leaf.serial, "not_after": leaf.not_after.isoformat()}
+                       for leaf in issued.leaves],
+            "failed": [{"user": u, "error": e} for u, e in failures.items()],
+        }, indent=2))
+    else:
+        click.echo(f"issued {len(issued.leaves)} of {len(plan.certs)} user certificates into {target.path}")
+        for name, error in failures.items():
+            click.echo(f"vaultpki: error: {name}: {error}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+class _NoBar:
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, _steps: int) -> None:
+        return None
 
 
 def _expectation(cfg: config_mod.Config | None, certs_dir: Path, cfg_dir: Path | None) -> Expectation | None:
@@ -427,8 +530,10 @@ def _listen_addr(text: str) -> tuple[str, int]:
 @click.option("--certs-dir", metavar="DIR", help="Override certs_dir from the config.")
 @click.option("--metrics-addr", metavar="HOST:PORT", help="Serve /metrics and /healthz here (daemon mode).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--dry-run", is_flag=True, help="One look: print what is due and what would be done; mint nothing.")
 @click.pass_obj
-def sync(obj: _Ctx, once: bool, certs_dir: str | None, metrics_addr: str | None, log_format: str) -> None:
+def sync(obj: _Ctx, once: bool, certs_dir: str | None, metrics_addr: str | None, log_format: str,
+         dry_run: bool) -> None:
     """Keep this node's certs-dir fresh: renew what is due, reload the database, verify it took."""
     from .clock import SystemClock
     from .daemon import Daemon
@@ -442,6 +547,21 @@ def sync(obj: _Ctx, once: bool, certs_dir: str | None, metrics_addr: str | None,
     metrics = Metrics()
     build = _syncer_factory(certs_dir, metrics, log, clock.now)
     syncer = build(obj.config())
+    if dry_run:
+        decisions, vault_error = syncer.preview()
+        due = [d for d in decisions if d.due]
+        for decision in due:
+            click.echo(f"would renew {decision.file}: {decision.reason}")
+        if due:
+            click.echo(f"would write them into {syncer.store.path} as one set, then reload: {syncer.reloader.describe()}"
+                       + (f", and check {syncer.cfg.reload.verify}" if syncer.cfg.reload.verify else ""))
+        else:
+            upcoming = min((d.at for d in decisions), default=None)
+            click.echo("nothing due" + (f"; next renewal {upcoming:%Y-%m-%d %H:%M:%S}Z" if upcoming else ""))
+        if vault_error is not None:
+            click.echo(f"vaultpki: error: {vault_error}", err=True)
+            sys.exit(1)
+        return
     if once:
         report = syncer.run_pass()
         for leaf in report.renewed:

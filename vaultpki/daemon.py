@@ -191,6 +191,14 @@ class Syncer:
         owner = self.store.owner
         return owner.uid, owner.gid, owner.key_mode(_euid())
 
+    def preview(self) -> tuple[list[Decision], VaultUnavailable | None]:
+        """What a pass would do, without issuing, writing or signalling (``sync --dry-run``)."""
+        plan = self.plan()
+        state = self.store.snapshot()
+        anchors, vault_error = self._anchors(plan)
+        decisions = self.judge(plan, state, anchors or self._on_disk_anchors(state, plan), anchors is not None, self.now())
+        return decisions, vault_error
+
     # --- one pass -----------------------------------------------------------
 
     def run_pass(self) -> PassReport:

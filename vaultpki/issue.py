@@ -7,7 +7,7 @@ result as one set or nothing at all.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -152,6 +152,7 @@ def obtain(plan: Plan, vault: VaultPort, options: IssueOptions, now: dt.datetime
 def obtain_partial(
     plan: Plan, vault: VaultPort, options: IssueOptions, now: dt.datetime,
     anchors: dict[str, list[x509.Certificate]] | None,
+    progress: Callable[[str], object] | None = None,
 ) -> tuple[IssuedSet, dict[str, VaultpkiError]]:
     """Issue every leaf independently: what succeeded (with all CA files), and what failed, by file.
 
@@ -171,6 +172,9 @@ def obtain_partial(
             except VaultpkiError as exc:
                 failures[name] = exc
                 continue
+            finally:
+                if progress is not None:
+                    progress(name)
             leaves.append(leaf)
             files += leaf_files
     return IssuedSet(files=tuple(files), leaves=tuple(leaves)), failures
