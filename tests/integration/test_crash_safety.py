@@ -22,7 +22,6 @@ import os
 import random
 import resource
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -99,6 +98,8 @@ calls.clear()
 emit(1, ("start %.9f\n" % time.monotonic()).encode())
 store.write_set(files)
 emit(1, ("done %.9f %d\n" % (time.monotonic(), len(calls))).encode())
+if kill_at == 0:
+    emit(1, ("calls %s\n" % " ".join(calls)).encode())
 """
 
 
@@ -188,7 +189,8 @@ class Writer:
             [sys.executable, "-c", WRITER, str(certs_dir), str(source), str(kill_at), ",".join(NAMES)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0)
         self._buffer = b""
-        self.started: float | None = None
+        self.went: float | None = None       # time.monotonic() of "go": CLOCK_MONOTONIC, shared with the writer
+        self.killed_at: float | None = None
 
     def _line(self, timeout: float) -> str:
         """Next line of the writer's stdout, or AssertionError after ``timeout`` (a hung writer fails the test)."""
@@ -217,15 +219,28 @@ class Writer:
     def go(self) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(b"go\n")
-        self.started = time.perf_counter()
+        self.went = time.monotonic()
 
     def kill_after(self, delay: float) -> None:
         """SIGKILL ``delay`` seconds after go. A spin, not a sleep: sleeps overshoot by more than a write takes."""
-        assert self.started is not None
-        while time.perf_counter() - self.started < delay:
+        assert self.went is not None
+        while time.monotonic() - self.went < delay:
             pass
+        self.killed_at = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.proc.pid, signal.SIGKILL)
+
+    def spin_until_done(self) -> None:
+        """Busy-poll until the writer reports "done": the same CPU load as the spin of kill_after,
+        so the calibration sees the same wake-up latency the random kills will."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while b"done" not in self._buffer and time.monotonic() < deadline:
+            if select.select([self.proc.stdout], [], [], 0)[0]:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    return
+                self._buffer += chunk
 
     def finish(self) -> tuple[int, list[str]]:
         """Exit code and the writer's remaining stdout lines."""
@@ -250,20 +265,40 @@ class Writer:
 class Tally:
     """What the runs did, for the assertions and the report."""
 
-    runs: Counter[str] = field(default_factory=Counter)
-    landed: Counter[str] = field(default_factory=Counter)
+    runs: Counter[str] = field(default_factory=Counter)          # per kind of run
+    killed: Counter[str] = field(default_factory=Counter)        # per kind: ended by SIGKILL
+    landed: Counter[str] = field(default_factory=Counter)        # "random-old", "fault-new", ...
+    when: Counter[str] = field(default_factory=Counter)          # where in the write a random kill fell
     kill_points: set[tuple[int, str]] = field(default_factory=set)
     ops_killed: Counter[str] = field(default_factory=Counter)
+
+
+def stamp(lines: Sequence[str], word: str) -> list[str]:
+    """The fields of the writer's line starting with ``word`` ([] when it never got there)."""
+    return next((line.split()[1:] for line in lines if line.split()[0] == word), [])
+
+
+def where(writer: Writer, lines: Sequence[str]) -> str:
+    """Where a random kill fell, from the writer's CLOCK_MONOTONIC stamps around write_set."""
+    start, done = stamp(lines, "start"), stamp(lines, "done")
+    if not start:
+        return "before the write"
+    if done:
+        return "after the write"
+    assert writer.killed_at is not None
+    into = writer.killed_at - float(start[0])
+    return f"{max(0, int(into * 1000))} ms into it"
 
 
 def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, tmp_path: Path) -> None:
     """>= 200 SIGKILLed renewals: afterwards always exactly the old or the new set, pairs matching, verify ok.
 
-    Random kills: the delay after "go" is uniform in [0, T], T being the median time from
-    "go" to the writer's "done" over a few unkilled writes, so kills land all through the
-    write, including the final rename and the pruning after it. Fault-hook kills: the
-    writer kills itself just before its k-th filesystem call, for every k of a counted
-    write, so every step boundary is hit at least once, whatever the timing.
+    Random kills: the delay after "go" is uniform in [0, T], T being 1.5 times the median time
+    from "go" to the end of write_set over a few unkilled writes (measured on CLOCK_MONOTONIC,
+    which the writer shares, while spinning as the kills do), so kills land all through the
+    write, the final rename and the pruning after it included. Fault-hook kills: the writer kills itself just before its
+    k-th filesystem call, for every k of a counted write, so every step boundary is hit
+    whatever the timing. Each run starts from what the previous crash left.
     """
     sets, sources = issued.data, issued.dirs
     certs_dir = tmp_path / "certs"
@@ -272,16 +307,20 @@ def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, 
     tally = Tally()
     rng = random.Random(20240601)
     go_to_done: list[float] = []
-    counted_calls: list[int] = []
+    write_times: list[float] = []
+    counted: list[list[str]] = []
 
-    # The schedule: (kind, kill_at) per run, decided as the previous runs come in.
     def schedule() -> Iterator[tuple[str, int]]:
+        """(kind, kill_at) per run; the fault sweep's length is known once the count run is in."""
         for _ in range(CALIBRATION_RUNS):
             yield "calibrate", -1
         for _ in range(RANDOM_KILLS):
             yield "random", -1
+        # A clean write first prunes what the random crashes orphaned, so the count run (and
+        # every fault run after it) has at least the calls of a plain renewal.
+        yield "settle", -1
         yield "count", 0
-        for k in range(1, counted_calls[0] + 1):
+        for k in range(1, int(counted[0][1]) + 1):
             yield "fault", k
         yield "recover", -1
 
@@ -289,71 +328,76 @@ def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, 
     kind, kill_at = next(plan)
     writer = Writer(certs_dir, sources[(visible + 1) % SET_COUNT], kill_at)
     limit = 0.0
-    started = time.monotonic()
+    began = time.monotonic()
     while True:
         new = (visible + 1) % SET_COUNT
         writer.wait_ready()
         writer.go()
         if kind == "random":
             writer.kill_after(rng.uniform(0, limit))
+        elif kind == "calibrate":
+            writer.spin_until_done()
         code, lines = writer.finish()
-        done = [line for line in lines if line.startswith("done ")]
-        killed = [line for line in lines if line.startswith("kill ")]
-        if kind in ("calibrate", "count", "recover"):
-            # Unkilled writes must succeed, from whatever earlier crashes left behind.
-            assert code == 0 and done, (kind, code, lines)
+        tally.runs[kind] += 1
+        if code == -signal.SIGKILL:
+            tally.killed[kind] += 1
+        if kind in ("calibrate", "settle", "count", "recover"):
+            # Unkilled writes must succeed, from whatever the earlier crashes left behind.
+            assert code == 0 and stamp(lines, "done"), (kind, code, lines)
             if kind == "calibrate":
-                assert writer.started is not None
-                go_to_done.append(time.perf_counter() - writer.started)
+                assert writer.went is not None
+                go_to_done.append(float(stamp(lines, "done")[0]) - writer.went)
+                write_times.append(float(stamp(lines, "done")[0]) - float(stamp(lines, "start")[0]))
             if kind == "count":
-                counted_calls.append(int(done[0].split()[2]))
-        if kind == "fault":
+                counted.append(stamp(lines, "done"))
+        elif kind == "fault":
+            killed = stamp(lines, "kill")
             assert code == -signal.SIGKILL and killed, f"fault run {kill_at} was not killed: {lines}"
-            _, index, label = killed[0].split(" ", 2)
-            tally.kill_points.add((int(index), label))
-            tally.ops_killed[label.rsplit(":", 1)[1]] += 1
+            tally.kill_points.add((int(killed[0]), killed[1]))
+            tally.ops_killed[killed[1].rsplit(":", 1)[1]] += 1
+        else:
+            tally.when[where(writer, lines)] += 1
         landed = which_set(certs_dir, sets, [visible, new])
         assert_pairs_match(certs_dir)
         leftovers(certs_dir)
-        tally.runs[kind] += 1
         if kind in ("random", "fault"):
             tally.landed[f"{kind}-{'new' if landed == new else 'old'}"] += 1
-            if code == -signal.SIGKILL:
-                tally.runs[f"{kind}-killed"] += 1
         else:
             assert landed == new, f"an unkilled {kind} write did not make its set visible"
         visible = landed
         if kind == "calibrate" and tally.runs["calibrate"] == CALIBRATION_RUNS:
-            limit = sorted(go_to_done)[len(go_to_done) // 2]
+            limit = 1.5 * sorted(go_to_done)[CALIBRATION_RUNS // 2]
         try:
             kind, kill_at = next(plan)
         except StopIteration:
             assert_verify_ok(certs_dir)
             break
-        # Start the next writer before verifying this state: it only reads its sources until
-        # "go", and its start-up overlaps the verify process.
+        # Start the next writer before verifying this state: until "go" it only reads its
+        # sources, and its start-up overlaps the verify process.
         writer = Writer(certs_dir, sources[(visible + 1) % SET_COUNT], kill_at)
         assert_verify_ok(certs_dir)
-    elapsed = time.monotonic() - started
+    elapsed = time.monotonic() - began
 
-    # After the clean write that ends the schedule, only current and previous generations remain.
+    # The clean write that ends the schedule prunes every orphaned generation: only current and previous remain.
     state = certs_dir / ".vaultpki"
     gens = sorted(n for n in os.listdir(state) if n.startswith("gen-"))
     assert {os.readlink(state / "current"), os.readlink(state / "previous")} == set(gens)
-    stray_links = leftovers(certs_dir) + [n for n in os.listdir(state) if n.startswith(".link-")]
+    stray = leftovers(certs_dir) + [n for n in os.listdir(state) if n.startswith(".link-")]
 
-    killed_runs = tally.runs["random-killed"] + tally.runs["fault-killed"]
-    print(f"\ncrash safety: {sum(tally.runs.values())} runs in {elapsed:.1f}s, {killed_runs} SIGKILLed; "
-          f"T={limit * 1000:.2f} ms; landed {dict(tally.landed)}; fault hook: {counted_calls[0]} calls, "
-          f"{len(tally.kill_points)} distinct kill points, by op {dict(tally.ops_killed)}; "
-          f"stray temporary links left: {len(stray_links)}")
+    killed_runs = tally.killed["random"] + tally.killed["fault"]
+    mid_write = sum(n for w, n in tally.when.items() if w.endswith("into it"))
+    print(f"\ncrash safety: {sum(tally.runs.values())} runs {dict(tally.runs)} in {elapsed:.1f}s, "
+          f"{killed_runs} SIGKILLed; write {sorted(write_times)[CALIBRATION_RUNS // 2] * 1000:.2f} ms, "
+          f"T={limit * 1000:.2f} ms; random kills fell {sorted(tally.when.items())}; landed {dict(tally.landed)}; "
+          f"fault hook: {counted[0][1]} calls, {len(tally.kill_points)} distinct kill points, "
+          f"by op {dict(tally.ops_killed)}; stray temporary links left: {stray}")
     assert killed_runs >= 200
-    assert tally.runs["random-killed"] >= RANDOM_KILLS // 2, "most random delays must fall inside the write"
+    assert tally.killed["fault"] == len(tally.kill_points) == int(counted[0][1])
+    assert mid_write >= RANDOM_KILLS // 4, f"too few random kills fell inside write_set: {dict(tally.when)}"
     # Kills landed on both sides of the switch, by timing as well as by hook.
     for key in ("random-old", "random-new", "fault-old", "fault-new"):
         assert tally.landed[key] > 0, (key, dict(tally.landed))
-    assert len(tally.kill_points) == counted_calls[0]
-    assert {"mkdir", "open", "write", "fchmod", "fsync", "close", "symlink", "replace"} <= set(tally.ops_killed)
+    assert {"mkdir", "open", "write", "fchmod", "fsync", "close", "symlink", "replace", "unlink"} <= set(tally.ops_killed)
 
 
 # --- failures during a pass: a clear error and the previous set intact ------------------------------
@@ -521,7 +565,12 @@ def test_failure_after_the_switch_switches_back(deploy: Callable[..., Deployment
     assert_pairs_match(certs_dir)
     assert_verify_ok(certs_dir)
     links_after = {n: os.readlink(state / n) if (state / n).is_symlink() else None for n in ("current", "previous")}
-    assert links_after == links_before, "a failed write changed what current/previous (and so rollback) point at"
+    # Before the failed write there was nothing to roll back to; there still must not be: a "rollback"
+    # to the very set that is current would report success and change nothing.
+    rollback = run_cli(["rollback", "--certs-dir", str(certs_dir)])
+    assert links_after == links_before, (f"a failed write changed current/previous: {links_before} -> {links_after}; "
+                                         f"rollback now says: {rollback.stdout.strip() or rollback.stderr.strip()}")
+    one_error_line(rollback, "no previous generation")
 
 
 @pytest.mark.parametrize("target", ["copy", "empty"])
@@ -567,10 +616,43 @@ def test_certs_dir_swapped_for_a_symlink_mid_write(issued: IssuedSets, tmp_path:
         outcome = f"raised: {exc}"
     monkeypatch.undo()
     print(f"\nsymlink swap ({target}): write_set {outcome}; entries behind the link now: {sorted(os.listdir(other))}")
-    assert tree(other) == other_before, f"write_set ({outcome}) changed the directory behind the swapped-in symlink"
+    assert tree(other) == other_before, (f"write_set ({outcome}) changed the directory behind the swapped-in "
+                                         f"symlink; its entries now: {sorted(os.listdir(other))}")
     if target == "copy":
         assert which_set(certs_dir, sets, [1]) == 1
         assert_pairs_match(certs_dir)
     expected = 1 if outcome.startswith("raised") else 2
     assert which_set(moved, sets, [expected]) == expected
     assert_pairs_match(moved)
+
+
+def test_temporary_link_left_by_a_crash_is_cleaned_up(issued: IssuedSets, tmp_path: Path) -> None:
+    """A SIGKILL between creating a temporary link and renaming it over ``previous`` leaves
+    ``.vaultpki/.link-*`` behind. CockroachDB never loads it, but nothing ever removes it either.
+
+    Pinned: the next successful write removes such leftovers; otherwise every crash at that
+    instant leaves one more entry in the certs-dir for good.
+    """
+    sets, sources = issued.data, issued.dirs
+    certs_dir = tmp_path / "certs"
+    CertsDir(certs_dir).write_set(file_contents(sets[0]))
+    counter = Writer(certs_dir, sources[1], 0)
+    counter.wait_ready()
+    counter.go()
+    code, lines = counter.finish()
+    assert code == 0, lines
+    calls = stamp(lines, "calls")
+    first_rename = 1 + next(i for i, label in enumerate(calls) if label.endswith(":replace"))
+    crash = Writer(certs_dir, sources[2], first_rename)
+    crash.wait_ready()
+    crash.go()
+    code, lines = crash.finish()
+    assert code == -signal.SIGKILL and stamp(lines, "kill")[1].endswith(":replace"), lines
+    assert which_set(certs_dir, sets, [1]) == 1
+    state = certs_dir / ".vaultpki"
+    stray = [n for n in os.listdir(state) if n.startswith(".link-")]
+    assert stray, "the crash before the rename must have left its temporary link"
+    CertsDir(certs_dir).write_set(file_contents(sets[3]))
+    assert which_set(certs_dir, sets, [3]) == 3
+    left = [n for n in os.listdir(state) if n.startswith(".link-")]
+    assert not left, f"temporary links left by a crash are never removed: {left}"

@@ -17,19 +17,29 @@ Things this module deals with (and why):
   and a failure to join is an HTTP error with a reason instead of a silent retry.
   A restarted node needs no join: its Raft data already knows its peers.
 * A node joins as a non-voter and Autopilot promotes it once it has been healthy
-  for ``server_stabilization_time`` (10 s by default). The harness sets that to 1 s
-  right after initialisation, so ``start()`` takes seconds, not tens of seconds.
+  for ``server_stabilization_time`` (10 s by default, checked every
+  ``autopilot_reconcile_interval``, also 10 s). The harness sets the first to 1 s
+  right after initialisation and the second to 1 s in the config, so ``start()``
+  takes ~7 s instead of ~20 s.
 * ``performance_multiplier`` scales Raft's timeouts (heartbeat, election, leader
-  lease). 0 means OpenBao's default of 5, which makes a killed leader noticed only
-  after ~5-10 s. Production guidance is 1; that is the default here too, and the
-  parameter is exposed so a test can measure the slower default.
-* What a standby does with API requests in OpenBao 2.7.2 (established by
-  tests/support/test_raft_harness.py, which pins it): it answers reads itself
-  (OpenBao >= 2.5 serves reads on standbys, from its Raft replica) and forwards
-  writes to the active node over the cluster port (request forwarding), so a client
-  sees one answer and no redirect. ``/v1/sys/health`` says 429 on a standby. While
-  no node is active (an election), a standby cannot forward: the request fails with
-  a 5xx, which vaultpki counts as transient.
+  lease). Left out, OpenBao uses 5 (an explicit 0 is refused at init in 2.7.2:
+  "HeartbeatTimeout is too low"). Measured here, from SIGKILL of the active node
+  to a new active node: 1.3-4.0 s with 1 (the production recommendation, and this
+  harness's default), 18-26 s with OpenBao's default. Pass ``None`` for the latter.
+* What a standby does with API requests in OpenBao 2.7.2 (pinned by
+  tests/support/test_raft_harness.py):
+
+  - reads are answered by the standby itself, from its Raft replica ("entering
+    read-enabled standby mode" in its log), so they may briefly lag a write made
+    elsewhere; a mount created a moment ago is "no handler for route" (404) there
+    for ~0.1 s;
+  - writes are forwarded to the active node over the cluster port (request
+    forwarding): the client gets the active node's answer, no redirect;
+  - while there is no active node (an election), a write is answered with
+    ``307 Temporary Redirect`` to the *dead* leader's ``api_addr``; a client that
+    follows it (requests does) gets "connection refused" from that address;
+  - ``/v1/sys/health`` is 429 on a standby, 200 on the active node, 503 when sealed;
+    ``PUT /v1/sys/seal`` sent to a standby seals that standby only.
 * The unseal key and root token live in memory and in ``init.json`` (0600) under
   *base_dir*. Every process gets a private HOME and no VAULT_*/BAO_* variables, and
   the HTTP client ignores proxy variables: loopback must never go through a proxy.
@@ -268,6 +278,19 @@ class RaftCluster:
             self._stop_node(node)
             raise
 
+    def heal(self) -> int:
+        """Restart every node that is down, unseal every sealed one, and wait for one active node and
+        standbys everywhere else; the active node's index. For fixtures shared by tests that kill nodes."""
+        for node in self.nodes:
+            if not node.running:
+                self.restart(node.index)
+            elif self.health(node.index) == SEALED:
+                self.unseal(node.index)
+        active = self.wait_for_active()
+        self._wait(time.monotonic() + self.timeout, "make every other node a standby",
+                   lambda: all(self.health(n.index) in (STANDBY, PERF_STANDBY) for n in self.nodes if n.index != active))
+        return active
+
     def seal(self, i: int) -> None:
         """Seal node *i* (``PUT /v1/sys/seal`` as root) and wait until its health says sealed."""
         self.api(i, "PUT", "/v1/sys/seal")
@@ -317,8 +340,7 @@ class RaftCluster:
             found[:] = self.active_indexes()
             return len(found) == 1 and found[0] != other_than
         self._wait(time.monotonic() + (self.timeout if timeout is None else timeout),
-                   "elect an active node" + (f" other than node{other_than}" if other_than is not None else ""), one,
-                   require_running=False)
+                   "elect an active node" + (f" other than node{other_than}" if other_than is not None else ""), one)
         return found[0]
 
     def raft_servers(self, i: int | None = None) -> list[dict[str, Any]]:
@@ -371,10 +393,11 @@ class RaftCluster:
     def _states(self) -> dict[str, int | str | None]:
         return {n.node_id: (self.health(n.index) if n.running else "down") for n in self.nodes}
 
-    def _wait(self, deadline: float, what: str, ready: Callable[[], bool], *, require_running: bool = True) -> None:
+    def _wait(self, deadline: float, what: str, ready: Callable[[], bool]) -> None:
+        """Poll *ready*; a node that exits on its own (not kill()ed) or the deadline is a RuntimeError with log tails."""
         while not ready():
             dead = [n for n in self.nodes if n.proc is not None and n.proc.poll() is not None]
-            if require_running and dead:
+            if dead:
                 codes = {n.node_id: n.proc.returncode for n in dead if n.proc is not None}
                 raise RuntimeError(f"bao server exited ({codes}) before the cluster could {what}; "
                                    f"log tails:\n{self.log_tails()}")
