@@ -64,6 +64,7 @@ class VaultConfig:
     cert_file: str | None = None
     key_file: str | None = None
     addrs: tuple[str, ...] = ()   # every address to try, in order (HA: fail over between them)
+    retry_for: float = 60.0       # how long to retry transient failures of one request (an election, an outage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,7 @@ class _Table:
 _KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"certs_dir", "mode", "key_type", "key_bits", "ttl", "owner", "group", "ca_trust",
                    "issue_method", "vault", "pki", "node", "ui", "renew", "reload"}),
-    "vault": frozenset({"addr", "auth", "ca_cert", "namespace", "timeout", "token_file", "approle_mount", "role_id",
+    "vault": frozenset({"addr", "auth", "ca_cert", "namespace", "timeout", "retry_for", "token_file", "approle_mount", "role_id",
                         "role_id_file", "secret_id_file", "cert_mount", "cert_role", "cert_file", "key_file"}),
     "pki": frozenset({"mount", "client_mount", "node_role", "client_node_role", "user_role", "root_role", "ui_mount",
                       "ui_role"}),
@@ -287,6 +288,7 @@ def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
         ca_cert=t.text("ca_cert") or env.get("VAULT_CACERT") or None,
         namespace=t.text("namespace") or env.get("VAULT_NAMESPACE") or None,
         timeout=t.number("timeout", 30.0),
+        retry_for=float(parse_duration(t.text("retry_for", "60s") or "60s", "vault.retry_for")),
         token=env.get("VAULT_TOKEN") or None,
         token_file=t.text("token_file"),
         approle_mount=t.text("approle_mount", "approle") or "approle",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import grp
 import os
 import pwd
@@ -146,15 +147,19 @@ class CertsDir:
         if len(set(names)) != len(names) or any("/" in n or n.startswith(".") for n in names):
             raise StoreError(f"invalid file set {names}")
         created_dir = self._prepare_dir()
+        identity = self._identity()
         foreign = self._check_targets(names)
         created_state = not self._state.exists()
         try:
             with _os_errors(f"cannot write to certs-dir {self.path}"):
                 self._ensure_state_dir()
-                if foreign:
-                    self._adopt(foreign)
-                new_gen = self._build_generation(files)
-                self._commit(new_gen, set(names))
+                with self._locked():
+                    if foreign:
+                        self._adopt(foreign)
+                    new_gen = self._build_generation(files)
+                    self._still_the_same_dir(identity)
+                    self._commit(new_gen, set(names))
+                    self._prune()
         except StoreError:
             # Nothing of ours is visible at this point; take away what this call created.
             if created_dir:
@@ -162,8 +167,17 @@ class CertsDir:
             elif created_state and self._current() is None:
                 shutil.rmtree(self._state, ignore_errors=True)
             raise
-        self._prune()
         return new_gen
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time per certs-dir (the daemon and an operator's issue-user, say)."""
+        fd = os.open(self._state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _prepare_dir(self) -> bool:
         """Check (or create) the certs-dir; True when this call created it."""
@@ -182,6 +196,20 @@ class CertsDir:
         if not stat.S_ISDIR(st.st_mode):
             raise StoreError(f"certs-dir {self.path} is not a directory")
         return False
+
+    def _identity(self) -> tuple[int, int]:
+        st = os.lstat(self.path)
+        return st.st_dev, st.st_ino
+
+    def _still_the_same_dir(self, identity: tuple[int, int]) -> None:
+        """Every step works by path: if the certs-dir was replaced meanwhile (by a symlink, say), stop
+        before switching anything, or the switch would land in whatever the path now names."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is None or stat.S_ISLNK(st.st_mode) or (st.st_dev, st.st_ino) != identity:
+            raise StoreError(f"certs-dir {self.path} was replaced during the write; nothing was switched")
 
     def _check_targets(self, names: Sequence[str]) -> list[str]:
         """Names whose current entry is a regular file (or another in-dir link) to adopt first."""
@@ -291,14 +319,24 @@ class CertsDir:
                     (self._state / CURRENT).unlink(missing_ok=True)
                 if old_previous is not None:
                     self._replace_link(self._state / PREVIOUS, old_previous.name)
-                self._unlink_stale()
+                else:
+                    (self._state / PREVIOUS).unlink(missing_ok=True)     # rollback must not lead anywhere new
+                self._unlink_stale(undo=True)
+                if old is None or old.name != gen:
+                    shutil.rmtree(self._state / gen, ignore_errors=True)  # never visible: not worth keeping
                 _fsync_dir(self._state)
             raise
 
-    def _unlink_stale(self) -> None:
+    def _unlink_stale(self, undo: bool = False) -> None:
         """Remove our links to names the current generation no longer has (after a rollback or an undo);
-        the .crt goes before its .key so that a certificate never lacks its key."""
+        the .crt goes before its .key so that a certificate never lacks its key.
+
+        With no current generation at all, only an undo may do this (it removes the links its own
+        write made); otherwise it means the state is not what this write built, and nothing is removed.
+        """
         current = self._current()
+        if current is None and not undo:
+            return
         have = set(os.listdir(current)) if current is not None else set()
         stale = [n for n in os.listdir(self.path) if n not in have and (self.path / n).is_symlink()
                  and os.readlink(self.path / n) == f"{STATE_DIR}/{CURRENT}/{n}"]
@@ -309,6 +347,8 @@ class CertsDir:
 
     def _switch(self, gen: str) -> None:
         """Point ``current`` at ``gen`` with one rename; remember the old one as ``previous``."""
+        if not (self._state / gen).is_dir():
+            raise StoreError(f"generation {gen} is missing from {self._state}; nothing was switched")
         old = self._current()
         if old is not None:
             self._replace_link(self._state / PREVIOUS, old.name)
@@ -368,12 +408,14 @@ class CertsDir:
             path = self._state / entry
             if entry.startswith("gen-") and entry not in keep and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
+            elif entry.startswith(".link-") and path.is_symlink():
+                path.unlink(missing_ok=True)      # a crash between symlink() and replace() left it
 
     def rollback(self) -> str:
         """Make the previous generation current again (operator's escape hatch)."""
         previous = self._previous()
         if previous is None:
             raise StoreError(f"certs-dir {self.path} has no previous generation to roll back to")
-        with _os_errors(f"cannot roll back certs-dir {self.path}"):
+        with _os_errors(f"cannot roll back certs-dir {self.path}"), self._locked():
             self._commit(previous.name, set())
         return previous.name

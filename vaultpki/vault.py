@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 import hvac
 import hvac.exceptions as hvac_errors
 import requests
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from .config import VaultConfig
 from .errors import ConfigError, VaultDenied, VaultRequestError, VaultUnavailable
@@ -82,10 +82,8 @@ class HvacVault:
       lease is left; an expired login token is replaced by logging in again.
     """
 
-    def __init__(self, cfg: VaultConfig, *, max_attempts: int = 4, max_wait: float = 8.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, cfg: VaultConfig, *, max_wait: float = 8.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._cfg = cfg
-        self._max_attempts = max_attempts
         self._max_wait = max_wait
         self._clock = clock
         self._addrs = cfg.addrs or (cfg.addr,)
@@ -130,8 +128,9 @@ class HvacVault:
             assert failure is not None
             raise failure
         retrying = Retrying(
-            retry=retry_if_exception_type(VaultUnavailable),
-            stop=stop_after_attempt(self._max_attempts),
+            retry=retry_if_exception(_is_transient),
+            # Bounded by time, not by a count: an HA election takes seconds to tens of seconds.
+            stop=stop_after_delay(self._cfg.retry_for),
             wait=wait_exponential_jitter(initial=0.25, max=self._max_wait),
             reraise=True,
         )
@@ -334,7 +333,9 @@ def translate_errors(addr: str, what: str) -> Iterator[None]:
     except requests.exceptions.SSLError as exc:
         raise VaultUnavailable(f"TLS connection to Vault at {addr} failed while {what}: {_ssl_reason(exc)}") from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise VaultUnavailable(f"cannot reach Vault at {addr} while {what}: {_conn_reason(exc)}") from exc
+        target = str(getattr(getattr(exc, "request", None), "url", "") or "")
+        via = "" if not target or target.startswith(addr) else f" (redirected to {target.split('/v1/')[0]})"
+        raise VaultUnavailable(f"cannot reach Vault at {addr}{via} while {what}: {_conn_reason(exc)}") from exc
     except (hvac_errors.Forbidden, hvac_errors.Unauthorized) as exc:
         raise VaultDenied(f"Vault denied {what}: {_vault_reason(exc)}") from exc
     except (hvac_errors.VaultDown, hvac_errors.InternalServerError, hvac_errors.BadGateway,
@@ -346,6 +347,11 @@ def translate_errors(addr: str, what: str) -> Iterator[None]:
         raise VaultRequestError(f"Vault refused {what}: {_vault_reason(exc)}") from exc
     except requests.exceptions.RequestException as exc:
         raise VaultUnavailable(f"request to Vault at {addr} failed while {what}: {_one_line(str(exc))}") from exc
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Worth retrying: Vault away, sealed, electing or overloaded; never a TLS verification failure."""
+    return isinstance(exc, VaultUnavailable) and not isinstance(exc.__cause__, requests.exceptions.SSLError)
 
 
 def _issued(data: dict[str, Any], what: str) -> IssuedCert:

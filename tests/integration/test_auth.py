@@ -157,6 +157,6 @@ def test_fails_over_between_vault_addresses(deploy: Callable[..., Deployment], t
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "certs" / "node.crt").exists()
     both_dead = config.read_text().replace(f'"{dep.server.addr}"', f'"http://127.0.0.1:{free_port()}"')
-    config.write_text(both_dead)
+    config.write_text(both_dead.replace('auth = "token"', 'auth = "token"\nretry_for = "2s"'))
     one_error_line(run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token}),
                    1, "cannot reach Vault")

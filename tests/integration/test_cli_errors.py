@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -108,9 +109,12 @@ def test_node_hosts_empty_is_a_config_error(deploy: Callable[..., Deployment], t
 def test_unreachable_vault_leaves_dir_unchanged(populated: tuple[Deployment, Path, Path], tmp_path: Path) -> None:
     dep, certs_dir, config = populated
     before = tree(certs_dir)
-    config.write_text(config.read_text().replace(dep.server.addr, f"http://127.0.0.1:{free_port()}"))
+    dead = config.read_text().replace(dep.server.addr, f"http://127.0.0.1:{free_port()}")
+    config.write_text(dead.replace('auth = "token"', 'auth = "token"\nretry_for = "2s"'))
+    started = time.monotonic()
     result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token})
     one_error_line(result, 1, "cannot reach Vault", "connection refused")
+    assert 2 <= time.monotonic() - started < 30              # retried for vault.retry_for, then gave up
     assert tree(certs_dir) == before
 
 

@@ -290,6 +290,12 @@ def where(writer: Writer, lines: Sequence[str]) -> str:
     return f"{max(0, int(into * 1000))} ms into it"
 
 
+def when_order(item: tuple[str, int]) -> float:
+    """Report order: before the write, n ms into it, after it."""
+    label = item[0]
+    return -1.0 if label.startswith("before") else float("inf") if label.startswith("after") else float(label.split()[0])
+
+
 def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, tmp_path: Path) -> None:
     """>= 200 SIGKILLed renewals: afterwards always exactly the old or the new set, pairs matching, verify ok.
 
@@ -329,53 +335,59 @@ def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, 
     writer = Writer(certs_dir, sources[(visible + 1) % SET_COUNT], kill_at)
     limit = 0.0
     began = time.monotonic()
-    while True:
-        new = (visible + 1) % SET_COUNT
-        writer.wait_ready()
-        writer.go()
-        if kind == "random":
-            writer.kill_after(rng.uniform(0, limit))
-        elif kind == "calibrate":
-            writer.spin_until_done()
-        code, lines = writer.finish()
-        tally.runs[kind] += 1
-        if code == -signal.SIGKILL:
-            tally.killed[kind] += 1
-        if kind in ("calibrate", "settle", "count", "recover"):
-            # Unkilled writes must succeed, from whatever the earlier crashes left behind.
-            assert code == 0 and stamp(lines, "done"), (kind, code, lines)
-            if kind == "calibrate":
-                assert writer.went is not None
-                go_to_done.append(float(stamp(lines, "done")[0]) - writer.went)
-                write_times.append(float(stamp(lines, "done")[0]) - float(stamp(lines, "start")[0]))
-            if kind == "count":
-                counted.append(stamp(lines, "done"))
-        elif kind == "fault":
-            killed = stamp(lines, "kill")
-            assert code == -signal.SIGKILL and killed, f"fault run {kill_at} was not killed: {lines}"
-            tally.kill_points.add((int(killed[0]), killed[1]))
-            tally.ops_killed[killed[1].rsplit(":", 1)[1]] += 1
-        else:
-            tally.when[where(writer, lines)] += 1
-        landed = which_set(certs_dir, sets, [visible, new])
-        assert_pairs_match(certs_dir)
-        leftovers(certs_dir)
-        if kind in ("random", "fault"):
-            tally.landed[f"{kind}-{'new' if landed == new else 'old'}"] += 1
-        else:
-            assert landed == new, f"an unkilled {kind} write did not make its set visible"
-        visible = landed
-        if kind == "calibrate" and tally.runs["calibrate"] == CALIBRATION_RUNS:
-            limit = 1.5 * sorted(go_to_done)[CALIBRATION_RUNS // 2]
-        try:
-            kind, kill_at = next(plan)
-        except StopIteration:
+    try:
+        while True:
+            new = (visible + 1) % SET_COUNT
+            writer.wait_ready()
+            writer.go()
+            if kind == "random":
+                writer.kill_after(rng.uniform(0, limit))
+            elif kind == "calibrate":
+                writer.spin_until_done()
+            code, lines = writer.finish()
+            tally.runs[kind] += 1
+            if code == -signal.SIGKILL:
+                tally.killed[kind] += 1
+            if kind in ("calibrate", "settle", "count", "recover"):
+                # Unkilled writes must succeed, from whatever the earlier crashes left behind.
+                assert code == 0 and stamp(lines, "done"), (kind, code, lines)
+                if kind == "calibrate":
+                    assert writer.went is not None
+                    go_to_done.append(float(stamp(lines, "done")[0]) - writer.went)
+                    write_times.append(float(stamp(lines, "done")[0]) - float(stamp(lines, "start")[0]))
+                if kind == "count":
+                    counted.append(stamp(lines, "done"))
+            elif kind == "fault":
+                killed = stamp(lines, "kill")
+                assert code == -signal.SIGKILL and killed, f"fault run {kill_at} was not killed: {lines}"
+                tally.kill_points.add((int(killed[0]), killed[1]))
+                tally.ops_killed[killed[1].rsplit(":", 1)[1]] += 1
+            else:
+                tally.when[where(writer, lines)] += 1
+            landed = which_set(certs_dir, sets, [visible, new])
+            assert_pairs_match(certs_dir)
+            leftovers(certs_dir)
+            if kind in ("random", "fault"):
+                tally.landed[f"{kind}-{'new' if landed == new else 'old'}"] += 1
+            else:
+                assert landed == new, f"an unkilled {kind} write did not make its set visible"
+            visible = landed
+            if kind == "calibrate" and tally.runs["calibrate"] == CALIBRATION_RUNS:
+                limit = 1.5 * sorted(go_to_done)[CALIBRATION_RUNS // 2]
+            try:
+                kind, kill_at = next(plan)
+            except StopIteration:
+                assert_verify_ok(certs_dir)
+                break
+            # Start the next writer before verifying this state: until "go" it only reads its
+            # sources, and its start-up overlaps the verify process.
+            writer = Writer(certs_dir, sources[(visible + 1) % SET_COUNT], kill_at)
             assert_verify_ok(certs_dir)
-            break
-        # Start the next writer before verifying this state: until "go" it only reads its
-        # sources, and its start-up overlaps the verify process.
-        writer = Writer(certs_dir, sources[(visible + 1) % SET_COUNT], kill_at)
-        assert_verify_ok(certs_dir)
+    finally:
+        # A failed assertion must not leave a writer blocked on its stdin behind.
+        if writer.proc.poll() is None:
+            writer.proc.kill()
+            writer.proc.wait(timeout=STEP_TIMEOUT)
     elapsed = time.monotonic() - began
 
     # The clean write that ends the schedule prunes every orphaned generation: only current and previous remain.
@@ -388,7 +400,8 @@ def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, 
     mid_write = sum(n for w, n in tally.when.items() if w.endswith("into it"))
     print(f"\ncrash safety: {sum(tally.runs.values())} runs {dict(tally.runs)} in {elapsed:.1f}s, "
           f"{killed_runs} SIGKILLed; write {sorted(write_times)[CALIBRATION_RUNS // 2] * 1000:.2f} ms, "
-          f"T={limit * 1000:.2f} ms; random kills fell {sorted(tally.when.items())}; landed {dict(tally.landed)}; "
+          f"T={limit * 1000:.2f} ms; random kills fell {dict(sorted(tally.when.items(), key=when_order))}; "
+          f"landed {dict(tally.landed)}; "
           f"fault hook: {counted[0][1]} calls, {len(tally.kill_points)} distinct kill points, "
           f"by op {dict(tally.ops_killed)}; stray temporary links left: {stray}")
     assert killed_runs >= 200

@@ -52,7 +52,8 @@ def test_vault_outage_daemon_stays_up_untouched_then_renews(outage_bao: Persiste
     config = tmp_path / "vaultpki.toml"
     config.write_text(toml_dump({
         "certs_dir": str(certs), "mode": "standard", **SHORT,
-        "vault": {"addr": outage_bao.addr}, "pki": {"mount": pki.mount}, "node": {"hosts": list(NODE_HOSTS)},
+        "vault": {"addr": outage_bao.addr, "retry_for": "2s"}, "pki": {"mount": pki.mount},
+        "node": {"hosts": list(NODE_HOSTS)},
     }))
     with SyncDaemon(config, {"VAULT_TOKEN": outage_bao.root_token}) as daemon:
         daemon.wait_for(msg("pass complete"), 30)
