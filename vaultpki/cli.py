@@ -143,7 +143,7 @@ def _report_dry_run(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_jso
         "ekus": sorted(e.value for e in s.ekus), "key_type": f"{cfg.key_type.value}-{cfg.key_bits}",
     } for s in plan.certs]
     cas = [{"file": t.file, "mount": t.mount, "trust": cfg.ca_trust} for t in plan.ca_files]
-    key_mode = f"{target.owner.key_mode(os.geteuid()):04o}"
+    key_mode = f"{target.key_mode:04o}"
     if as_json:
         click.echo(json.dumps({"dry_run": True, "certs_dir": str(target.path), "certificates": leaves,
                                "ca_files": cas, "key_mode": key_mode}, indent=2))

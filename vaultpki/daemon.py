@@ -189,14 +189,20 @@ class Syncer:
 
     def _key_owner(self) -> tuple[int | None, int | None, int]:
         owner = self.store.owner
-        return owner.uid, owner.gid, owner.key_mode(_euid())
+        return owner.uid, owner.gid, self.store.key_mode
 
-    def preview(self) -> tuple[list[Decision], VaultUnavailable | None]:
-        """What a pass would do, without issuing, writing or signalling (``sync --dry-run``)."""
+    def _look(self, now: dt.datetime) -> tuple[Plan, DirState, dict[str, list[x509.Certificate]] | None,
+                                                VaultUnavailable | None, list[Decision]]:
+        """The plan, the dir, the mounts' CAs (None while Vault is away) and what is due."""
         plan = self.plan()
         state = self.store.snapshot()
         anchors, vault_error = self._anchors(plan)
-        decisions = self.judge(plan, state, anchors or self._on_disk_anchors(state, plan), anchors is not None, self.now())
+        decisions = self.judge(plan, state, anchors or self._on_disk_anchors(state, plan), anchors is not None, now)
+        return plan, state, anchors, vault_error, decisions
+
+    def preview(self) -> tuple[list[Decision], VaultUnavailable | None]:
+        """What a pass would do, without issuing, writing or signalling (``sync --dry-run``)."""
+        _, _, _, vault_error, decisions = self._look(self.now())
         return decisions, vault_error
 
     # --- one pass -----------------------------------------------------------
@@ -204,11 +210,8 @@ class Syncer:
     def run_pass(self) -> PassReport:
         """Judge, issue what is due, write once, reload once, verify. Raises nothing for per-file failures."""
         now = self.now()
-        plan = self.plan()
-        state = self.store.snapshot()
-        anchors, vault_error = self._anchors(plan)
+        plan, state, anchors, vault_error, decisions = self._look(now)
         self.metrics.vault_up.set(0 if vault_error else 1)
-        decisions = self.judge(plan, state, anchors or self._on_disk_anchors(state, plan), anchors is not None, now)
         due = [d for d in decisions if d.due]
         for d in due:
             self.log.info("due", extra={"file": d.file, "reason": d.reason})
@@ -394,12 +397,6 @@ class Syncer:
 def _failed_files(report: PassReport) -> tuple[str, ...]:
     """The files named by a report's failures ('reload' and 'verify' failures name none)."""
     return tuple(f.split(":", 1)[0] for f in report.failures if f.split(":", 1)[0].endswith(".crt"))
-
-
-def _euid() -> int:
-    import os  # noqa: PLC0415 - the only OS fact the daemon needs
-
-    return os.geteuid()
 
 
 class Daemon:

@@ -101,6 +101,11 @@ class CertsDir:
         self.owner = owner
         self._state = self.path / STATE_DIR
 
+    @property
+    def key_mode(self) -> int:
+        """The mode keys get here (0600, or 0640 for root-owned keys read through the service's group)."""
+        return self.owner.key_mode(os.geteuid())
+
     # --- reading ------------------------------------------------------------
 
     def snapshot(self, service_gid: int | None = None) -> DirState:
@@ -271,7 +276,7 @@ class CertsDir:
         return path
 
     def _write_file(self, directory: Path, content: FileContent) -> None:
-        mode = self.owner.key_mode(os.geteuid()) if content.secret else 0o644
+        mode = self.key_mode if content.secret else 0o644
         # 0600 at creation: the key is never readable by anyone else, not even for an instant.
         fd = os.open(directory / content.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      0o600 if content.secret else 0o644)
