@@ -67,7 +67,7 @@ def test_bad_user_names_refused_before_any_request(tmp_path: Path, user: str) ->
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     one_error_line(run_cli(["issue-user", "-rf"]), 2, "No such option", "--help")
     one_error_line(run_cli(["no-such-command"]), 2, "No such command")
-    one_error_line(run_cli(["issue-user"]), 2, "Missing argument")
+    one_error_line(run_cli(["issue-user"]), 2, "give exactly one of USER or --from-file")
 
 
 def test_bad_user_name_needs_no_config_at_all(tmp_path: Path) -> None:
