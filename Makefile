@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 MODE   ?= standard
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint clean schema
+.PHONY: demo test lint clean schema bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,14 @@ schema: $(STAMP)
 test: $(STAMP) schema
 	$(PY) -m pytest -q
 
+# Speed and memory, measured side by side against the same OpenBao in one run (never in a timed test).
+bench: $(STAMP)
+	$(PY) bench/agent_bench.py
+	$(PY) bench/bulk_bench.py
+	$(PY) bench/fleet_bench.py
+
 lint: $(STAMP)
-	$(PY) -m ruff check vaultpki tests tools
+	$(PY) -m ruff check vaultpki tests tools bench
 	$(PY) -m mypy
 
 clean:

@@ -1,0 +1,275 @@
+"""Bulk issuance: `vaultpki issue-user --from-file` vs `bao write` per cert vs raw sign requests.
+
+All three run side by side in ONE run against the SAME throw-away OpenBao dev server
+(provisioned with vaultpki.provision.provision, mode standard):
+
+1. vaultpki: ``vaultpki issue-user --from-file users.txt --certs-dir DIR --json`` for N users
+   (user0001...); the wall time of the whole CLI process (Python start-up included); the
+   rate is certificates *on disk* afterwards (client.*.crt files counted) / wall time.
+2. bao-write: ``bao write -format=json <mount>/issue/<role> common_name=<user> key_type=ec key_bits=256``
+   (the roles have key_type "any", so /issue needs the key type spelt out), one process
+   per certificate, for a SAMPLE of users; the rate is extrapolated to N (said so in the output).
+3. raw sign: ``requests.Session`` POSTs to ``<mount>/sign/<role>`` over keep-alive HTTP, with an
+   EC P-256 CSR per user generated beforehand (not timed) and ``common_name`` (the user role has
+   use_csr_common_name=false); sequential, then with a thread pool. Nothing is parsed or written:
+   this is the server-bound limit.
+
+Prints ``name: value`` lines. Usage: python bench/bulk_bench.py [--users 1000] [--bao-sample 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import hvac
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from vaultpki.devserver import DevServer, find_bao
+from vaultpki.layout import Mode, PkiNames
+from vaultpki.provision import ProvisionSpec, provision
+
+MOUNT = "pki-crdb"
+ROLE = "user"
+TARGET_BAO_RATIO = 50.0
+TARGET_RAW_FRACTION = 0.80
+
+CONFIG = """\
+certs_dir = "{certs}"
+mode = "standard"
+key_type = "ec"
+
+[vault]
+addr = "{addr}"
+auth = "token"
+token_file = "{token_file}"
+
+[pki]
+mount = "{mount}"
+user_role = "{role}"
+
+[node]
+hosts = ["localhost", "127.0.0.1"]
+"""
+
+
+def out(name: str, value: object) -> None:
+    if isinstance(value, float):
+        value = f"{value:.3g}" if value < 100 else f"{value:.0f}"
+    print(f"{name}: {value}", flush=True)
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_", "VAULTPKI_"))}
+
+
+def make_csr(cn: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def session_for(server: DevServer, pool: int) -> requests.Session:
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool)
+    session.mount("http://", adapter)
+    session.headers["X-Vault-Token"] = server.root_token
+    return session
+
+
+def raw_sign(session: requests.Session, url: str, csr: str, cn: str) -> None:
+    response = session.post(url, json={"csr": csr, "common_name": cn}, timeout=60)
+    if response.status_code != 200:
+        raise RuntimeError(f"sign {cn}: HTTP {response.status_code}: {response.text[:200]}")
+    if "certificate" not in response.json().get("data", {}):
+        raise RuntimeError(f"sign {cn}: no certificate")
+
+
+def bench_vaultpki(server: DevServer, work: Path, users: list[str]) -> tuple[float, int, dict[str, object]]:
+    token_file = work / "token"
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(server.root_token)
+    certs = work / "certs"
+    config = work / "vaultpki.toml"
+    config.write_text(CONFIG.format(certs=work / "node", addr=server.addr, token_file=token_file,
+                                    mount=MOUNT, role=ROLE))
+    listing = work / "users.txt"
+    listing.write_text("\n".join(users) + "\n")
+    argv = [sys.executable, "-m", "vaultpki", "--config", str(config), "issue-user", "--from-file", str(listing),
+            "--certs-dir", str(certs), "--json"]
+    start = time.perf_counter()
+    result = subprocess.run(argv, env=clean_env(), capture_output=True, text=True, timeout=600, check=False)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        print(f"# vaultpki exited {result.returncode}: {result.stderr.strip()[-500:]}", flush=True)
+    on_disk = len(list(certs.glob("client.*.crt"))) if certs.exists() else 0
+    keys = len(list(certs.glob("client.*.key"))) if certs.exists() else 0
+    summary: dict[str, object] = {}
+    try:
+        parsed = json.loads(result.stdout)
+        summary = {"issued": len(parsed.get("issued", [])), "failed": len(parsed.get("failed", []))}
+    except json.JSONDecodeError:
+        summary = {"issued": "?", "failed": "?"}
+    summary["keys"] = keys
+    summary["exit"] = result.returncode
+    return wall, on_disk, summary
+
+
+def startup_seconds(work: Path) -> float:
+    """Wall time of ``vaultpki --help``: interpreter start-up and CLI imports, the fixed cost of any run."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "vaultpki", "--help"], env=clean_env(), capture_output=True,
+                       timeout=60, check=False, cwd=work)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_bao_write(server: DevServer, work: Path, users: list[str]) -> tuple[float, int]:
+    home = work / "bao-home"
+    home.mkdir()
+    env = clean_env()
+    env.update(VAULT_ADDR=server.addr, VAULT_TOKEN=server.root_token, HOME=str(home))
+    bao = find_bao()
+    ok = 0
+    start = time.perf_counter()
+    for user in users:
+        result = subprocess.run([bao, "write", "-format=json", f"{MOUNT}/issue/{ROLE}", f"common_name={user}",
+                                 "key_type=ec", "key_bits=256"],
+                                env=env, capture_output=True, text=True, timeout=60, check=False)
+        if result.returncode == 0 and "certificate" in json.loads(result.stdout).get("data", {}):
+            ok += 1
+        else:
+            print(f"# bao write {user} failed: {result.stderr.strip()[:200]}", flush=True)
+    return time.perf_counter() - start, ok
+
+
+def bench_raw_sequential(server: DevServer, csrs: list[tuple[str, str]]) -> float:
+    url = f"{server.addr}/v1/{MOUNT}/sign/{ROLE}"
+    session = session_for(server, 1)
+    start = time.perf_counter()
+    for cn, csr in csrs:
+        raw_sign(session, url, csr, cn)
+    elapsed = time.perf_counter() - start
+    session.close()
+    return elapsed
+
+
+def bench_raw_threaded(server: DevServer, csrs: list[tuple[str, str]], threads: int) -> float:
+    url = f"{server.addr}/v1/{MOUNT}/sign/{ROLE}"
+    session = session_for(server, threads)
+    lock = threading.Lock()
+    queue = list(reversed(csrs))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                cn, csr = queue.pop()
+            raw_sign(session, url, csr, cn)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for future in [pool.submit(worker) for _ in range(threads)]:
+            future.result()
+    elapsed = time.perf_counter() - start
+    session.close()
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--bao-sample", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    n = args.users
+    users = [f"user{i:04d}" for i in range(1, n + 1)]
+    t_total = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vaultpki-bulk-") as tmp, DevServer() as server:
+        work = Path(tmp)
+        client = hvac.Client(url=server.addr, token=server.root_token)
+        pki = PkiNames(mount=MOUNT, client_mount=None, node_role="node", client_node_role="client-node",
+                       user_role=ROLE, ui_mount=None, ui_role=None)
+        provision(client, server.addr, ProvisionSpec(mode=Mode.STANDARD, pki=pki, node_hosts=("localhost", "127.0.0.1")))
+        out("bulk_server", f"{server.addr} (OpenBao dev, in memory, one server for every variant)")
+        out("bulk_cpus", os.cpu_count() or 0)
+        out("bulk_users", n)
+
+        # Pre-generated CSRs for the raw variants (not timed): one per user and variant.
+        gen_start = time.perf_counter()
+        seq_csrs = [(f"seq-{u}", make_csr(f"seq-{u}")) for u in users]
+        thr_csrs = [(f"thr-{u}", make_csr(f"thr-{u}")) for u in users]
+        out("bulk_csr_pregeneration_s", time.perf_counter() - gen_start)
+        # Warm the server up (first requests after provisioning) so that no variant pays for it.
+        bench_raw_sequential(server, [(f"warm{i}", make_csr(f"warm{i}")) for i in range(20)])
+
+        # 1. vaultpki, the whole CLI process.
+        wall, on_disk, summary = bench_vaultpki(server, work, users)
+        vaultpki_rate = on_disk / wall
+        out("bulk_vaultpki_wall_s", wall)
+        out("bulk_vaultpki_certs_on_disk", on_disk)
+        out("bulk_vaultpki_keys_on_disk", summary["keys"])
+        out("bulk_vaultpki_json_issued", summary["issued"])
+        out("bulk_vaultpki_json_failed", summary["failed"])
+        out("bulk_vaultpki_exit", summary["exit"])
+        out("bulk_vaultpki_certs_per_s", vaultpki_rate)
+        startup = startup_seconds(work)
+        out("bulk_vaultpki_startup_s", startup)
+        out("bulk_vaultpki_certs_per_s_excluding_startup", on_disk / max(1e-9, wall - startup))
+
+        # 2. bao write, one process per certificate, on a sample; extrapolated.
+        sample = [f"bao-{u}" for u in users[: args.bao_sample]]
+        bao_wall, bao_ok = bench_bao_write(server, work, sample)
+        bao_rate = bao_ok / bao_wall if bao_ok else 0.0
+        out("bulk_bao_write_sample", f"{bao_ok} of {len(sample)} certs in {bao_wall:.2f}s")
+        out("bulk_bao_write_certs_per_s", bao_rate)
+        out("bulk_bao_write_extrapolated_s_for_users", (n / bao_rate) if bao_rate else "n/a")
+        out("bulk_bao_write_note", f"extrapolated from a sample of {len(sample)}; JSON printed, nothing written to disk")
+
+        # 3. raw sign over keep-alive HTTP: the limit.
+        seq = bench_raw_sequential(server, seq_csrs)
+        raw_seq_rate = n / seq
+        out("bulk_raw_sign_sequential_s", seq)
+        out("bulk_raw_sign_sequential_certs_per_s", raw_seq_rate)
+        thr = bench_raw_threaded(server, thr_csrs, args.threads)
+        raw_thr_rate = n / thr
+        out(f"bulk_raw_sign_threads{args.threads}_s", thr)
+        out(f"bulk_raw_sign_threads{args.threads}_certs_per_s", raw_thr_rate)
+        best_raw = max(raw_seq_rate, raw_thr_rate)
+        out("bulk_raw_sign_best_certs_per_s", best_raw)
+        out("bulk_raw_sign_note", "CSR pre-generated, response checked for a certificate, nothing parsed or written")
+
+        ratio_bao = vaultpki_rate / bao_rate if bao_rate else 0.0      # no bao rate: not met
+        ratio_raw = vaultpki_rate / best_raw
+        out("ratio_vaultpki_over_bao_write", ratio_bao)
+        out("target_ratio_bao_write_min", TARGET_BAO_RATIO)
+        out("met_bao_write", "yes" if ratio_bao >= TARGET_BAO_RATIO else "no")
+        out("ratio_vaultpki_over_raw_sign_best", ratio_raw)
+        out("ratio_vaultpki_over_raw_sign_sequential", vaultpki_rate / raw_seq_rate)
+        out("target_ratio_raw_sign_min", TARGET_RAW_FRACTION)
+        out("met_raw_sign", "yes" if ratio_raw >= TARGET_RAW_FRACTION else "no")
+        out("met", "yes" if ratio_bao >= TARGET_BAO_RATIO and ratio_raw >= TARGET_RAW_FRACTION
+            and on_disk == n else "no")
+    out("bulk_total_runtime_s", time.perf_counter() - t_total)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

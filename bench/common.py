@@ -1,0 +1,207 @@
+"""Shared helpers for the benchmarks in bench/ (run with the project's venv Python).
+
+The API is deliberately small:
+
+- ``start_provisioned_server(mode="standard", workdir=None, **top) -> (DevServer, config_path)``
+  starts a throw-away OpenBao dev server (``BenchServer``: a DevServer that allows API audit
+  devices), provisions the layout ``mode`` (root + intermediate mounts and roles, as the
+  integration tests do) and writes a vaultpki TOML config at
+  ``workdir/vaultpki.toml`` (``certs_dir = workdir/certs``, ``ttl = "1h"``, token auth; ``top``
+  overrides or adds top-level keys/tables). The caller stops the server (``server.stop()``, in a
+  ``finally``); ``workdir`` (a new temp dir when None) is the caller's to remove.
+- ``write_config(server, path, certs_dir, mode="standard", **top) -> path``: another config.
+- ``cli_env(token) -> dict``: the environment for ``vaultpki``/``bao`` child processes (no inherited
+  VAULT_*/BAO_*/VAULTPKI_* variables; ``VAULT_TOKEN`` set).
+- ``vaultpki_cmd(*args) -> list[str]``: ``[python, -m, vaultpki, *args]``.
+- ``peak_rss_of(cmd, env=None, timeout=120) -> (seconds, MiB)``: runs ``cmd`` to completion and
+  returns its wall time and the peak RSS of that one process (``ru_maxrss`` from ``wait4``);
+  raises ``RuntimeError`` on a non-zero exit.
+- ``enable_file_audit(server, path)``: a file audit device, accessors in clear text, so requests can
+  be attributed to tokens; ``count_audit_requests(path, start_offset, accessor=None)``.
+- ``report(name, value)``: prints one ``name: value`` line (the only output format of bench/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import hvac
+
+from vaultpki.devserver import DevServer, find_bao
+from vaultpki.layout import Mode, PkiNames
+from vaultpki.provision import ProvisionSpec, provision
+
+__all__ = [
+    "BAO", "NODE_HOSTS", "BenchServer", "PY", "cli_env", "count_audit_requests", "enable_file_audit", "median", "peak_rss_of",
+    "pki_names", "report", "start_provisioned_server", "vaultpki_cmd", "write_config",
+]
+
+PY = sys.executable
+BAO = find_bao()
+NODE_HOSTS = ("node1.bench.internal", "localhost", "127.0.0.1")
+
+
+def report(name: str, value: object) -> None:
+    """One ``name: value`` line, flushed at once (a long benchmark shows progress)."""
+    if isinstance(value, float):
+        value = f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:.0f}"
+    print(f"{name}: {value}", flush=True)
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def pki_names(mode: str = "standard") -> PkiNames:
+    m = Mode(mode)
+    return PkiNames(mount="pki-crdb", client_mount="pki-crdb-client" if m is Mode.SPLIT_CA else None,
+                    node_role="node" if m is Mode.STANDARD else "node-server",
+                    client_node_role="client-node", user_role="user", ui_mount=None, ui_role=None)
+
+
+def _toml(doc: Mapping[str, Any]) -> str:
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(str(v))
+    lines = [f"{k} = {value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines += [f"{kk} = {value(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(server: DevServer, path: Path, certs_dir: Path, mode: str = "standard", **top: Any) -> Path:
+    """A vaultpki config for ``server`` (token auth through $VAULT_TOKEN; ``top`` wins)."""
+    names = pki_names(mode)
+    pki: dict[str, Any] = {"mount": names.mount, "node_role": names.node_role,
+                           "client_node_role": names.client_node_role, "user_role": names.user_role}
+    if names.client_mount:
+        pki["client_mount"] = names.client_mount
+    doc: dict[str, Any] = {"certs_dir": str(certs_dir), "mode": mode, "ttl": "1h",
+                           "vault": {"addr": server.addr, "auth": "token"}, "pki": pki,
+                           "node": {"hosts": list(NODE_HOSTS)}}
+    doc.update(top)
+    path.write_text(_toml(doc))
+    return path
+
+
+class BenchServer(DevServer):
+    """A DevServer that also reads an HCL config file: OpenBao 2.x refuses ``PUT /v1/sys/audit/...``
+    unless the server config sets ``unsafe_allow_api_audit_creation`` (the dev flags alone cannot)."""
+
+    EXTRA_HCL = "unsafe_allow_api_audit_creation = true\n"
+
+    def start(self, timeout: float = 30.0) -> DevServer:
+        config = Path(self._home) / "bench.hcl"
+        config.write_text(self.EXTRA_HCL)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        env.update(HOME=self._home, BAO_DEV_ROOT_TOKEN_ID=self.root_token)
+        args = [find_bao(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}", f"-config={config}"]
+        with open(self.log_path, "wb") as log:
+            self._proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"bao dev server exited with {self._proc.returncode}: {self._log_tail()}")
+            if self._healthy():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"bao dev server did not become ready in {timeout:.0f}s: {self._log_tail()}")
+
+
+def start_provisioned_server(mode: str = "standard", workdir: Path | None = None, **top: Any) -> tuple[DevServer, Path]:
+    """A started, provisioned dev server and a config file for it (see the module docstring)."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="vaultpki-bench-"))
+    server = BenchServer()
+    server.start()
+    try:
+        names = pki_names(mode)
+        provision(hvac.Client(url=server.addr, token=server.root_token), server.addr,
+                  ProvisionSpec(mode=Mode(mode), pki=names, node_hosts=NODE_HOSTS, root_mount="pki-root"))
+        config = write_config(server, workdir / "vaultpki.toml", workdir / "certs", mode, **top)
+    except BaseException:
+        server.stop()
+        raise
+    return server, config
+
+
+def cli_env(token: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_", "VAULTPKI_"))}
+    env["VAULT_TOKEN"] = token
+    env.update(extra or {})
+    return env
+
+
+def vaultpki_cmd(*args: str) -> list[str]:
+    return [PY, "-m", "vaultpki", *args]
+
+
+def peak_rss_of(cmd: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of one run of ``cmd``; the RSS is that process's own ``ru_maxrss``."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    deadline = start + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            raise RuntimeError(f"{cmd[0]} timed out after {timeout}s")
+        time.sleep(0.002)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])}... exited {proc.returncode}: {err.strip()[-800:]}")
+    return elapsed, usage.ru_maxrss / 1024.0      # Linux: KiB
+
+
+def enable_file_audit(server: DevServer, path: Path) -> None:
+    """``PUT /v1/sys/audit/file``: one JSON line per request and per response; accessors not HMAC'd."""
+    client = hvac.Client(url=server.addr, token=server.root_token)
+    client.adapter.put("/v1/sys/audit/file", json={"type": "file", "options": {
+        "file_path": str(path), "hmac_accessor": "false", "mode": "0600"}})
+
+
+def count_audit_requests(path: Path, start_offset: int = 0, accessor: str | None = None,
+                         end_offset: int | None = None) -> int:
+    """Requests (``"type": "request"`` lines) logged after byte ``start_offset``, optionally for one token accessor."""
+    count = 0
+    with open(path, "rb") as f:
+        f.seek(start_offset)
+        data = f.read() if end_offset is None else f.read(max(0, end_offset - start_offset))
+    for line in data.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("type") != "request":
+            continue
+        if accessor is not None and (entry.get("auth") or {}).get("accessor") != accessor:
+            continue
+        count += 1
+    return count
