@@ -7,6 +7,7 @@ place that reads the file and ``os.environ``. Unknown keys are errors: a misspel
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -21,7 +22,7 @@ from .errors import ConfigError
 from .layout import Mode, PkiNames
 from .renewal import RenewPolicy, parse_percent
 
-__all__ = ["Config", "ReloadConfig", "VaultConfig", "load", "parse", "parse_duration"]
+__all__ = ["Config", "ReloadConfig", "VaultConfig", "dumps", "load", "parse", "parse_duration"]
 
 AUTH_METHODS = ("token", "approle", "cert")
 CA_TRUST = ("issuer", "root")
@@ -341,3 +342,22 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {chosen} is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
     return parse(raw, env, source=str(chosen))
+
+
+def dumps(doc: Mapping[str, Any]) -> str:
+    """A configuration document as TOML (strings, numbers, booleans, lists, one level of tables):
+    what tests, benchmarks and generated configurations write, and ``load()`` reads back."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(str(v))
+    lines = [f"{k} = {value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines += [f"{kk} = {value(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"

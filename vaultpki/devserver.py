@@ -45,7 +45,7 @@ def free_port() -> int:
 class DevServer:
     """``bao server -dev``: in-memory, unsealed, one root token; stopped by its PID."""
 
-    def __init__(self, port: int | None = None, *, tls: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, tls: bool = False, extra_hcl: str | None = None) -> None:
         self.port = port or free_port()
         self.root_token = secrets.token_urlsafe(24)
         self._home = tempfile.mkdtemp(prefix="vaultpki-bao-")
@@ -54,6 +54,7 @@ class DevServer:
         self.addr = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         # -dev-tls makes its own CA; clients trust it through ca_cert / $VAULT_CACERT.
         self.ca_cert: str | None = str(Path(self._home) / "tls" / "vault-ca.pem") if tls else None
+        self._extra_hcl = extra_hcl      # server settings the dev flags cannot give (e.g. for benchmarks)
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> DevServer:
@@ -63,6 +64,10 @@ class DevServer:
         if self.tls:
             os.makedirs(Path(self._home) / "tls", mode=0o700)
             args += ["-dev-tls", f"-dev-tls-cert-dir={Path(self._home) / 'tls'}"]
+        if self._extra_hcl:
+            extra = Path(self._home) / "extra.hcl"
+            extra.write_text(self._extra_hcl)
+            args.append(f"-config={extra}")
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL)

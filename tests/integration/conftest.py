@@ -5,7 +5,6 @@ Nothing here mocks Vault. A missing ``bao`` binary is a failure, not a skip.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 import hvac
 import pytest
 
+from vaultpki.config import dumps
 from vaultpki.devserver import DevServer
 from vaultpki.layout import Mode, PkiNames
 from vaultpki.provision import ProvisionSpec, provision
@@ -25,22 +25,7 @@ NODE_HOSTS = ("node1.test.internal", "localhost", "127.0.0.1")
 UI_HOSTS = ("console.test.internal", "localhost")
 
 
-def toml_dump(doc: Mapping[str, Any]) -> str:
-    """Enough TOML for our config files (strings, numbers, booleans, lists, one level of tables)."""
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return str(v)
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return json.dumps(str(v))
-    lines = [f"{k} = {value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            lines.append(f"\n[{k}]")
-            lines += [f"{kk} = {value(vv)}" for kk, vv in v.items()]
-    return "\n".join(lines) + "\n"
+toml_dump = dumps     # the tests write configurations with vaultpki's own writer
 
 
 @dataclass
