@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -273,7 +272,8 @@ def _expectation(cfg: config_mod.Config | None, certs_dir: Path, cfg_dir: Path |
     return Expectation(mode=cfg.mode, node_hosts=cfg.node_hosts, ui=bool(cfg.pki.ui_mount))
 
 
-def _load_dir(obj: _Ctx, certs_dir: str | None) -> tuple[DirState, Expectation | None]:
+def _chosen_dir(obj: _Ctx, certs_dir: str | None) -> tuple[CertsDir, config_mod.Config | None]:
+    """The certs-dir a command works on (--certs-dir, else the config's), with the config if one was given."""
     cfg = obj.config() if obj.config_path else None
     if certs_dir:
         path = Path(certs_dir).expanduser()
@@ -281,21 +281,30 @@ def _load_dir(obj: _Ctx, certs_dir: str | None) -> tuple[DirState, Expectation |
         path = cfg.certs_dir
     else:
         raise InputError("which certs-dir? pass --certs-dir DIR or --config FILE with certs_dir")
-    owner = resolve_owner(cfg.owner, cfg.group) if cfg else Owner(None, None)
-    state = CertsDir(path, owner).snapshot()
-    return state, _expectation(cfg, path, cfg.certs_dir if cfg else None)
+    return CertsDir(path, resolve_owner(cfg.owner, cfg.group) if cfg else Owner(None, None)), cfg
 
 
-def _issuer_of(leaf_chain: Sequence[Any], state: DirState) -> Any | None:
-    """The certificate that signed a leaf: the next one in its file, else one in the dir's CA files."""
-    candidates = list(leaf_chain[1:])
-    for name in ("ca.crt", "ca-client.crt", "ca-ui.crt"):
+def _load_dir(obj: _Ctx, certs_dir: str | None) -> tuple[DirState, Expectation | None]:
+    target, cfg = _chosen_dir(obj, certs_dir)
+    return target.snapshot(), _expectation(cfg, target.path, cfg.certs_dir if cfg else None)
+
+
+def _ca_bundles(state: DirState) -> list[tuple[str, list[Any]]]:
+    """The dir's CA files that parse, as (name, certificates), client CA first."""
+    bundles = []
+    for name in ("ca-client.crt", "ca.crt", "ca-ui.crt"):
         entry = state.entries.get(name)
         if entry is not None and entry.data:
             try:
-                candidates += crypto.load_certs(entry.data)
+                bundles.append((name, crypto.load_certs(entry.data)))
             except VaultpkiError:
                 continue
+    return bundles
+
+
+def _issuer_of(leaf_chain: Sequence[Any], bundles: Sequence[tuple[str, list[Any]]]) -> Any | None:
+    """The certificate that signed a leaf: the next one in its file, else one in the dir's CA files."""
+    candidates = [*leaf_chain[1:], *(c for _, certs in bundles for c in certs)]
     return next((c for c in candidates if crypto.is_issued_by(leaf_chain[0], c)), None)
 
 
@@ -304,6 +313,7 @@ def _ocsp_states(state: DirState) -> dict[str, Any]:
     from . import ocsp
 
     results: dict[str, Any] = {}
+    bundles = _ca_bundles(state)
     for name, entry in sorted(state.entries.items()):
         try:
             kind = classify(name)
@@ -313,7 +323,7 @@ def _ocsp_states(state: DirState) -> dict[str, Any]:
             continue
         try:
             chain = crypto.load_certs(entry.data)
-            issuer = _issuer_of(chain, state)
+            issuer = _issuer_of(chain, bundles)
             if issuer is None:
                 raise ocsp.OcspError("its issuer is not in the certs-dir")
             results[name] = ocsp.query(chain[0], issuer, now=_now())
@@ -406,6 +416,7 @@ def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
 
 def _status_rows(state: DirState, problems: Sequence[Problem], now: dt.datetime) -> list[dict[str, Any]]:
     rows = []
+    bundles = _ca_bundles(state)
     for name in sorted(state.entries):
         try:
             cert_name = classify(name)
@@ -425,13 +436,13 @@ def _status_rows(state: DirState, problems: Sequence[Problem], now: dt.datetime)
             "file": name,
             "kind": cert_name.usage.value + (f" ({cert_name.name})" if cert_name.name else ""),
             "certificates": certs,
-            "chains_to": None if cert_name.usage.is_ca else _chains_to(entry.data, state, now),
+            "chains_to": None if cert_name.usage.is_ca else _chains_to(entry.data, bundles, now),
             "problems": [p.message for p in problems if p.file in (name, key_name)],
         })
     return rows
 
 
-def _chains_to(data: bytes | None, state: DirState, now: dt.datetime) -> str | None:
+def _chains_to(data: bytes | None, bundles: Sequence[tuple[str, list[Any]]], now: dt.datetime) -> str | None:
     """Which CA of which bundle a leaf verifies to ('subject (ca.crt #2)'): during a CA rotation,
     this shows which leaves still hang on the old CA."""
     from .validate import verify_chain
@@ -442,14 +453,7 @@ def _chains_to(data: bytes | None, state: DirState, now: dt.datetime) -> str | N
         chain = crypto.load_certs(data)
     except VaultpkiError:
         return None
-    for name in ("ca-client.crt", "ca.crt", "ca-ui.crt"):
-        entry = state.entries.get(name)
-        if entry is None or not entry.data:
-            continue
-        try:
-            bundle = crypto.load_certs(entry.data)
-        except VaultpkiError:
-            continue
+    for name, bundle in bundles:
         for index, anchor in enumerate(bundle, start=1):
             if verify_chain(chain, [anchor], now, ()) is None:
                 return f"{anchor.subject.rfc4514_string()} ({name} #{index} of {len(bundle)})"
@@ -479,12 +483,8 @@ def _human(seconds: int) -> str:
 @click.pass_obj
 def rollback(obj: _Ctx, certs_dir: str | None) -> None:
     """Make the previous set of files current again (after a bad rotation)."""
-    cfg = obj.config() if obj.config_path else None
-    path = Path(certs_dir).expanduser() if certs_dir else (cfg.certs_dir if cfg else None)
-    if path is None:
-        raise InputError("which certs-dir? pass --certs-dir DIR or --config FILE with certs_dir")
-    gen = CertsDir(path, resolve_owner(cfg.owner, cfg.group) if cfg else Owner(None, None)).rollback()
-    click.echo(f"rolled back {path} to {gen}")
+    target, _ = _chosen_dir(obj, certs_dir)
+    click.echo(f"rolled back {target.path} to {target.rollback()}")
 
 
 def _reloader(cfg: config_mod.Config) -> Reloader:
@@ -497,9 +497,7 @@ def _reloader(cfg: config_mod.Config) -> Reloader:
     if r.pidfile:
         return SignalByPidfile(Path(r.pidfile), sig)
     if r.command:
-        # The command never sees our Vault credentials.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "VAULTPKI_", "BAO_"))}
-        return RunCommand(r.command, float(r.command_timeout), env)
+        return RunCommand(r.command, float(r.command_timeout))   # gets our environment minus Vault credentials
     return NoReload()
 
 

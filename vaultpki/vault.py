@@ -93,7 +93,6 @@ class HvacVault:
         self._lease: float | None = None          # seconds; None: the token never expires
         self._obtained = 0.0                      # clock() when the token was obtained or renewed
         self._renewable = False
-        self.requests = 0                         # HTTP requests sent, for "nothing at rest" checks
 
     def _make_client(self, addr: str) -> hvac.Client:
         cfg = self._cfg
@@ -118,7 +117,6 @@ class HvacVault:
                 client.token = self._token
                 try:
                     with translate_errors(self._addrs[index], what):
-                        self.requests += 1
                         result = fn(client)
                 except VaultUnavailable as exc:
                     failure = exc
