@@ -44,6 +44,17 @@ _REQUEST_TIMEOUT = 2.0
 _POLL = 0.02
 
 
+def launch_bao(config: Path, home: Path, cwd: Path, log_path: Path, banner: str) -> subprocess.Popen[bytes]:
+    """``bao server -config=...`` with a private HOME, no VAULT_*/BAO_* variables, appending to its log."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    env["HOME"] = str(home)
+    with open(log_path, "ab") as log:
+        log.write(f"--- {banner} ---\n".encode())
+        log.flush()
+        return subprocess.Popen([find_bao(), "server", f"-config={config}"], cwd=cwd, env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+
 class PersistentOpenBao:
     """``bao server`` with pebbledb storage under *base_dir*, on 127.0.0.1:*port*, plain HTTP.
 
@@ -89,15 +100,8 @@ class PersistentOpenBao:
             raise RuntimeError(f"OpenBao on {self.addr} is already running (pid {self.pid})")
         deadline = time.monotonic() + timeout
         self._prepare()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-        env["HOME"] = str(self.home_dir)
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- tests/support/openbao.py: starting on {self.addr} ---\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                [find_bao(), "server", f"-config={self.config_path}"],
-                cwd=self.base_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )
+        self._proc = launch_bao(self.config_path, self.home_dir, self.base_dir, self.log_path,
+                                f"tests/support/openbao.py: starting on {self.addr}")
         atexit.register(self.stop)
         try:
             self._wait(deadline, "answer HTTP", lambda: self._health() is not None)

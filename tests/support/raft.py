@@ -66,7 +66,7 @@ from typing import Any
 
 import requests
 
-from vaultpki.devserver import find_bao
+from .openbao import launch_bao
 
 __all__ = ["RaftCluster", "RaftNode", "free_ports"]
 
@@ -367,15 +367,8 @@ class RaftCluster:
         for directory in (node.data_dir, node.home_dir):
             directory.mkdir(mode=0o700, exist_ok=True)
         node.config_path.write_text(node.config_text(self.performance_multiplier), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-        env["HOME"] = str(node.home_dir)
-        with open(node.log_path, "ab") as log:
-            log.write(f"--- tests/support/raft.py: starting {node.node_id} on {node.addr} ---\n".encode())
-            log.flush()
-            node.proc = subprocess.Popen(
-                [find_bao(), "server", f"-config={node.config_path}"],
-                cwd=node.base_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )
+        node.proc = launch_bao(node.config_path, node.home_dir, node.base_dir, node.log_path,
+                               f"tests/support/raft.py: starting {node.node_id} on {node.addr}")
         if not self._registered:
             atexit.register(self.stop)
             self._registered = True

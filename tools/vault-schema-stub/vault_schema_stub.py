@@ -475,8 +475,8 @@ def _refuse(diags: Diagnostics) -> None:
     diags.add_error(REFUSAL_SUMMARY, REFUSAL_DETAIL)
 
 
-class StubResource(Resource):
-    """Base of the generated resource classes: validates, then refuses every operation."""
+class _StubBase:
+    """What every generated resource and data source shares: its name, its schema, validation."""
 
     type_name: str = ""
     tf_schema: tfschema.Schema = tfschema.Schema()
@@ -493,8 +493,12 @@ class StubResource(Resource):
         return cls.tf_schema
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
-        super().validate(diags, type_name, config)
+        super().validate(diags, type_name, config)  # type: ignore[misc]
         check_enums(type_name, config, diags)
+
+
+class StubResource(_StubBase, Resource):
+    """Base of the generated resource classes: validates, then refuses every operation."""
 
     def create(self, ctx: CreateContext, planned: State) -> State | None:
         _refuse(ctx.diagnostics)
@@ -512,26 +516,8 @@ class StubResource(Resource):
         _refuse(ctx.diagnostics)
 
 
-class StubDataSource(DataSource):
+class StubDataSource(_StubBase, DataSource):
     """Base of the generated data-source classes: validates, then refuses to read."""
-
-    type_name: str = ""
-    tf_schema: tfschema.Schema = tfschema.Schema()
-
-    def __init__(self, provider: VaultSchemaStub) -> None:
-        self.provider = provider
-
-    @classmethod
-    def get_name(cls) -> str:
-        return cls.type_name.removeprefix("vault_")
-
-    @classmethod
-    def get_schema(cls) -> tfschema.Schema:
-        return cls.tf_schema
-
-    def validate(self, diags: Diagnostics, type_name: str, config: Config) -> None:
-        super().validate(diags, type_name, config)
-        check_enums(type_name, config, diags)
 
     def read(self, ctx: ReadDataContext, config: Config) -> State | None:
         _refuse(ctx.diagnostics)
