@@ -6,12 +6,16 @@ translated into the vaultpki error hierarchy like the node-side adapter's.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import hvac
+import hvac.exceptions as hvac_errors
+import requests
 
-from .errors import VaultRequestError
-from .vault import translate_errors
+from .errors import VaultDenied, VaultRequestError, VaultUnavailable
+from .vault import conn_reason, one_line, ssl_reason
 
 __all__ = ["VaultAdmin"]
 
@@ -66,3 +70,30 @@ class VaultAdmin:
         with translate_errors(self.addr, "reading the server version"):
             version = str(self.client.sys.read_health_status(method="GET").get("version", ""))
         return version.startswith("2.")
+
+
+def _vault_reason(exc: hvac_errors.VaultError) -> str:
+    errors = getattr(exc, "errors", None) or [str(exc.args[0]) if exc.args else type(exc).__name__]
+    return one_line("; ".join(str(e) for e in errors)).replace("1 error occurred: ", "")
+
+
+@contextlib.contextmanager
+def translate_errors(addr: str, what: str) -> Iterator[None]:
+    """Re-raise hvac/requests failures as the most specific vaultpki error, chained (as the node side does)."""
+    try:
+        yield
+    except requests.exceptions.SSLError as exc:
+        raise VaultUnavailable(f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(exc)}") from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise VaultUnavailable(f"cannot reach Vault at {addr} while {what}: {conn_reason(exc)}") from exc
+    except (hvac_errors.Forbidden, hvac_errors.Unauthorized) as exc:
+        raise VaultDenied(f"Vault denied {what}: {_vault_reason(exc)}") from exc
+    except (hvac_errors.VaultDown, hvac_errors.InternalServerError, hvac_errors.BadGateway,
+            hvac_errors.RateLimitExceeded, hvac_errors.VaultNotInitialized) as exc:
+        raise VaultUnavailable(f"Vault at {addr} is unavailable while {what}: {_vault_reason(exc)}") from exc
+    except hvac_errors.InvalidPath as exc:
+        raise VaultRequestError(f"Vault has no such path while {what} (is the mount or role provisioned?)") from exc
+    except hvac_errors.VaultError as exc:
+        raise VaultRequestError(f"Vault refused {what}: {_vault_reason(exc)}") from exc
+    except requests.exceptions.RequestException as exc:
+        raise VaultUnavailable(f"request to Vault at {addr} failed while {what}: {one_line(str(exc))}") from exc

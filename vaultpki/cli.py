@@ -28,10 +28,11 @@ from .layout import Plan, plan_node, plan_user, validate_username
 from .store import CertsDir, Owner, resolve_owner
 from .validate import DirState, Expectation, Problem, judge
 
-if TYPE_CHECKING:     # only `sync` loads the daemon, metrics and reload machinery
+if TYPE_CHECKING:     # each loads only in the commands that use it
     from .daemon import Syncer
     from .metrics import Metrics
     from .reload import Reloader
+    from .vault import HttpVault
 
 DEFAULT_USER_DIR = "~/.cockroach-certs"
 
@@ -103,10 +104,15 @@ def _options(cfg: config_mod.Config) -> IssueOptions:
                         method=cfg.issue_method, ca_trust=cfg.ca_trust)
 
 
-def _issue_and_write(cfg: config_mod.Config, plan: Plan, target: CertsDir) -> IssuedSet:
-    from .vault import HvacVault  # hvac/requests load only for commands that talk to Vault
+def _vault(cfg: config_mod.Config) -> HttpVault:
+    """Vault for a command that ends within seconds: its token's lease is not tracked."""
+    from .vault import HttpVault  # urllib3 loads only for commands that talk to Vault
 
-    issued = obtain(plan, HvacVault(cfg.vault), _options(cfg), _now())
+    return HttpVault(cfg.vault, one_shot=True)
+
+
+def _issue_and_write(cfg: config_mod.Config, plan: Plan, target: CertsDir) -> IssuedSet:
+    issued = obtain(plan, _vault(cfg), _options(cfg), _now())
     target.write_set(issued.files)
     return issued
 
@@ -159,13 +165,16 @@ def _report_dry_run(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_jso
 
 @main.command("issue-node")
 @click.option("--certs-dir", metavar="DIR", help="Override certs_dir from the config.")
+@click.option("--user", "users", metavar="NAME", multiple=True,
+              help="Also write client.NAME.crt/.key into the set (repeatable; adds to node.users).")
 @click.option("--dry-run", is_flag=True, help="Print what would be issued and written; mint nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_obj
-def issue_node(obj: _Ctx, certs_dir: str | None, dry_run: bool, as_json: bool) -> None:
-    """Issue everything this node needs for the configured mode (and ui.crt when configured)."""
+def issue_node(obj: _Ctx, certs_dir: str | None, users: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Issue everything this node needs for the configured mode (and ui.crt when configured), as one set."""
+    users = tuple(validate_username(u) for u in users)
     cfg = obj.config()
-    plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts)
+    plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, (*cfg.node_users, *users))
     target = CertsDir(_node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))
     if dry_run:
         _report_dry_run(cfg, plan, target, as_json)
@@ -231,11 +240,10 @@ def _issue_many(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_json: b
     """Bulk issuance: concurrently over one connection pool; one failure does not stop the others; the
     successes are written as one set; the exit code says whether anything failed."""
     from .issue import obtain_partial
-    from .vault import HvacVault
 
     show_bar = not as_json and sys.stderr.isatty()
     with click.progressbar(length=len(plan.certs), label="issuing", file=sys.stderr) if show_bar else _NoBar() as bar:
-        issued, failed = obtain_partial(plan, HvacVault(cfg.vault), _options(cfg), _now(), None,
+        issued, failed = obtain_partial(plan, _vault(cfg), _options(cfg), _now(), None,
                                         progress=lambda _name: bar.update(1))
     if issued.leaves:
         target.write_set(issued.files)
@@ -506,12 +514,12 @@ def _syncer_factory(certs_dir: str | None, metrics: Metrics, log: logging.Logger
     def build(cfg: config_mod.Config) -> Syncer:
         from .daemon import Syncer
         from .probe import EndpointProber
-        from .vault import HvacVault
+        from .vault import HttpVault
 
         prober = EndpointProber(cfg.reload.verify) if cfg.reload.verify else None
         store = CertsDir(_node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))
-        plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts)      # config errors now, not at the first pass
-        return Syncer(cfg=cfg, vault=HvacVault(cfg.vault), store=store, reloader=_reloader(cfg), prober=prober,
+        plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users)      # config errors now, not at the first pass
+        return Syncer(cfg=cfg, vault=HttpVault(cfg.vault), store=store, reloader=_reloader(cfg), prober=prober,
                       metrics=metrics, now=now, log=log)
     return build
 
@@ -537,7 +545,7 @@ def sync(obj: _Ctx, once: bool, certs_dir: str | None, metrics_addr: str | None,
     from .daemon import Daemon
     from .logs import setup
     from .metrics import Metrics, MetricsServer
-    from .vault import HvacVault
+    from .vault import HttpVault
 
     listen = _listen_addr(metrics_addr) if metrics_addr else None
     log = setup(log_format)
@@ -579,7 +587,7 @@ def sync(obj: _Ctx, once: bool, certs_dir: str | None, metrics_addr: str | None,
             raise InputError(f"cannot listen on {metrics_addr}: {exc.strerror}") from exc
         log.info("metrics listening", extra={"addr": f"{listen[0]}:{server.port}"})
     daemon = Daemon(load_config=obj.config, build=build,
-                    tokens=lambda s: s.vault if isinstance(s.vault, HvacVault) else None,
+                    tokens=lambda s: s.vault if isinstance(s.vault, HttpVault) else None,
                     log=log, sleep=clock.sleep, wake=clock.wake, wakeup_fd=clock.wakeup_fd)
     try:
         sys.exit(daemon.run(syncer))
@@ -617,11 +625,10 @@ def _print_revoked(revoked: list[Any], as_json: bool) -> None:
 def revoke_user(obj: _Ctx, user: str, as_json: bool) -> None:
     """Revoke every unexpired certificate Vault issued for SQL user USER (found by serial in Vault)."""
     from .rotation import revoke_user as run
-    from .vault import HvacVault
 
     user = validate_username(user) if user != "node" else user
     cfg = obj.config()
-    _print_revoked(run(HvacVault(cfg.vault), _user_mounts(cfg), user, _now()), as_json)
+    _print_revoked(run(_vault(cfg), _user_mounts(cfg), user, _now()), as_json)
 
 
 @main.command()
@@ -632,10 +639,9 @@ def revoke_user(obj: _Ctx, user: str, as_json: bool) -> None:
 def revoke(obj: _Ctx, serial: str, mount: str | None, as_json: bool) -> None:
     """Revoke one certificate by serial."""
     from .rotation import revoke_serial
-    from .vault import HvacVault
 
     cfg = obj.config()
-    _print_revoked([revoke_serial(HvacVault(cfg.vault), [mount] if mount else _all_mounts(cfg), serial)], as_json)
+    _print_revoked([revoke_serial(_vault(cfg), [mount] if mount else _all_mounts(cfg), serial)], as_json)
 
 
 @main.group()

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .crypto import KeyType, check_key_params
-from .errors import ConfigError
-from .layout import Mode, PkiNames
+from .errors import ConfigError, InputError
+from .layout import Mode, PkiNames, validate_username
 from .renewal import RenewPolicy, parse_percent
 
 __all__ = ["Config", "ReloadConfig", "VaultConfig", "dumps", "load", "parse", "parse_duration"]
@@ -102,6 +102,7 @@ class Config:
     retry_initial: float = 1.0    # daemon backoff while Vault is away: first wait...
     retry_max: float = 300.0      # ...and the cap
     reload: ReloadConfig = ReloadConfig()
+    node_users: tuple[str, ...] = ()   # SQL users whose client certs the node's certs-dir also holds
 
 
 class _Table:
@@ -174,7 +175,7 @@ _KEYS: dict[str, frozenset[str]] = {
                         "role_id_file", "secret_id_file", "cert_mount", "cert_role", "cert_file", "key_file"}),
     "pki": frozenset({"mount", "client_mount", "node_role", "client_node_role", "user_role", "root_role", "ui_mount",
                       "ui_role"}),
-    "node": frozenset({"hosts"}),
+    "node": frozenset({"hosts", "users"}),
     "ui": frozenset({"hosts"}),
     "renew": frozenset({"before", "jitter", "retry_initial", "retry_max", "ca_check", "ocsp_check", "revoke_replaced"}),
     "reload": frozenset({"signal", "process", "pidfile", "command", "command_timeout", "verify", "verify_timeout",
@@ -221,6 +222,7 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config
         retry_initial=parse_duration(renew_t.text("retry_initial", "1s") or "1s", "renew.retry_initial"),
         retry_max=parse_duration(renew_t.text("retry_max", "5m") or "5m", "renew.retry_max"),
         reload=_parse_reload(reload_t),
+        node_users=_node_users(node_t.str_list("users")),
     )
     for table in (vault_t, pki_t, node_t, ui_t, renew_t, reload_t, top):
         table.done()
@@ -248,12 +250,21 @@ def _parse_renew(t: _Table) -> RenewPolicy:
                        ca_check=ca_check, ocsp_check=ocsp_check, revoke_replaced=revoke_replaced)
 
 
-def _parse_reload(t: _Table) -> ReloadConfig:
-    from .probe import parse_endpoint  # validates postgres:// and tls:// endpoints
-    from .reload import parse_signal
+def _node_users(users: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return tuple(dict.fromkeys(validate_username(u) for u in users))
+    except InputError as exc:
+        raise ConfigError(f"node.users: {exc}") from None
 
+
+def _parse_reload(t: _Table) -> ReloadConfig:
+    signal_name = t.text("signal")
+    if signal_name is not None:
+        from .reload import parse_signal  # subprocess and friends: only when there is a signal to check
+
+        signal_name = parse_signal(signal_name).name
     reload = ReloadConfig(
-        signal=parse_signal(t.text("signal", "SIGHUP") or "SIGHUP").name,
+        signal=signal_name or "SIGHUP",
         process=t.text("process"),
         pidfile=t.text("pidfile"),
         command=t.str_list("command"),
@@ -266,6 +277,8 @@ def _parse_reload(t: _Table) -> ReloadConfig:
     if len(chosen) > 1:
         raise ConfigError(f"reload: set only one of process, pidfile or command (got {', '.join(chosen)})")
     if reload.verify is not None:
+        from .probe import parse_endpoint  # validates postgres:// and tls:// endpoints (ssl: only when needed)
+
         parse_endpoint(reload.verify)
     return reload
 

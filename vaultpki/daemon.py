@@ -105,7 +105,7 @@ class Syncer:
 
     def plan(self) -> Plan:
         cfg = self.cfg
-        return plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts)
+        return plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users)
 
     # --- judging ------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -99,7 +99,8 @@ def _ttl(options: IssueOptions) -> str | None:
 
 
 def _issue_one(
-    spec: CertSpec, vault: VaultPort, options: IssueOptions, anchors: Sequence[x509.Certificate], now: dt.datetime,
+    spec: CertSpec, vault: VaultPort, options: IssueOptions, anchors_of: Future[dict[str, list[x509.Certificate]]],
+    now: dt.datetime,
 ) -> tuple[IssuedLeaf, list[FileContent]]:
     where = f"{spec.mount}/{options.method}/{spec.role}"
     if options.method == "sign":
@@ -118,7 +119,7 @@ def _issue_one(
     intermediates = [c for pem in issued.ca_chain for c in _parse(pem, f"chain of {spec.cert_file}")
                      if not crypto.is_self_signed(c) and c != leaf]
     chain = [leaf, *intermediates]
-    problems = check_issued(spec, chain, key, anchors, now)
+    problems = check_issued(spec, chain, key, anchors_of.result()[spec.trust.mount], now)
     if problems:
         details = "; ".join(p.message for p in problems)
         raise IssuanceRefused(f"refusing {spec.cert_file} from {where}: {details}")
@@ -157,15 +158,29 @@ def obtain_partial(
     """Issue every leaf independently: what succeeded (with all CA files), and what failed, by file.
 
     One failing role (say the UI mount) must not hold back a node certificate that is expiring.
+    The CA material is fetched while the leaves are being signed (a cold command waits for one
+    round trip, not two); a leaf is only judged once its anchors are in, and a failure to get
+    them fails the whole call.
     """
-    if anchors is None:
-        anchors = fetch_anchors(sorted({t.mount for t in plan.trusts}), vault, options.ca_trust)
     failures: dict[str, VaultpkiError] = {}
-    files = [FileContent(name, crypto.certs_to_pem(anchors[mount]), secret=False) for name, mount in _ca_files(plan.trusts)]
     leaves = []
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(plan.certs)))) as pool:
-        futures = {spec.cert_file: pool.submit(_issue_one, spec, vault, options, anchors[spec.trust.mount], now)
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(plan.certs) + 1)) as pool:
+        anchors_of: Future[dict[str, list[x509.Certificate]]]
+        if anchors is None:
+            anchors_of = pool.submit(fetch_anchors, sorted({t.mount for t in plan.trusts}), vault, options.ca_trust)
+        else:
+            anchors_of = Future()
+            anchors_of.set_result(anchors)
+        futures = {spec.cert_file: pool.submit(_issue_one, spec, vault, options, anchors_of, now)
                    for spec in plan.certs}
+        try:
+            anchors = anchors_of.result()
+        except BaseException:
+            for future in futures.values():
+                future.cancel()
+            raise
+        files = [FileContent(name, crypto.certs_to_pem(anchors[mount]), secret=False)
+                 for name, mount in _ca_files(plan.trusts)]
         for name, future in futures.items():
             try:
                 leaf, leaf_files = future.result()

@@ -198,8 +198,11 @@ def _trusts(mode: Mode, pki: PkiNames) -> tuple[TrustSpec, TrustSpec]:
     return node_ca, node_ca
 
 
-def plan_node(mode: Mode, pki: PkiNames, hosts: Sequence[str], ui_hosts: Sequence[str]) -> Plan:
-    """Everything a node's certs-dir needs in ``mode`` (plus ``ui`` when a UI mount is configured)."""
+def plan_node(mode: Mode, pki: PkiNames, hosts: Sequence[str], ui_hosts: Sequence[str],
+              users: Sequence[str] = ()) -> Plan:
+    """Everything a node's certs-dir needs in ``mode`` (plus ``ui`` when a UI mount is configured),
+    and ``client.<user>`` for each of ``users`` (``root``, say, for ``cockroach init`` on the node)."""
+    users = [validate_username(u) for u in users]    # 'node' is refused: it is the node's own identity
     dns, ips = split_hosts(hosts)
     if not dns and not ips:
         raise ConfigError("node.hosts is empty: the node certificate needs the names clients use to reach it")
@@ -235,6 +238,7 @@ def plan_node(mode: Mode, pki: PkiNames, hosts: Sequence[str], ui_hosts: Sequenc
             common_name=(ui_dns or ui_ips)[0], dns_sans=ui_dns, ip_sans=ui_ips,
             ekus=frozenset({Eku.SERVER_AUTH}), trust=ui_trust, send_common_name=False,
         ))
+    certs += [_client_cert(pki, user, client_ca) for user in dict.fromkeys(users)]
     return Plan(trusts=tuple(trusts), certs=tuple(certs))
 
 
@@ -248,11 +252,14 @@ def plan_user(mode: Mode, pki: PkiNames, user: str) -> Plan:
     node_ca, client_ca = _trusts(mode, pki)
     # In split-ca the client CA anchors the leaf but is not written into a client's dir.
     leaf_trust = client_ca if client_ca is node_ca else TrustSpec(client_ca.mount, None)
-    cert = CertSpec(
-        stem=f"client.{user}", kind=FileKind.CLIENT, mount=client_ca.mount,
+    trusts = (node_ca,) if leaf_trust is node_ca else (node_ca, leaf_trust)
+    return Plan(trusts=trusts, certs=(_client_cert(pki, user, leaf_trust),))
+
+
+def _client_cert(pki: PkiNames, user: str, trust: TrustSpec) -> CertSpec:
+    return CertSpec(
+        stem=f"client.{user}", kind=FileKind.CLIENT, mount=trust.mount,
         role=pki.root_role if user == "root" else pki.user_role,
         common_name=user, dns_sans=(), ip_sans=(), ekus=frozenset({Eku.CLIENT_AUTH}),
-        trust=leaf_trust, send_common_name=True,
+        trust=trust, send_common_name=True,
     )
-    trusts = (node_ca,) if leaf_trust is node_ca else (node_ca, leaf_trust)
-    return Plan(trusts=trusts, certs=(cert,))

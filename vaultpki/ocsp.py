@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import requests
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -230,18 +230,27 @@ def parse_response(
 
 def http_post(url: str, body: bytes, timeout: float) -> HttpAnswer:
     """POST like Go's ``http.DefaultClient`` (proxy variables honoured, redirects followed)."""
+    import urllib3
+
+    from .vault import REDIRECTS_ONLY, proxy_for
+
+    proxy = proxy_for(url, os.environ)
+    pool = urllib3.ProxyManager(proxy) if proxy else urllib3.PoolManager()
     try:
-        with requests.post(url, data=body, headers={"Content-Type": REQUEST_TYPE}, timeout=timeout, stream=True) as resp:
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in resp.iter_content(1 << 16):
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise OcspError(f"response body exceeds {MAX_RESPONSE_BYTES} bytes")
-                chunks.append(chunk)
-            return HttpAnswer(resp.status_code, resp.headers.get("Content-Type"), b"".join(chunks))
-    except requests.exceptions.RequestException as exc:
-        raise OcspError(f"{type(exc).__name__}: {exc}") from exc
+        resp = pool.request("POST", url, body=body, headers={"Content-Type": REQUEST_TYPE}, preload_content=False,
+                            timeout=urllib3.Timeout(total=timeout), retries=REDIRECTS_ONLY)
+        try:
+            data = resp.read(MAX_RESPONSE_BYTES + 1)
+            if len(data) > MAX_RESPONSE_BYTES:
+                raise OcspError(f"response body exceeds {MAX_RESPONSE_BYTES} bytes")
+            return HttpAnswer(resp.status, resp.headers.get("Content-Type"), data)
+        finally:
+            resp.release_conn()
+    except urllib3.exceptions.HTTPError as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise OcspError(f"{type(reason).__name__}: {reason}") from exc
+    finally:
+        pool.clear()
 
 
 def _one_line(text: str) -> str:

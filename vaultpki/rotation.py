@@ -31,7 +31,7 @@ from . import crypto
 from .admin import VaultAdmin
 from .errors import InputError, VaultRequestError
 from .layout import Eku
-from .vault import HvacVault
+from .vault import HttpVault
 
 __all__ = ["IssuerStatus", "Revoked", "activate", "ca_status", "retire", "revoke_serial", "revoke_user", "rotate"]
 
@@ -53,7 +53,7 @@ def _names(cert: x509.Certificate) -> set[str]:
     return {info.common_name or "", *info.dns_sans} - {""}
 
 
-def revoke_user(vault: HvacVault, mounts: Sequence[str], user: str, now: dt.datetime) -> list[Revoked]:
+def revoke_user(vault: HttpVault, mounts: Sequence[str], user: str, now: dt.datetime) -> list[Revoked]:
     """Revoke every unexpired, unrevoked certificate that authenticates as ``user`` (CN or DNS SAN of a
     client-only certificate: CockroachDB accepts both as the SQL identity)."""
     revoked = []
@@ -72,7 +72,7 @@ def revoke_user(vault: HvacVault, mounts: Sequence[str], user: str, now: dt.date
     return revoked
 
 
-def revoke_serial(vault: HvacVault, mounts: Sequence[str], serial: str) -> Revoked:
+def revoke_serial(vault: HttpVault, mounts: Sequence[str], serial: str) -> Revoked:
     """Revoke one serial, on whichever of ``mounts`` issued it."""
     wanted = _normal_serial(serial)
     for mount in mounts:

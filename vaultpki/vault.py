@@ -1,4 +1,10 @@
-"""The Vault adapter: hvac underneath, vaultpki errors and plain values on top.
+"""The node-side Vault adapter: JSON over keep-alive HTTP, vaultpki errors and plain values on top.
+
+It speaks Vault's HTTP API through urllib3 (the layer requests and hvac stand on), not
+hvac: a node calls a handful of endpoints, and hvac + requests would cost a cold
+``issue-node`` ~30 ms and ~6 MiB of its ~150 ms and ~40 MiB (see the README's
+benchmarks). hvac stays the client of the admin side (``admin.py``: provisioning, CA
+rotation), where its coverage of the API is worth its weight.
 
 Vault's JSON never leaves this module. Transient failures (connection refused,
 timeouts, 5xx, sealed, 429) are retried with capped exponential backoff and
@@ -7,27 +13,25 @@ jitter; everything else is translated once into the vaultpki hierarchy.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import re
 import stat
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from functools import partial
+from typing import Any, Protocol
 
-import hvac
-import hvac.exceptions as hvac_errors
-import requests
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+import urllib3
 
 from .config import VaultConfig
 from .errors import ConfigError, VaultDenied, VaultRequestError, VaultUnavailable
 
-__all__ = ["CaMaterial", "HvacVault", "IssuedCert", "VaultPort", "translate_errors"]
-
-T = TypeVar("T")
-
+__all__ = [
+    "CaMaterial", "HttpVault", "IssuedCert", "REDIRECTS_ONLY", "VaultPort", "conn_reason", "one_line", "proxy_for", "ssl_reason",
+]
 
 @dataclass(frozen=True, slots=True)
 class IssuedCert:
@@ -62,17 +66,59 @@ class VaultPort(Protocol):
     def revoke_with_key(self, mount: str, certificate: str, private_key: str) -> int: ...
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip(" .*")
 
 
-def _vault_reason(exc: hvac_errors.VaultError) -> str:
-    errors = getattr(exc, "errors", None) or [str(exc.args[0]) if exc.args else type(exc).__name__]
-    return _one_line("; ".join(str(e) for e in errors)).replace("1 error occurred: ", "")
+# Vault's answers that mean "not now": sealed/standby/unavailable, overloaded, uninitialised, server errors.
+_TRANSIENT_STATUS = frozenset({429, 500, 501, 502, 503, 504})
+# Redirects are followed (a standby that does not forward answers 307 to the active node);
+# nothing else is retried here: tenacity does that, bounded by time.
+REDIRECTS_ONLY = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5, raise_on_redirect=True)
+_POOL_SIZE = 16      # keep-alive connections per address: more than issue.MAX_PARALLEL
 
 
-class HvacVault:
-    """VaultPort over keep-alive HTTP sessions, one per configured address.
+def _pool(cfg: VaultConfig, addr: str, env: Mapping[str, str]) -> urllib3.PoolManager:
+    """A keep-alive pool for one address; through the proxy $HTTPS_PROXY/$NO_PROXY name, like Vault's CLI."""
+    tls: dict[str, Any] = {}
+    if addr.startswith("https://"):
+        tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": cfg.ca_cert}    # no ca_cert: the system's trust store
+        if cfg.auth == "cert" and cfg.cert_file and cfg.key_file:
+            tls |= {"cert_file": cfg.cert_file, "key_file": cfg.key_file}
+    proxy = proxy_for(addr, env)
+    if proxy:
+        return urllib3.ProxyManager(proxy, maxsize=_POOL_SIZE, **tls)
+    return urllib3.PoolManager(maxsize=_POOL_SIZE, **tls)
+
+
+def proxy_for(addr: str, env: Mapping[str, str]) -> str | None:
+    """The proxy URL the environment names for ``addr``, honouring no_proxy; None for a direct connection."""
+    proxies = {k.lower()[:-6]: v for k, v in env.items() if k.lower().endswith("_proxy") and v}
+    if not proxies:
+        return None
+    from urllib.parse import urlsplit
+    from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
+
+    if proxy_bypass_environment(urlsplit(addr).netloc, proxies):
+        return None
+    return proxies.get(addr.split("://", 1)[0]) or proxies.get("all")
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """One HTTP answer: its status and decoded JSON (None for an empty body)."""
+
+    status: int
+    body: Any
+
+    def errors(self) -> str:
+        errors = self.body.get("errors") if isinstance(self.body, dict) else None
+        text = "; ".join(str(e) for e in errors) if errors else f"HTTP {self.status}"
+        return one_line(text).replace("1 error occurred: * ", "").replace("1 error occurred: ", "")
+
+
+class HttpVault:
+    """VaultPort over keep-alive HTTP, one connection pool per configured address.
 
     - Addresses are tried in order on transient failures (HA: a dead or sealed node
       is skipped; standbys forward to the active node), and the last good one is
@@ -80,44 +126,55 @@ class HvacVault:
     - The token is obtained lazily: from the environment or a file, or by logging in
       (AppRole, TLS certificate). A renewable token is renewed when a third of its
       lease is left; an expired login token is replaced by logging in again.
+    - ``one_shot``: a command that ends within seconds does not look its static token
+      up to learn its lease (one round trip less); the daemon does.
+    - Thread-safe: the leaves of a set are signed in parallel over the same pools.
     """
 
-    def __init__(self, cfg: VaultConfig, *, max_wait: float = 8.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, cfg: VaultConfig, *, max_wait: float = 8.0, clock: Callable[[], float] = time.monotonic,
+                 one_shot: bool = False, env: Mapping[str, str] | None = None) -> None:
         self._cfg = cfg
+        self._one_shot = one_shot
         self._max_wait = max_wait
         self._clock = clock
         self._addrs = cfg.addrs or (cfg.addr,)
-        self._clients = [self._make_client(addr) for addr in self._addrs]
+        self._pools = [_pool(cfg, addr, os.environ if env is None else env) for addr in self._addrs]
+        self._timeout = urllib3.Timeout(connect=cfg.timeout, read=cfg.timeout)
         self._active = 0
+        self._token_lock = threading.RLock()
         self._token: str | None = None
         self._lease: float | None = None          # seconds; None: the token never expires
         self._obtained = 0.0                      # clock() when the token was obtained or renewed
         self._renewable = False
 
-    def _make_client(self, addr: str) -> hvac.Client:
-        cfg = self._cfg
-        verify: bool | str = cfg.ca_cert if cfg.ca_cert else True
-        cert = (cfg.cert_file, cfg.key_file) if cfg.auth == "cert" and cfg.cert_file and cfg.key_file else None
-        # hvac lets a passed session's own verify/cert override its arguments, so set them on the session.
-        session = requests.Session()
-        session.verify = verify
-        session.cert = cert
-        return hvac.Client(url=addr, verify=verify, cert=cert, timeout=cfg.timeout,
-                           namespace=cfg.namespace, session=session)
-
     # --- plumbing -----------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[[hvac.Client], T]) -> T:
-        """Run ``fn`` on the first address that answers; retry transient failures with backoff."""
-        def attempt() -> T:
+    def _send(self, index: int, method: str, path: str, body: Mapping[str, Any] | None) -> _Reply:
+        headers = {"Content-Type": "application/json", "X-Vault-Request": "true"}
+        if self._token:
+            headers["X-Vault-Token"] = self._token
+        if self._cfg.namespace:
+            headers["X-Vault-Namespace"] = self._cfg.namespace
+        response = self._pools[index].request(
+            method, f"{self._addrs[index]}/v1/{path}", body=None if body is None else json.dumps(body).encode(),
+            headers=headers, timeout=self._timeout, retries=REDIRECTS_ONLY)
+        try:
+            decoded = json.loads(response.data) if response.data.strip() else None
+        except ValueError:
+            decoded = {"errors": [f"HTTP {response.status} with a body that is not JSON: {response.data[:120]!r}"]}
+        return _Reply(response.status, decoded)
+
+    def _call(self, what: str, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """One request to the first address that answers, transient failures retried with backoff;
+        the decoded JSON (None when Vault answered with no body)."""
+        def attempt() -> Any:
             failure: VaultUnavailable | None = None
-            for offset in range(len(self._clients)):
-                index = (self._active + offset) % len(self._clients)
-                client = self._clients[index]
-                client.token = self._token
+            for offset in range(len(self._pools)):
+                index = (self._active + offset) % len(self._pools)
+                addr = self._addrs[index]
                 try:
-                    with translate_errors(self._addrs[index], what):
-                        result = fn(client)
+                    result = _judge(_transport_errors(addr, what, partial(self._send, index, method, path, body)),
+                                    addr, what)
                 except VaultUnavailable as exc:
                     failure = exc
                     continue
@@ -125,6 +182,20 @@ class HvacVault:
                 return result
             assert failure is not None
             raise failure
+        try:
+            return attempt()
+        except VaultUnavailable as exc:
+            if not _is_transient(exc):
+                raise
+            pending: list[BaseException] = [exc]
+        # Only now load tenacity (~5 ms of a cold command, which as a rule never needs it), and hand
+        # it the failure that already happened as its first attempt, so that it backs off before the next.
+        from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+        def again() -> Any:
+            if pending:
+                raise pending.pop()
+            return attempt()
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
             # Bounded by time, not by a count: an HA election takes seconds to tens of seconds.
@@ -132,15 +203,14 @@ class HvacVault:
             wait=wait_exponential_jitter(initial=0.25, max=self._max_wait),
             reraise=True,
         )
-        return retrying(attempt)
+        return retrying(again)
 
     def _login(self) -> None:
         cfg = self._cfg
         mount = cfg.approle_mount if cfg.auth == "approle" else cfg.cert_mount
         body = self._approle_body() if cfg.auth == "approle" else ({"name": cfg.cert_role} if cfg.cert_role else {})
         self._token = None
-        response = self._call(f"logging in with {cfg.auth} auth at auth/{mount}",
-                              lambda c: c.write_data(f"auth/{mount}/login", data=body))
+        response = self._call(f"logging in with {cfg.auth} auth at auth/{mount}", "POST", f"auth/{mount}/login", body)
         self._take_auth(response, f"Vault's {cfg.auth} login at auth/{mount}")
 
     def _take_auth(self, response: Any, what: str) -> None:
@@ -163,8 +233,10 @@ class HvacVault:
             self._token = self._cfg.token
         else:
             raise ConfigError("no Vault token: set $VAULT_TOKEN or vault.token_file (or use approle/cert auth)")
+        if self._one_shot:
+            return                 # lease unknown: never renewed, which a one-shot command never needs
         try:
-            data = self._call("looking up the token", lambda c: c.auth.token.lookup_self())["data"]
+            data = (self._call("looking up the token", "GET", "auth/token/lookup-self") or {}).get("data") or {}
         except VaultDenied:
             # A least-privilege token need not be allowed to look itself up: its expiry is then
             # unknown, and a request that fails because it expired says so itself.
@@ -185,6 +257,10 @@ class HvacVault:
 
     def ensure_token(self) -> None:
         """Have a usable token: obtain one, renew a renewable one that is getting old, or log in again."""
+        with self._token_lock:       # requests in parallel must not log in once each
+            self._ensure_token()
+
+    def _ensure_token(self) -> None:
         if self._token is None:
             self._static_token() if self._cfg.auth == "token" else self._login()
             return
@@ -192,7 +268,7 @@ class HvacVault:
             return
         if self._renewable:
             try:
-                response = self._call("renewing the token", lambda c: c.auth.token.renew_self())
+                response = self._call("renewing the token", "POST", "auth/token/renew-self", {})
                 self._take_auth(response, "Vault's token renewal")
                 return
             except VaultDenied:
@@ -206,15 +282,18 @@ class HvacVault:
         role_id = cfg.role_id or _read_secret(cfg.role_id_file or "", "vault.role_id_file")
         return {"role_id": role_id, "secret_id": _read_secret(cfg.secret_id_file or "", "vault.secret_id_file")}
 
-    def _data(self, what: str, fn: Callable[[hvac.Client], Any]) -> dict[str, Any]:
+    def _data(self, what: str, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         self.ensure_token()
+        used = self._token
         try:
-            response = self._call(what, fn)
+            response = self._call(what, method, path, body)
         except VaultDenied:
             if self._cfg.auth == "token":
                 raise
-            self._login()              # a login token may have expired under us: once more, freshly logged in
-            response = self._call(what, fn)
+            with self._token_lock:     # a login token may have expired under us: log in once more (once for all)
+                if self._token == used:
+                    self._login()
+            response = self._call(what, method, path, body)
         data = response.get("data") if isinstance(response, dict) else None
         if not isinstance(data, dict):
             raise VaultRequestError(f"Vault returned no data while {what}")
@@ -223,15 +302,15 @@ class HvacVault:
     # --- the port -----------------------------------------------------------
 
     def sign(self, mount: str, role: str, csr: str, common_name: str | None, ttl: str | None) -> IssuedCert:
-        # Written by hand, not hvac's sign_certificate(): that always sends common_name,
-        # which a least-privilege policy (allowed_parameters = csr, ttl) refuses.
+        # common_name only when the spec sends one: a least-privilege policy (allowed_parameters =
+        # csr, ttl) refuses it, which is also why hvac's sign_certificate() (always sending it) was never used.
         body: dict[str, Any] = {"csr": csr}
         if common_name is not None:
             body["common_name"] = common_name
         if ttl is not None:
             body["ttl"] = ttl
         what = f"signing with {mount}/sign/{role}"
-        return _issued(self._data(what, lambda c: c.write_data(f"{mount}/sign/{role}", data=body)), what)
+        return _issued(self._data(what, "POST", f"{mount}/sign/{role}", body), what)
 
     def issue(
         self, mount: str, role: str, common_name: str, dns: tuple[str, ...], ips: tuple[str, ...],
@@ -248,7 +327,7 @@ class HvacVault:
         if ttl is not None:
             body["ttl"] = ttl
         what = f"issuing with {mount}/issue/{role}"
-        data = self._data(what, lambda c: c.write_data(f"{mount}/issue/{role}", data=body))
+        data = self._data(what, "POST", f"{mount}/issue/{role}", body)
         issued = _issued(data, what)
         key = data.get("private_key")
         if not isinstance(key, str):
@@ -262,14 +341,14 @@ class HvacVault:
         themselves; an issuer retired to read-only usage leaves the trust bundle.
         """
         what = f"reading the CA of mount {mount}"
-        data = self._data(what, lambda c: c.read(f"{mount}/issuer/default/json"))
+        data = self._data(what, "GET", f"{mount}/issuer/default/json")
         issuer = data.get("certificate")
         if not isinstance(issuer, str) or not issuer.strip():
             raise VaultRequestError(f"mount {mount} has no default issuer (is the CA set up?)")
         default_id = str(data.get("issuer_id", ""))
         chain = tuple(c for c in data.get("ca_chain") or [] if isinstance(c, str))
         try:
-            listed = self._data(f"listing the issuers of mount {mount}", lambda c: c.list(f"{mount}/issuers"))
+            listed = self._data(f"listing the issuers of mount {mount}", "LIST", f"{mount}/issuers")
         except VaultRequestError:
             return CaMaterial(issuer, chain)          # a server without multiple issuers
         others = []
@@ -285,10 +364,10 @@ class HvacVault:
         """(certificate, chain) of an issuer that may still issue; None for a retired one."""
         what = f"reading issuer {issuer_id} of mount {mount}"
         try:
-            data = self._data(what, lambda c: c.read(f"{mount}/issuer/{issuer_id}"))
+            data = self._data(what, "GET", f"{mount}/issuer/{issuer_id}")
         except VaultDenied:
             # A token that may not read issuer settings: count it as usable (the json view is public).
-            data = self._data(what, lambda c: c.read(f"{mount}/issuer/{issuer_id}/json"))
+            data = self._data(what, "GET", f"{mount}/issuer/{issuer_id}/json")
             data.setdefault("usage", "issuing-certificates")
         if "issuing-certificates" not in str(data.get("usage", "")):
             return None
@@ -299,57 +378,65 @@ class HvacVault:
     def list_serials(self, mount: str) -> tuple[str, ...]:
         """Every serial the mount has stored (colon-hex)."""
         try:
-            data = self._data(f"listing the certificates of mount {mount}", lambda c: c.list(f"{mount}/certs"))
+            data = self._data(f"listing the certificates of mount {mount}", "LIST", f"{mount}/certs")
         except VaultRequestError:
             return ()                                 # a mount that has issued nothing yet
         return tuple(str(k) for k in data.get("keys") or [])
 
     def read_cert(self, mount: str, serial: str) -> tuple[str, int]:
         """(PEM, revocation time or 0) of one stored certificate."""
-        data = self._data(f"reading certificate {serial} of mount {mount}", lambda c: c.read(f"{mount}/cert/{serial}"))
+        data = self._data(f"reading certificate {serial} of mount {mount}", "GET", f"{mount}/cert/{serial}")
         return str(data.get("certificate", "")), int(data.get("revocation_time") or 0)
 
     def revoke(self, mount: str, serial: str) -> int:
         """Revoke by serial; returns the revocation time (unix seconds)."""
-        data = self._data(f"revoking {serial} on mount {mount}",
-                          lambda c: c.write_data(f"{mount}/revoke", data={"serial_number": serial}))
+        data = self._data(f"revoking {serial} on mount {mount}", "POST", f"{mount}/revoke",
+                          {"serial_number": serial})
         return int(data.get("revocation_time") or 0)
 
     def revoke_with_key(self, mount: str, certificate: str, private_key: str) -> int:
         """Revoke a certificate by proving possession of its key (no `revoke` capability needed)."""
         body = {"certificate": certificate, "private_key": private_key}
-        data = self._data(f"revoking a replaced certificate on mount {mount}",
-                          lambda c: c.write_data(f"{mount}/revoke-with-key", data=body))
+        data = self._data(f"revoking a replaced certificate on mount {mount}", "POST",
+                          f"{mount}/revoke-with-key", body)
         return int(data.get("revocation_time") or 0)
 
 
-@contextlib.contextmanager
-def translate_errors(addr: str, what: str) -> Iterator[None]:
-    """Re-raise hvac/requests failures as the most specific vaultpki error, chained."""
+def _transport_errors(addr: str, what: str, send: Callable[[], _Reply]) -> _Reply:
+    """Run ``send``, re-raising urllib3's failures as VaultUnavailable chained to their cause."""
     try:
-        yield
-    except requests.exceptions.SSLError as exc:
-        raise VaultUnavailable(f"TLS connection to Vault at {addr} failed while {what}: {_ssl_reason(exc)}") from exc
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        target = str(getattr(getattr(exc, "request", None), "url", "") or "")
-        via = "" if not target or target.startswith(addr) else f" (redirected to {target.split('/v1/')[0]})"
-        raise VaultUnavailable(f"cannot reach Vault at {addr}{via} while {what}: {_conn_reason(exc)}") from exc
-    except (hvac_errors.Forbidden, hvac_errors.Unauthorized) as exc:
-        raise VaultDenied(f"Vault denied {what}: {_vault_reason(exc)}") from exc
-    except (hvac_errors.VaultDown, hvac_errors.InternalServerError, hvac_errors.BadGateway,
-            hvac_errors.RateLimitExceeded, hvac_errors.VaultNotInitialized) as exc:
-        raise VaultUnavailable(f"Vault at {addr} is unavailable while {what}: {_vault_reason(exc)}") from exc
-    except hvac_errors.InvalidPath as exc:
-        raise VaultRequestError(f"Vault has no such path while {what} (is the mount or role provisioned?)") from exc
-    except hvac_errors.VaultError as exc:
-        raise VaultRequestError(f"Vault refused {what}: {_vault_reason(exc)}") from exc
-    except requests.exceptions.RequestException as exc:
-        raise VaultUnavailable(f"request to Vault at {addr} failed while {what}: {_one_line(str(exc))}") from exc
+        return send()
+    except urllib3.exceptions.MaxRetryError as exc:
+        reason = exc.reason or exc
+        if isinstance(reason, urllib3.exceptions.SSLError):
+            raise VaultUnavailable(f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(reason)}") \
+                from reason
+        if isinstance(reason, urllib3.exceptions.ResponseError):       # too many redirects
+            raise VaultUnavailable(f"request to Vault at {addr} failed while {what}: {one_line(str(reason))}") \
+                from reason
+        raise VaultUnavailable(f"cannot reach Vault at {addr} while {what}: {conn_reason(reason)}") from reason
+    except urllib3.exceptions.SSLError as exc:
+        raise VaultUnavailable(f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(exc)}") from exc
+    except urllib3.exceptions.HTTPError as exc:      # timeouts, a connection dropped mid-answer
+        raise VaultUnavailable(f"cannot reach Vault at {addr} while {what}: {conn_reason(exc)}") from exc
+
+
+def _judge(reply: _Reply, addr: str, what: str) -> Any:
+    """The decoded body of a successful answer; otherwise the most specific vaultpki error."""
+    if reply.status < 400:
+        return reply.body
+    if reply.status in (401, 403):
+        raise VaultDenied(f"Vault denied {what}: {reply.errors()}")
+    if reply.status in _TRANSIENT_STATUS:
+        raise VaultUnavailable(f"Vault at {addr} is unavailable while {what}: {reply.errors()}")
+    if reply.status == 404:
+        raise VaultRequestError(f"Vault has no such path while {what} (is the mount or role provisioned?)")
+    raise VaultRequestError(f"Vault refused {what}: {reply.errors()}")
 
 
 def _is_transient(exc: BaseException) -> bool:
     """Worth retrying: Vault away, sealed, electing or overloaded; never a TLS verification failure."""
-    return isinstance(exc, VaultUnavailable) and not isinstance(exc.__cause__, requests.exceptions.SSLError)
+    return isinstance(exc, VaultUnavailable) and not isinstance(exc.__cause__, urllib3.exceptions.SSLError)
 
 
 def _issued(data: dict[str, Any], what: str) -> IssuedCert:
@@ -377,18 +464,18 @@ def _read_secret(path: str, key: str) -> str:
     return value
 
 
-def _conn_reason(exc: Exception) -> str:
+def conn_reason(exc: Exception) -> str:
     text = str(exc)
     for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host",
                    "Temporary failure in name resolution", "Connection reset"):
         if marker in text:
             return marker.lower()
-    return _one_line(text)[:200]
+    return one_line(text)[:200]
 
 
-def _ssl_reason(exc: Exception) -> str:
+def ssl_reason(exc: Exception) -> str:
     text = str(exc)
     match = re.search(r"certificate verify failed: ([^(')]+)", text)
-    return match.group(1).strip() if match else _one_line(text)[:200]
+    return match.group(1).strip() if match else one_line(text)[:200]
 
 

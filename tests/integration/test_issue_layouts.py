@@ -89,6 +89,38 @@ def test_issue_node_every_mode(deploy: Callable[..., Deployment], tmp_path: Path
 
 
 @pytest.mark.parametrize("mode", list(Mode), ids=[m.value for m in Mode])
+def test_issue_node_with_users_writes_one_set(deploy: Callable[..., Deployment], tmp_path: Path, mode: Mode) -> None:
+    """node.users and --user put client.<user> certs into the node's own set (root for `cockroach init`),
+    from the client CA in split-ca, so that the node's ca-client.crt vouches for them."""
+    dep = deploy(mode)
+    certs_dir = tmp_path / "certs"
+    config = dep.write_config(tmp_path / "vaultpki.toml", certs_dir, node={"hosts": list(NODE_HOSTS), "users": ["marc"]})
+    result = run_cli(["--config", str(config), "issue-node", "--user", "root", "--json"],
+                     {"VAULT_TOKEN": dep.server.root_token})
+    assert result.returncode == 0, result.stderr
+    files = json.loads(result.stdout)["files"]
+    assert {"client.marc.crt", "client.marc.key", "client.root.crt", "client.root.key", "node.crt"} <= set(files)
+    client_ca = certs(certs_dir / ("ca-client.crt" if mode is Mode.SPLIT_CA else "ca.crt"))
+    for user in ("marc", "root"):
+        leaf = certs(certs_dir / f"client.{user}.crt")
+        assert crypto.describe(leaf[0]).common_name == user
+        assert verify_chain(leaf, client_ca, NOW(), {Eku.CLIENT_AUTH}) is None
+        assert_key_pair(certs_dir, f"client.{user}")
+    # One set: a single generation holds every file.
+    assert len([g for g in (certs_dir / ".vaultpki").iterdir() if g.name.startswith("gen-")]) == 1
+    assert_verifies(config)
+
+
+def test_issue_node_refuses_a_bad_user_before_any_request(deploy: Callable[..., Deployment], tmp_path: Path) -> None:
+    dep = deploy(Mode.STANDARD)
+    config = dep.write_config(tmp_path / "vaultpki.toml", tmp_path / "certs")
+    for bad in ("node", "../x", "Marc"):
+        result = run_cli(["--config", str(config), "issue-node", "--user", bad], {"VAULT_TOKEN": dep.server.root_token})
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "certs").exists()
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=[m.value for m in Mode])
 def test_issue_user_every_mode(deploy: Callable[..., Deployment], tmp_path: Path, mode: Mode) -> None:
     dep = deploy(mode)
     config = dep.write_config(tmp_path / "vaultpki.toml", tmp_path / "node-certs")

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -210,3 +214,59 @@ def dir_state() -> Callable[..., DirState]:
 def ekus() -> tuple[x509.ObjectIdentifier, x509.ObjectIdentifier]:
     """(serverAuth, clientAuth) OIDs."""
     return SERVER, CLIENT
+
+
+# --------------------------------------------------------------------- a loopback HTTP server
+
+Handler = Callable[[str, str, dict[str, str], Any], tuple[int, dict[str, str], Any]]
+
+
+class Recorded:
+    """What a loopback server (the ``server`` fixture) was sent; ``handler`` decides each answer:
+    ``(method, path, headers, body) -> (status, extra headers, JSON reply or raw bytes or None)``."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[[Handler], tuple[str, Recorded]]]:
+    started: list[ThreadingHTTPServer] = []
+
+    def start(handler: Handler) -> tuple[str, Recorded]:
+        record = Recorded(handler)
+
+        class H(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                record.requests.append((self.command, self.path, headers, body))
+                status, extra, reply = record.handler(self.command, self.path, headers, body)
+                data = reply if isinstance(reply, bytes) else b"" if reply is None else json.dumps(reply).encode()
+                self.send_response(status)
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_LIST = _any  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        started.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}", record
+
+    yield start
+    for httpd in started:
+        httpd.shutdown()
+        httpd.server_close()

@@ -153,6 +153,16 @@ def test_split_node_config_and_defaults() -> None:
     assert cfg.source == "<config>"
 
 
+def test_node_users() -> None:
+    assert parse(toml(SPLIT_NODE), {}).node_users == ()
+    raw = toml(SPLIT_NODE)
+    raw["node"]["users"] = ["root", "marc", "root"]
+    assert parse(raw, {}).node_users == ("root", "marc")
+    raw["node"]["users"] = ["root", "node"]
+    with pytest.raises(ConfigError, match="^node.users: user name 'node' is the node's own identity"):
+        parse(raw, {})
+
+
 def test_split_ca_config() -> None:
     cfg = parse(toml(SPLIT_CA), {})
     assert cfg.mode is Mode.SPLIT_CA

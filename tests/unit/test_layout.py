@@ -213,6 +213,26 @@ def test_plan_node_split_ca() -> None:
 
 
 @pytest.mark.parametrize("mode", [pytest.param(m, id=m.value) for m in Mode])
+def test_plan_node_adds_client_certs_for_node_users(mode: Mode) -> None:
+    plan = plan_node(mode, names(client_mount="pki-crdb-client"), HOSTS, [], ["root", "marc", "root"])
+    certs = by_stem(plan.certs)
+    client_trust = plan.trusts[-1]
+    assert client_trust.file == (CA_CLIENT_FILE if mode is Mode.SPLIT_CA else CA_FILE)
+    for user, role in (("root", "root"), ("marc", "user")):
+        spec = certs[f"client.{user}"]
+        assert (spec.common_name, spec.role, spec.kind, spec.ekus) == (user, role, FileKind.CLIENT, CLIENT)
+        assert spec.trust == client_trust and spec.mount == client_trust.mount and spec.send_common_name
+    assert [c.stem for c in plan.certs].count("client.root") == 1
+    assert plan.trusts == plan_node(mode, names(client_mount="pki-crdb-client"), HOSTS, []).trusts
+
+
+@pytest.mark.parametrize("bad", ["node", "../x", "Marc", ""])
+def test_plan_node_refuses_a_bad_node_user(bad: str) -> None:
+    with pytest.raises(InputError):
+        plan_node(Mode.STANDARD, names(), HOSTS, [], [bad])
+
+
+@pytest.mark.parametrize("mode", [pytest.param(m, id=m.value) for m in Mode])
 def test_plan_node_adds_ui_when_ui_mount_set(mode: Mode) -> None:
     pki = names(client_mount="pki-client", ui_mount="pki-ui", ui_role="console")
     plan = plan_node(mode, pki, HOSTS, ["console.example.com", "192.0.2.7", "console.example.com"])

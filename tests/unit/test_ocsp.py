@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterator
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -366,52 +366,34 @@ def test_query_timeout_bounds_the_whole_check(world: World) -> None:
     assert post.calls == []
 
 
-# ---------------------------------------------------------------- http_post (requests patched: no network)
+# ---------------------------------------------------------------- http_post (against a loopback server)
 
 
-class _FakeResponse:
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status_code = status
-        self.headers = requests.structures.CaseInsensitiveDict(headers)
-        self._body = body
-
-    def __enter__(self) -> _FakeResponse:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def iter_content(self, size: int) -> Iterator[bytes]:
-        for i in range(0, len(self._body), size):
-            yield self._body[i:i + size]
-
-
-def test_http_post_sends_post_with_ocsp_request_content_type(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, Any] = {}
-
-    def fake_post(url: str, **kwargs: Any) -> _FakeResponse:
-        seen.update(kwargs, url=url)
-        return _FakeResponse(200, {"content-type": "application/ocsp-response"}, b"\x30\x03\x0a\x01\x00")
-
-    monkeypatch.setattr(vocsp.requests, "post", fake_post)
-    answer = vocsp.http_post(URL1, b"req", 2.5)
+def test_http_post_sends_post_with_ocsp_request_content_type(server: Any) -> None:
+    addr, rec = server(lambda m, p, h, b: (200, {"Content-Type": "application/ocsp-response"}, b"\x30\x03\x0a\x01\x00"))
+    answer = vocsp.http_post(f"{addr}/ocsp", b"req", 2.5)
     assert answer == HttpAnswer(200, "application/ocsp-response", b"\x30\x03\x0a\x01\x00")
-    assert seen["url"] == URL1 and seen["data"] == b"req" and seen["timeout"] == 2.5
-    assert seen["headers"] == {"Content-Type": "application/ocsp-request"}
+    [(method, path, headers, body)] = rec.requests
+    assert (method, path, body) == ("POST", "/ocsp", b"req")
+    assert headers["content-type"] == "application/ocsp-request"
 
 
-def test_http_post_translates_transport_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(url: str, **kwargs: Any) -> _FakeResponse:
-        raise requests.exceptions.ConnectionError("connection refused")
-
-    monkeypatch.setattr(vocsp.requests, "post", refuse)
-    with pytest.raises(OcspError, match="ConnectionError: connection refused") as info:
-        vocsp.http_post(URL1, b"req", 1.0)
-    assert isinstance(info.value.__cause__, requests.exceptions.ConnectionError)
+def test_http_post_follows_a_redirect(server: Any) -> None:
+    target, _ = server(lambda m, p, h, b: (200, {"Content-Type": "application/ocsp-response"}, b"\x30\x00"))
+    moved, _ = server(lambda m, p, h, b: (307, {"Location": f"{target}/real"}, None))
+    assert vocsp.http_post(f"{moved}/ocsp", b"req", 2.5).body == b"\x30\x00"
 
 
-def test_http_post_refuses_a_runaway_body(monkeypatch: pytest.MonkeyPatch) -> None:
-    big = b"\0" * (vocsp.MAX_RESPONSE_BYTES + 1)
-    monkeypatch.setattr(vocsp.requests, "post", lambda url, **kw: _FakeResponse(200, {}, big))
+def test_http_post_translates_transport_errors() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(OcspError, match="Connection refused") as info:
+        vocsp.http_post(f"http://127.0.0.1:{port}/ocsp", b"req", 1.0)
+    assert "\n" not in str(info.value)
+
+
+def test_http_post_refuses_a_runaway_body(server: Any) -> None:
+    addr, _ = server(lambda m, p, h, b: (200, {}, b"\0" * (vocsp.MAX_RESPONSE_BYTES + 1)))
     with pytest.raises(OcspError, match="exceeds"):
-        vocsp.http_post(URL1, b"req", 1.0)
+        vocsp.http_post(f"{addr}/ocsp", b"req", 5.0)
