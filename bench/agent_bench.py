@@ -8,11 +8,16 @@ Prints only ``name: value`` lines. Three parts:
    - ``node`` set: ``vaultpki issue-node`` (ca.crt, node.crt, node.key; standard mode) against
      ``bao agent -exit-after-auth`` with ONE template whose pkiCert call writes node.crt, node.key and
      ca.crt through writeToFile (one issuance: cert and key always match, key 0600);
-   - ``node+root`` set: the above plus ``vaultpki issue-user root`` into the same dir (a second
-     process) against the agent with a second template of the same kind for client.root.
+   - ``node+root`` set (the issue's anchor: ca.crt, node.crt/key and client.root.crt/key): ONE
+     process, ``vaultpki issue-node --user root``, against the agent with a second template of the
+     same kind for client.root.
    Wall time: median; peak RSS: max over runs of the one process's ru_maxrss (vaultpki: the Python
-   process, summed over nothing: the max of the two processes for node+root; agent: the bao process).
-   One untimed warm-up of each first (page cache, .pyc files), so "cold" means a fresh certs-dir.
+   process; agent: the bao process), measured through bench.common.peak_rss_of's bare ``python -S``
+   launcher, so it is not inflated to this benchmark process's own peak (a ``self_check_*`` line
+   shows the launcher's floor). Before the runs the vaultpki package is byte-compiled
+   (``compileall``), as ``pip install`` does: with PYTHONDONTWRITEBYTECODE set, an editable install
+   would otherwise be compiled from source on every run. One untimed warm-up of each (page cache),
+   so "cold" means a fresh certs-dir.
 2. The agent's common per-file layout (one template per file: node.crt and node.key each calling
    pkiCert, or each calling ``secret "<mount>/issue/<role>"``), judged by vaultpki's own checks:
    issuances counted in the audit log, cert/key match (vaultpki.crypto.key_matches), key mode, and
@@ -29,9 +34,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import queue
+import resource
 import shutil
 import signal
 import stat
@@ -40,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +58,11 @@ import psutil  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
+import vaultpki  # noqa: E402
 from bench.common import (  # noqa: E402
     BAO,
     NODE_HOSTS,
+    PY,
     cli_env,
     count_audit_requests,
     enable_file_audit,
@@ -196,10 +206,10 @@ class Proc:
 
     def cpu(self) -> float:
         t = self.ps.cpu_times()
-        return t.user + t.system
+        return float(t.user + t.system)
 
     def rss_mib(self) -> float:
-        return self.ps.memory_info().rss / 2**20
+        return float(self.ps.memory_info().rss) / 2**20
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -246,19 +256,41 @@ class RenewalWatch(threading.Thread):
 
 # --- part 1 --------------------------------------------------------------------------------------
 
+def compile_vaultpki() -> None:
+    """``python -m compileall -q`` over the vaultpki package, as ``pip install`` does at install time."""
+    package = Path(vaultpki.__file__).resolve().parent
+    done = subprocess.run([PY, "-m", "compileall", "-q", str(package)], capture_output=True, text=True, check=False)
+    cached = Path(importlib.util.cache_from_source(str(package / "cli.py")))
+    if done.returncode == 0 and cached.is_file() and cached.stat().st_mtime >= (package / "cli.py").stat().st_mtime:
+        report("pyc_compiled", "yes")
+    else:
+        report("pyc_compiled", f"no: compileall exit {done.returncode}: "
+               + (done.stdout + done.stderr).strip().replace("\n", " | ")[:300])
+    report("pyc_package_dir", package)
+
+
+def self_check(env: dict[str, str]) -> None:
+    """peak_rss_of's floor: bare interpreters measured through its launcher (expected ~8-11 MiB),
+    next to this benchmark process's own peak, which the old in-process wait4 reported for every child."""
+    for label, cmd in (("python_S_pass", [PY, "-S", "-c", "pass"]), ("python_pass", [PY, "-c", "pass"])):
+        samples = [peak_rss_of(cmd, env=env) for _ in range(3)]
+        report(f"self_check_{label}_peak_rss_mib_max", round(max(r for _, r in samples), 1))
+    report("self_check_bench_process_peak_rss_mib", round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+    report("self_check_note", "peak_rss_of measures through a bare python -S launcher (~8 MiB): "
+           "exact above that, ~8 MiB floor below it")
+
+
 def part_cold(work: Path, server: Any, config: Path, runs: int) -> None:
     token_file = secret_file(work / "root.token", server.root_token)
     env_v = cli_env(server.root_token)
     env_a = agent_env(work)
+    compile_vaultpki()
+    self_check(env_v)
 
     def vaultpki_once(directory: Path, with_root: bool) -> tuple[float, float]:
-        wall, rss = peak_rss_of(vaultpki_cmd("--config", str(config), "issue-node", "--certs-dir", str(directory)),
-                                env=env_v)
-        if with_root:
-            w2, r2 = peak_rss_of(vaultpki_cmd("--config", str(config), "issue-user", "root", "--certs-dir",
-                                              str(directory)), env=env_v)
-            wall, rss = wall + w2, max(rss, r2)
-        return wall, rss
+        user = ["--user", "root"] if with_root else []      # node set + client.root in one process, one set
+        return peak_rss_of(vaultpki_cmd("--config", str(config), "issue-node", *user, "--certs-dir", str(directory)),
+                           env=env_v)
 
     def agent_once(directory: Path, with_root: bool, tag: str) -> tuple[float, float]:
         directory.mkdir()
@@ -266,29 +298,37 @@ def part_cold(work: Path, server: Any, config: Path, runs: int) -> None:
         return peak_rss_of([BAO, "agent", f"-config={hcl}", "-exit-after-auth"], env=env_a)
 
     for with_root, label in ((False, "node"), (True, "node_root")):
-        vaultpki_once(work / f"warm-v-{label}", with_root)
-        agent_once(work / f"warm-a-{label}", with_root, f"warm-{label}")
-        v_walls, v_rss, a_walls, a_rss = [], [], [], []
-        for i in range(runs):
-            order = [("v", vaultpki_once), ("a", agent_once)] if i % 2 == 0 else [("a", agent_once), ("v", vaultpki_once)]
-            for kind, _ in order:
-                if kind == "v":
-                    w, r = vaultpki_once(work / f"v-{label}-{i}", with_root)
-                    v_walls.append(w)
-                    v_rss.append(r)
-                else:
-                    w, r = agent_once(work / f"a-{label}-{i}", with_root, f"{label}-{i}")
-                    a_walls.append(w)
-                    a_rss.append(r)
+        prefix = "issue_node" if label == "node" else "issue_node_plus_root"
+        agent = f"agent_oneshot_{label}"
+        v_walls: list[float] = []
+        v_rss: list[float] = []
+        a_walls: list[float] = []
+        a_rss: list[float] = []
+        try:
+            vaultpki_once(work / f"warm-v-{label}", with_root)
+            agent_once(work / f"warm-a-{label}", with_root, f"warm-{label}")
+            for i in range(runs):
+                for kind in ("v", "a") if i % 2 == 0 else ("a", "v"):
+                    if kind == "v":
+                        w, r = vaultpki_once(work / f"v-{label}-{i}", with_root)
+                        v_walls.append(w)
+                        v_rss.append(r)
+                    else:
+                        w, r = agent_once(work / f"a-{label}-{i}", with_root, f"{label}-{i}")
+                        a_walls.append(w)
+                        a_rss.append(r)
+        except (RuntimeError, OSError) as exc:              # e.g. a vaultpki without issue-node --user
+            report(f"{prefix}_error", str(exc).strip().replace("\n", " | ")[:500])
+            continue
         # the agent's output must be a usable certs-dir too, or the comparison is void
         check = subprocess.run(vaultpki_cmd("--config", str(config), "verify", "--certs-dir", str(work / f"a-{label}-0")),
                                env=env_v, capture_output=True, text=True, check=False)
-        prefix = "issue_node" if label == "node" else "issue_node_plus_root"
-        agent = f"agent_oneshot_{label}"
         vw, aw = median(v_walls) * 1000, median(a_walls) * 1000
         vr, ar = max(v_rss), max(a_rss)
-        report(f"{prefix}_files", "ca.crt node.crt node.key" + (" client.root.crt client.root.key" if with_root else ""))
-        report(f"{prefix}_processes", "vaultpki issue-node" + (" + vaultpki issue-user root" if with_root else ""))
+        expected = ["ca.crt", "node.crt", "node.key"] + (["client.root.crt", "client.root.key"] if with_root else [])
+        missing = [name for name in expected if not (work / f"v-{label}-0" / name).is_file()]
+        report(f"{prefix}_files", " ".join(expected) + (f" (MISSING: {' '.join(missing)})" if missing else ""))
+        report(f"{prefix}_processes", "vaultpki issue-node" + (" --user root" if with_root else ""))
         report(f"{prefix}_wall_ms_median", round(vw, 1))
         report(f"{prefix}_wall_ms_all", " ".join(f"{w * 1000:.0f}" for w in v_walls))
         report(f"{prefix}_peak_rss_mib_max", round(vr, 1))
@@ -303,7 +343,7 @@ def part_cold(work: Path, server: Any, config: Path, runs: int) -> None:
         report(f"ratio_peak_rss_vaultpki_over_agent_{label}", round(rr, 2))
         report(f"met_wall_target_{label}", "yes" if rw <= TARGET_WALL else "no")
         report(f"met_rss_target_{label}", "yes" if rr <= TARGET_RSS else "no")
-    # context: what a Python process costs before vaultpki does any work
+    # context: what a Python process costs before vaultpki does any work (compare self_check_*: the launcher's floor)
     for label, cmd in (("python_startup", [sys.executable, "-c", "pass"]),
                        ("python_import_vaultpki_cli", [sys.executable, "-c", "import vaultpki.cli"])):
         samples = [peak_rss_of(cmd, env=env_v) for _ in range(3)]
@@ -319,7 +359,7 @@ def part_per_file(work: Path, server: Any, config: Path, audit: Path) -> None:
     token_file = work / "root.token"
     env_a = agent_env(work)
     issue_path = f"{MOUNT}/issue/node"
-    variants = {
+    variants: dict[str, Callable[[str], str]] = {
         "pkicert": lambda field: f'{{{{ with pkiCert {node_args("1h")} }}}}{{{{ .{field} }}}}{{{{ end }}}}',
         "secret": lambda field: (f'{{{{ with secret {node_args("1h")} }}}}'
                                  f'{{{{ .Data.{ {"Cert": "certificate", "Key": "private_key", "CA": "issuing_ca"}[field]} }}}}'

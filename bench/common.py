@@ -14,8 +14,9 @@ The API is deliberately small:
   VAULT_*/BAO_*/VAULTPKI_* variables; ``VAULT_TOKEN`` set).
 - ``vaultpki_cmd(*args) -> list[str]``: ``[python, -m, vaultpki, *args]``.
 - ``peak_rss_of(cmd, env=None, timeout=120) -> (seconds, MiB)``: runs ``cmd`` to completion and
-  returns its wall time and the peak RSS of that one process (``ru_maxrss`` from ``wait4``);
-  raises ``RuntimeError`` on a non-zero exit.
+  returns its wall time and the peak RSS of that one process (``ru_maxrss`` from ``wait4``, taken
+  in a bare ``python -S`` launcher, not in this process: see its docstring for why and for the
+  ~8 MiB floor that implies); raises ``RuntimeError`` on a non-zero exit or a timeout.
 - ``enable_file_audit(server, path)``: a file audit device, accessors in clear text, so requests can
   be attributed to tokens; ``count_audit_requests(path, start_offset, accessor=None)``.
 - ``report(name, value)``: prints one ``name: value`` line (the only output format of bench/).
@@ -25,10 +26,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,8 @@ from vaultpki.layout import Mode, PkiNames
 from vaultpki.provision import ProvisionSpec, provision
 
 __all__ = [
-    "BAO", "NODE_HOSTS", "BenchServer", "PY", "cli_env", "count_audit_requests", "enable_file_audit", "median", "peak_rss_of",
-    "pki_names", "report", "start_provisioned_server", "vaultpki_cmd", "write_config",
+    "BAO", "LAUNCHER", "NODE_HOSTS", "BenchServer", "PY", "cli_env", "count_audit_requests", "enable_file_audit", "median",
+    "peak_rss_of", "pki_names", "report", "start_provisioned_server", "vaultpki_cmd", "write_config",
 ]
 
 PY = sys.executable
@@ -120,30 +121,80 @@ def vaultpki_cmd(*args: str) -> list[str]:
     return [PY, "-m", "vaultpki", *args]
 
 
+# Run as ``python -S -c LAUNCHER REPORT_FD CMD...``: spawns CMD (stdin/stdout/stderr inherited), waits for it
+# and writes "<exit code> <wall seconds> <ru_maxrss KiB>" (or "E <errno> <message>" when CMD cannot be
+# started) to REPORT_FD, which CMD does not inherit. Only os/sys/time: all built in, no site, no imports.
+LAUNCHER = """\
+import os, sys, time
+fd = int(sys.argv[1])
+os.set_inheritable(fd, False)
+argv = sys.argv[2:]
+t0 = time.perf_counter()
+try:
+    pid = os.posix_spawnp(argv[0], argv, os.environ)
+except OSError as e:
+    os.write(fd, ("E %d %s" % (e.errno or 0, e.strerror)).encode())
+    sys.exit(0)
+_, status, ru = os.wait4(pid, 0)
+t1 = time.perf_counter()
+os.write(fd, ("%d %.9f %d" % (os.waitstatus_to_exitcode(status), t1 - t0, ru.ru_maxrss)).encode())
+"""
+
+
 def peak_rss_of(cmd: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of one run of ``cmd``; the RSS is that process's own ``ru_maxrss``."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    deadline = start + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            proc.kill()
-            pid, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = -9
-            raise RuntimeError(f"{cmd[0]} timed out after {timeout}s")
-        time.sleep(0.002)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:4])}... exited {proc.returncode}: {err.strip()[-800:]}")
-    return elapsed, usage.ru_maxrss / 1024.0      # Linux: KiB
+    """(wall seconds, peak RSS in MiB) of one run of ``cmd``; the RSS is that process's own ``ru_maxrss``.
+
+    ``cmd`` is not started from this process but from a tiny launcher (``python -S -c LAUNCHER``)
+    that ``posix_spawn``s it, ``wait4``s for it and reports the wall time it measured around
+    spawn..wait and ``ru_maxrss`` on a dedicated pipe (stdin and stdout of ``cmd`` are /dev/null,
+    its stderr is captured for the error message, as before). Why: on Linux ``ru_maxrss`` survives
+    ``execve``; at exec the kernel folds the high-water RSS of the OLD address space into the
+    task's maxrss, and with fork, vfork or posix_spawn that is the spawning parent's. Spawned from a
+    benchmark process that has imported hvac and cryptography (~40 MiB), every child would be
+    reported at >= that. The launcher is a bare ``python -S`` of about 8 MiB, so the figure is the
+    measured process's exact peak whenever that peak exceeds the launcher's (~8 MiB): true of any
+    Python process that imports something and of ``bao``; below it, the figure is the ~8 MiB floor.
+
+    The launcher and ``cmd`` run in their own process group; on a timeout (or an exception here,
+    e.g. KeyboardInterrupt) that group is killed. ``RuntimeError`` on a non-zero exit (or a signal:
+    negative code) of ``cmd`` and on a timeout; ``OSError`` (e.g. FileNotFoundError) when ``cmd``
+    cannot be started.
+    """
+    argv = list(cmd)
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen([PY, "-S", "-c", LAUNCHER, str(w), *argv], env=dict(env) if env is not None else None,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                pass_fds=(w,), process_group=0)
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    with proc, open(r, "rb") as report_pipe:
+        try:
+            _, err_bytes = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{argv[0]} timed out after {timeout}s") from None
+        finally:
+            if proc.poll() is None:             # timed out or interrupted: end the launcher and cmd (its group)
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        line = report_pipe.read().decode(errors="replace")
+    err = err_bytes.decode(errors="replace")
+    fields = line.split(" ", 2)
+    if fields[0] == "E" and len(fields) == 3:
+        raise OSError(int(fields[1]), fields[2], argv[0])
+    if proc.returncode != 0 or len(fields) != 3:
+        raise RuntimeError(f"launcher for {' '.join(argv[:4])}... exited {proc.returncode} without a report: "
+                           f"{err.strip()[-800:]}")
+    code, elapsed, maxrss_kib = int(fields[0]), float(fields[1]), int(fields[2])
+    if code != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])}... exited {code}: {err.strip()[-800:]}")
+    return elapsed, maxrss_kib / 1024.0      # Linux: KiB
 
 
 def enable_file_audit(server: DevServer, path: Path) -> None:
