@@ -277,7 +277,7 @@ class _NoBar:
 def _expectation(cfg: config_mod.Config | None, certs_dir: Path, cfg_dir: Path | None) -> Expectation | None:
     if cfg is None or cfg_dir is None or certs_dir.resolve() != cfg_dir.resolve():
         return None
-    return Expectation(mode=cfg.mode, node_hosts=cfg.node_hosts, ui=bool(cfg.pki.ui_mount))
+    return Expectation(mode=cfg.mode, node_hosts=cfg.node_hosts, ui=bool(cfg.pki.ui_mount), users=cfg.node_users)
 
 
 def _chosen_dir(obj: _Ctx, certs_dir: str | None) -> tuple[CertsDir, config_mod.Config | None]:

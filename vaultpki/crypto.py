@@ -11,6 +11,7 @@ import base64
 import binascii
 import datetime as dt
 import enum
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -186,7 +187,9 @@ def is_self_signed(cert: x509.Certificate) -> bool:
     return is_issued_by(cert, cert)
 
 
+@functools.lru_cache(maxsize=1024)
 def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER (cached: a bulk issuance asks about the same CAs for every leaf)."""
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
@@ -217,7 +220,9 @@ def format_serial(serial: int) -> str:
     return ":".join(raw[i:i + 2] for i in range(0, len(raw), 2))
 
 
+@functools.lru_cache(maxsize=1024)
 def describe(cert: x509.Certificate) -> CertInfo:
+    """Names, dates, SANs, EKUs (cached: certificates are immutable, and the CAs recur for every leaf)."""
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     ous = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     dns: tuple[str, ...] = ()

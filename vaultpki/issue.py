@@ -7,6 +7,7 @@ result as one set or nothing at all.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -115,10 +116,7 @@ def _issue_one(
         except CertificateError as exc:
             raise IssuanceRefused(f"refusing {spec.cert_file} from {where}: {exc}") from exc
     leaf = _parse(issued.certificate, f"{spec.cert_file} from {where}")[0]
-    # The leaf file carries leaf + intermediates; self-signed roots belong in the CA file only.
-    intermediates = [c for pem in issued.ca_chain for c in _parse(pem, f"chain of {spec.cert_file}")
-                     if not crypto.is_self_signed(c) and c != leaf]
-    chain = [leaf, *intermediates]
+    chain = [leaf, *(c for c in _intermediates(issued.ca_chain) if c != leaf)]
     problems = check_issued(spec, chain, key, anchors_of.result()[spec.trust.mount], now)
     if problems:
         details = "; ".join(p.message for p in problems)
@@ -128,6 +126,13 @@ def _issue_one(
         FileContent(spec.key_file, crypto.key_to_pem(key), secret=True),
     ]
     return IssuedLeaf(spec, crypto.format_serial(leaf.serial_number), leaf.not_valid_after_utc), files
+
+
+@functools.lru_cache(maxsize=64)
+def _intermediates(ca_chain: tuple[str, ...]) -> tuple[x509.Certificate, ...]:
+    """The certificates above a leaf that its file carries: self-signed roots belong in the CA file only.
+    Cached: every leaf of a mount comes with the same chain, and a bulk run has a thousand of them."""
+    return tuple(c for pem in ca_chain for c in _parse(pem, "the CA chain of a certificate") if not crypto.is_self_signed(c))
 
 
 def fetch_materials(mounts: Sequence[str], vault: VaultPort) -> dict[str, CaMaterial]:

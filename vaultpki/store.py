@@ -2,8 +2,8 @@
 
 Every managed file is a symlink ``name -> .vaultpki/current/name``; ``current`` is
 itself a symlink to one complete generation directory. A write builds a whole new
-generation beside the old one (keys created 0600 with O_EXCL, fsynced), then
-switches ``current`` with one ``rename()``. A crash at any instant leaves either
+generation beside the old one (keys created 0600 with O_EXCL, all of it on disk),
+then switches ``current`` with one ``rename()``. A crash at any instant leaves either
 the old set or the new set visible, never a certificate beside a key it does not
 match. CockroachDB skips directories and names not ending in ``.crt`` when it scans
 the dir and follows symlinks when reading (as with Kubernetes' ``..data``), so
@@ -15,6 +15,7 @@ The previous generation is kept (``.vaultpki/previous``) so a bad set can be rol
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import grp
@@ -24,7 +25,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ STATE_DIR = ".vaultpki"
 CURRENT = "current"
 PREVIOUS = "previous"
 MAX_READ = 1 << 20
+# Up to this many files (the daemon's 3-8) a generation is made durable by fsyncing each; above it by one syncfs(2).
+SYNC_EACH_MAX = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +92,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _load_syncfs() -> Callable[[int], None] | None:
+    """syncfs(2) through libc, raising OSError on failure; None where libc has no syncfs."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int]
+    func.restype = ctypes.c_int
+
+    def syncfs(fd: int) -> None:
+        if func(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    return syncfs
+
+
+_syncfs = _load_syncfs()
+
+
 def _is_within(child: str, parent: str) -> bool:
-    return os.path.commonpath([child, parent]) == parent
+    """For normalized absolute paths (realpath's): what ``commonpath([child, parent]) == parent`` says, without its cost."""
+    return child == parent or child.startswith(parent.rstrip("/") + "/")
 
 
 class CertsDir:
@@ -217,21 +240,33 @@ class CertsDir:
             raise StoreError(f"certs-dir {self.path} was replaced during the write; nothing was switched")
 
     def _check_targets(self, names: Sequence[str]) -> list[str]:
-        """Names whose current entry is a regular file (or another in-dir link) to adopt first."""
+        """Names whose current entry is a regular file (or another in-dir link) to adopt first.
+
+        Our own links all resolve through ``current``, so that is resolved once rather than per link
+        (a realpath walks every component): ``<current>/<name>`` is already real unless it is a link.
+        """
         root = os.path.realpath(self.path)
+        current = os.path.realpath(os.path.join(root, STATE_DIR, CURRENT))
+        try:
+            with os.scandir(current) as entries:
+                real = {e.name for e in entries if not e.is_symlink()}
+        except OSError:
+            real = set()
+        top = str(self.path)
         foreign = []
         for name in names:
-            full = self.path / name
+            full = os.path.join(top, name)
             try:
                 st = os.lstat(full)
             except FileNotFoundError:
                 continue
             if stat.S_ISLNK(st.st_mode):
-                target = os.path.realpath(full)
+                ours = os.readlink(full) == f"{STATE_DIR}/{CURRENT}/{name}"
+                target = os.path.join(current, name) if ours and name in real else os.path.realpath(full)
                 if not _is_within(target, root):
                     raise StoreError(f"{full} is a symlink to {target}, outside the certs-dir; refusing to replace it")
                 # A dangling in-dir link shows nothing that could be lost: just replace it.
-                if os.readlink(full) != f"{STATE_DIR}/{CURRENT}/{name}" and os.path.exists(full):
+                if not ours and os.path.exists(full):
                     foreign.append(name)
             elif stat.S_ISREG(st.st_mode):
                 foreign.append(name)
@@ -275,10 +310,11 @@ class CertsDir:
         self._chown_path(path)
         return path
 
-    def _write_file(self, directory: Path, content: FileContent) -> None:
+    def _write_file(self, directory: str, content: FileContent) -> int:
+        """Create and fill one file; returns its open fd, so that the caller decides when it is fsynced."""
         mode = self.key_mode if content.secret else 0o644
         # 0600 at creation: the key is never readable by anyone else, not even for an instant.
-        fd = os.open(directory / content.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+        fd = os.open(os.path.join(directory, content.name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      0o600 if content.secret else 0o644)
         try:
             self._chown_path(fd)
@@ -286,22 +322,60 @@ class CertsDir:
             view = memoryview(content.data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        return fd
+
+    def _write_files(self, gen: str, files: Sequence[FileContent]) -> None:
+        """Write every file, then make them all durable: on ext4 an fsync between creates costs a
+        journal commit each (2,000 files: 0.56 s fsyncing each as written, 0.07 s with one syncfs).
+
+        Up to SYNC_EACH_MAX files (the daemon's case), each is fsynced once all are written: nothing
+        unrelated is flushed. Above it, one syncfs(2) of the generation's filesystem: one journal commit
+        instead of thousands, at the price of flushing the filesystem's other dirty data too, which a
+        bulk operator command can afford. Its fd is opened before the writes because Linux (5.8+) reports
+        to syncfs the writeback errors since that open. Without syncfs, files are fsynced in batches of
+        SYNC_EACH_MAX, which also bounds the fds held open.
+        """
+        if len(files) > SYNC_EACH_MAX and _syncfs is not None:
+            dir_fd = os.open(gen, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                for content in files:
+                    os.close(self._write_file(gen, content))
+                try:
+                    _syncfs(dir_fd)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSYS, errno.EPERM):
+                        raise
+                    os.sync()        # syncfs refused (a seccomp filter, say): flush everything instead
+            finally:
+                os.close(dir_fd)
+            return
+        for start in range(0, len(files), SYNC_EACH_MAX):
+            fds: list[int] = []
+            try:
+                for content in files[start:start + SYNC_EACH_MAX]:
+                    fds.append(self._write_file(gen, content))
+                for fd in fds:
+                    os.fsync(fd)
+            finally:
+                for fd in fds:
+                    os.close(fd)
 
     def _build_generation(self, files: Sequence[FileContent], carry: bool = True) -> str:
-        """A complete new generation: the current one's files, with ``files`` replaced or added."""
+        """A complete new generation, on disk before it is returned: the current one's files, with
+        ``files`` replaced or added."""
         gen = self._new_gen_dir()
         try:
             current = self._current() if carry else None
             replaced = {f.name for f in files}
             if current is not None:
-                for name in os.listdir(current):
-                    if name not in replaced:
-                        os.link(current / name, gen / name)   # files are never modified in place
-            for content in files:
-                self._write_file(gen, content)
+                src, dst = str(current), str(gen)
+                for name in os.listdir(src):
+                    if name not in replaced:   # files are never modified in place
+                        os.link(os.path.join(src, name), os.path.join(dst, name))
+            self._write_files(str(gen), files)
             _fsync_dir(gen)
         except BaseException:
             shutil.rmtree(gen, ignore_errors=True)
@@ -360,13 +434,14 @@ class CertsDir:
         self._replace_link(self._state / CURRENT, gen)
         _fsync_dir(self._state)
 
-    def _replace_link(self, link: Path, target: str) -> None:
-        tmp = link.parent / f".link-{secrets.token_hex(6)}"
+    def _replace_link(self, link: Path | str, target: str) -> None:
+        tmp = os.path.join(os.path.dirname(link), f".link-{secrets.token_hex(6)}")
         os.symlink(target, tmp)
         try:
             os.replace(tmp, link)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
 
     def _link_all(self, replace: set[str]) -> None:
@@ -379,13 +454,16 @@ class CertsDir:
         if current is None:
             return
         names = sorted(os.listdir(current), key=lambda n: (not n.endswith(".key"), n))
+        top = str(self.path)
         changed = False
         for name in names:
-            link = self.path / name
+            link = os.path.join(top, name)
             want = f"{STATE_DIR}/{CURRENT}/{name}"
-            if link.is_symlink() and os.readlink(link) == want:
-                continue
-            if os.path.lexists(link) and name not in replace:
+            try:
+                st = os.lstat(link)
+            except OSError:
+                st = None
+            if st is not None and (name not in replace or (stat.S_ISLNK(st.st_mode) and os.readlink(link) == want)):
                 continue
             self._replace_link(link, want)
             changed = True

@@ -2,7 +2,8 @@
 
 - SIGKILL during a renewal: a small writer process calls ``CertsDir.write_set`` with a
   new complete set and is killed either after a random delay calibrated to the measured
-  write time, or by a fault hook at the k-th filesystem call, for every k. After every
+  write time, or by a fault hook at the k-th filesystem call, for every k, through both
+  ways a generation is made durable (fsync per file, and one ``syncfs``). After every
   kill the visible set must be exactly the old or the new one, every certificate must
   match its key, ``vaultpki verify`` must pass, and the next write starts from whatever
   the crash left (so recovery from every crashed state is exercised too).
@@ -42,6 +43,9 @@ from .conftest import Deployment, run_cli, toml_dump, tree
 
 NAMES = ("ca.crt", "node.crt", "node.key", "client.root.crt", "client.root.key")
 SET_COUNT = 4
+# How the store makes a generation durable: "fsync" per file (this set's size), or "syncfs" (a big
+# set's path, forced for this small set by lowering the store's threshold).
+DURABILITY = ("fsync", "syncfs")
 RANDOM_KILLS = 200
 CALIBRATION_RUNS = 5
 STEP_TIMEOUT = 20.0
@@ -51,14 +55,18 @@ FileSet = tuple[bytes, ...]      # the bytes of NAMES, in order
 # The writer process. kill_at < 0: no hooks (killed from outside, if at all); 0: hooks only
 # count the filesystem calls of write_set; k > 0: SIGKILL itself just before the k-th call.
 # Every call is labelled with the store method it happens in, so the kill points can be told
-# apart in the report ("build/write_file:fsync", "commit/switch/replace_link:replace", ...).
+# apart in the report ("build_generation/write_files:fsync", "commit/switch/replace_link:replace", ...).
+# The store's syncfs (through libc, not os) is hooked like the os calls.
 WRITER = r"""
 import os, signal, sys, time
 from pathlib import Path
+from vaultpki import store as store_module
 from vaultpki.layout import FileContent
 from vaultpki.store import CertsDir
 
 certs, src, kill_at, names = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
+if sys.argv[5] == "syncfs":
+    store_module.SYNC_EACH_MAX = 0
 files = [FileContent(n, (src / n).read_bytes(), n.endswith(".key")) for n in names]
 store = CertsDir(certs)
 emit = os.write
@@ -66,7 +74,7 @@ calls = []
 phase = []
 OPS = ("mkdir", "open", "write", "fchmod", "fchown", "chown", "fsync", "close", "link", "symlink",
        "replace", "rename", "unlink", "rmdir")
-METHODS = ("_prepare_dir", "_check_targets", "_ensure_state_dir", "_build_generation", "_write_file",
+METHODS = ("_prepare_dir", "_check_targets", "_ensure_state_dir", "_build_generation", "_write_files", "_write_file",
            "_commit", "_switch", "_replace_link", "_link_all", "_unlink_stale", "_prune")
 
 def fault(op, real):
@@ -92,6 +100,7 @@ if kill_at >= 0:
         setattr(CertsDir, name, phased(name.lstrip("_"), getattr(CertsDir, name)))
     for op in OPS:
         setattr(os, op, fault(op, getattr(os, op)))
+    store_module._syncfs = fault("syncfs", store_module._syncfs)
 emit(1, b"ready\n")
 sys.stdin.readline()
 calls.clear()
@@ -183,10 +192,10 @@ def leftovers(certs_dir: Path) -> list[str]:
 class Writer:
     """One writer process: started ahead (imports done, source read), told to go, maybe killed."""
 
-    def __init__(self, certs_dir: Path, source: Path, kill_at: int) -> None:
+    def __init__(self, certs_dir: Path, source: Path, kill_at: int, durability: str = "fsync") -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "VAULTPKI_", "BAO_"))}
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(certs_dir), str(source), str(kill_at), ",".join(NAMES)],
+            [sys.executable, "-c", WRITER, str(certs_dir), str(source), str(kill_at), ",".join(NAMES), durability],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0)
         self._buffer = b""
         self.went: float | None = None       # time.monotonic() of "go": CLOCK_MONOTONIC, shared with the writer
@@ -269,7 +278,7 @@ class Tally:
     killed: Counter[str] = field(default_factory=Counter)        # per kind: ended by SIGKILL
     landed: Counter[str] = field(default_factory=Counter)        # "random-old", "fault-new", ...
     when: Counter[str] = field(default_factory=Counter)          # where in the write a random kill fell
-    kill_points: set[tuple[int, str]] = field(default_factory=set)
+    kill_points: set[tuple[str, int, str]] = field(default_factory=set)   # (durability, k, label)
     ops_killed: Counter[str] = field(default_factory=Counter)
 
 
@@ -304,7 +313,8 @@ def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, 
     which the writer shares, while spinning as the kills do), so kills land all through the
     write, the final rename and the pruning after it included. Fault-hook kills: the writer kills itself just before its
     k-th filesystem call, for every k of a counted write, so every step boundary is hit
-    whatever the timing. Each run starts from what the previous crash left.
+    whatever the timing; one sweep per durability path, the syncfs call included. Each run
+    starts from what the previous crash left.
     """
     sets, sources = issued.data, issued.dirs
     certs_dir = tmp_path / "certs"
@@ -314,25 +324,26 @@ def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, 
     rng = random.Random(20240601)
     go_to_done: list[float] = []
     write_times: list[float] = []
-    counted: list[list[str]] = []
+    counted: dict[str, list[str]] = {}       # durability -> the labelled calls of its count run
 
-    def schedule() -> Iterator[tuple[str, int]]:
-        """(kind, kill_at) per run; the fault sweep's length is known once the count run is in."""
+    def schedule() -> Iterator[tuple[str, int, str]]:
+        """(kind, kill_at, durability) per run; a fault sweep's length is known once its count run is in."""
         for _ in range(CALIBRATION_RUNS):
-            yield "calibrate", -1
+            yield "calibrate", -1, "fsync"
         for _ in range(RANDOM_KILLS):
-            yield "random", -1
-        # A clean write first prunes what the random crashes orphaned, so the count run (and
-        # every fault run after it) has at least the calls of a plain renewal.
-        yield "settle", -1
-        yield "count", 0
-        for k in range(1, int(counted[0][1]) + 1):
-            yield "fault", k
-        yield "recover", -1
+            yield "random", -1, "fsync"
+        for durability in DURABILITY:
+            # A clean write first prunes what earlier crashes orphaned, so the count run (and
+            # every fault run after it) has at least the calls of a plain renewal.
+            yield "settle", -1, durability
+            yield "count", 0, durability
+            for k in range(1, len(counted[durability]) + 1):
+                yield "fault", k, durability
+        yield "recover", -1, "fsync"
 
     plan = schedule()
-    kind, kill_at = next(plan)
-    writer = Writer(certs_dir, sources[(visible + 1) % SET_COUNT], kill_at)
+    kind, kill_at, durability = next(plan)
+    writer = Writer(certs_dir, sources[(visible + 1) % SET_COUNT], kill_at, durability)
     limit = 0.0
     began = time.monotonic()
     try:
@@ -356,11 +367,12 @@ def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, 
                     go_to_done.append(float(stamp(lines, "done")[0]) - writer.went)
                     write_times.append(float(stamp(lines, "done")[0]) - float(stamp(lines, "start")[0]))
                 if kind == "count":
-                    counted.append(stamp(lines, "done"))
+                    counted[durability] = stamp(lines, "calls")
+                    assert len(counted[durability]) == int(stamp(lines, "done")[1]), lines
             elif kind == "fault":
                 killed = stamp(lines, "kill")
-                assert code == -signal.SIGKILL and killed, f"fault run {kill_at} was not killed: {lines}"
-                tally.kill_points.add((int(killed[0]), killed[1]))
+                assert code == -signal.SIGKILL and killed, f"fault run {kill_at} ({durability}) was not killed: {lines}"
+                tally.kill_points.add((durability, int(killed[0]), killed[1]))
                 tally.ops_killed[killed[1].rsplit(":", 1)[1]] += 1
             else:
                 tally.when[where(writer, lines)] += 1
@@ -375,13 +387,13 @@ def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, 
             if kind == "calibrate" and tally.runs["calibrate"] == CALIBRATION_RUNS:
                 limit = 1.5 * sorted(go_to_done)[CALIBRATION_RUNS // 2]
             try:
-                kind, kill_at = next(plan)
+                kind, kill_at, durability = next(plan)
             except StopIteration:
                 assert_verify_ok(certs_dir)
                 break
             # Start the next writer before verifying this state: until "go" it only reads its
             # sources, and its start-up overlaps the verify process.
-            writer = Writer(certs_dir, sources[(visible + 1) % SET_COUNT], kill_at)
+            writer = Writer(certs_dir, sources[(visible + 1) % SET_COUNT], kill_at, durability)
             assert_verify_ok(certs_dir)
     finally:
         # A failed assertion must not leave a writer blocked on its stdin behind.
@@ -402,15 +414,21 @@ def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, 
           f"{killed_runs} SIGKILLed; write {sorted(write_times)[CALIBRATION_RUNS // 2] * 1000:.2f} ms, "
           f"T={limit * 1000:.2f} ms; random kills fell {dict(sorted(tally.when.items(), key=when_order))}; "
           f"landed {dict(tally.landed)}; "
-          f"fault hook: {counted[0][1]} calls, {len(tally.kill_points)} distinct kill points, "
+          f"fault hook: calls per durability {({d: len(c) for d, c in counted.items()})}, "
+          f"{len(tally.kill_points)} distinct kill points, "
           f"by op {dict(tally.ops_killed)}; stray temporary links left: {stray}")
     assert killed_runs >= 200
-    assert tally.killed["fault"] == len(tally.kill_points) == int(counted[0][1])
+    assert tally.killed["fault"] == len(tally.kill_points) == sum(len(c) for c in counted.values())
+    # Each sweep really took its path: files fsynced one by one, or the generation by one syncfs.
+    synced = {d: sorted({c for c in calls if c.startswith("build_generation/write_files:")}) for d, calls in counted.items()}
+    assert synced == {"fsync": ["build_generation/write_files:close", "build_generation/write_files:fsync"],
+                      "syncfs": ["build_generation/write_files:close", "build_generation/write_files:open",
+                                 "build_generation/write_files:syncfs"]}, synced
     assert mid_write >= RANDOM_KILLS // 4, f"too few random kills fell inside write_set: {dict(tally.when)}"
     # Kills landed on both sides of the switch, by timing as well as by hook.
     for key in ("random-old", "random-new", "fault-old", "fault-new"):
         assert tally.landed[key] > 0, (key, dict(tally.landed))
-    assert {"mkdir", "open", "write", "fchmod", "fsync", "close", "symlink", "replace", "unlink"} <= set(tally.ops_killed)
+    assert {"mkdir", "open", "write", "fchmod", "fsync", "close", "symlink", "replace", "unlink", "syncfs"} <= set(tally.ops_killed)
 
 
 # --- failures during a pass: a clear error and the previous set intact ------------------------------

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from vaultpki import crypto
+from vaultpki import crypto, store
 from vaultpki.errors import StoreError
-from vaultpki.store import STATE_DIR, CertsDir, FileContent, Owner
+from vaultpki.store import STATE_DIR, SYNC_EACH_MAX, CertsDir, FileContent, Owner
 from vaultpki.validate import judge
 
 # --- helpers -----------------------------------------------------------------------------
@@ -353,6 +353,27 @@ def test_refuses_relative_link_escaping(tmp_path: Path, managed: Path, leaves) -
     assert tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("tampered", ["generation-entry", "state-dir"])
+def test_refuses_own_link_resolving_outside(tmp_path: Path, managed: Path, leaves, tampered: str) -> None:  # type: ignore[no-untyped-def]
+    """Our own links are resolved through ``current`` once, not per link: a file of the generation,
+    or ``.vaultpki`` itself, made a link to outside must still be refused."""
+    outside = tmp_path / "outside"
+    state = managed / STATE_DIR
+    if tampered == "generation-entry":
+        outside.mkdir()
+        (outside / "node.key").write_bytes(b"precious")
+        entry = state / os.readlink(state / "current") / "node.key"
+        entry.unlink()
+        os.symlink(outside / "node.key", entry)
+    else:
+        os.rename(state, outside)
+        os.symlink(outside, state)
+    before = tree(tmp_path)
+    with pytest.raises(StoreError, match="outside the certs-dir"):
+        CertsDir(managed).write_set(files_of({"node": leaves["new_node"]}))
+    assert tree(tmp_path) == before
+
+
 def test_refuses_directory_named_like_a_file(tmp_path: Path, managed: Path, leaves) -> None:  # type: ignore[no-untyped-def]
     (managed / "node.crt").unlink()
     (managed / "node.crt").mkdir()
@@ -395,6 +416,120 @@ def test_refusal_on_fresh_dir_creates_nothing(tmp_path: Path, leaves) -> None:  
     with pytest.raises(StoreError):
         CertsDir(root).write_set(files_of({"node": leaves["new_node"]}))
     assert tree(tmp_path) == before
+
+
+# --- durability: fsync each file of a small set, one syncfs for a big one ----------------------------
+
+def bulk_set(count: int, tag: bytes) -> list[FileContent]:
+    """Exactly ``count`` files: ca.crt, then .crt/.key of filler bytes (the store does not parse what it writes)."""
+    files = [FileContent("ca.crt", b"ca " + tag, secret=False)]
+    for i in range(count - 1):
+        name = f"client.u{i // 2}.{'key' if i % 2 else 'crt'}"
+        files.append(FileContent(name, name.encode() + tag, secret=name.endswith(".key")))
+    return files
+
+
+class Syncs:
+    """Which regular files were fsynced and which directories syncfs'ed (by inode); the real calls still run."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert store._syncfs is not None, "this libc has no syncfs"
+        self.files: list[int] = []
+        self.syncfs: list[int] = []
+        real_fsync, real_syncfs = os.fsync, store._syncfs
+
+        def fsync(fd: int) -> None:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                self.files.append(st.st_ino)
+            real_fsync(fd)
+
+        def syncfs(fd: int) -> None:
+            self.syncfs.append(os.fstat(fd).st_ino)
+            real_syncfs(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(store, "_syncfs", syncfs)
+
+
+def inodes(gen_dir: Path) -> list[int]:
+    return sorted(os.lstat(gen_dir / name).st_ino for name in os.listdir(gen_dir))
+
+
+@pytest.mark.parametrize("count", [3, SYNC_EACH_MAX])
+def test_small_set_fsyncs_each_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    syncs = Syncs(monkeypatch)
+    root = tmp_path / "certs"
+    files = bulk_set(count, b"new")
+    gen = CertsDir(root).write_set(files)
+    assert syncs.syncfs == []
+    assert sorted(syncs.files) == inodes(root / STATE_DIR / gen)
+    assert visible(root) == as_map(files)
+
+
+def test_big_set_is_made_durable_by_one_syncfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs = Syncs(monkeypatch)
+    root = tmp_path / "certs"
+    files = bulk_set(SYNC_EACH_MAX + 1, b"new")
+    gen = CertsDir(root).write_set(files)
+    assert syncs.syncfs == [os.stat(root / STATE_DIR / gen).st_ino], "one syncfs, through the new generation's dir"
+    assert syncs.files == [], "no file of a big set is fsynced on its own"
+    assert visible(root) == as_map(files)
+    assert stat.S_IMODE(os.stat(root / "client.u0.key").st_mode) == 0o600
+
+
+def test_libc_syncfs_reports_errno() -> None:
+    assert store._syncfs is not None
+    with pytest.raises(OSError) as failed:
+        store._syncfs(-1)
+    assert failed.value.errno == errno.EBADF
+
+
+@pytest.mark.parametrize("before_write", ["fresh", "renewal"])
+def test_syncfs_failure_leaves_the_old_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before_write: str) -> None:
+    """EIO from syncfs: a StoreError, and the dir exactly as before (the unsynced generation removed, nothing switched)."""
+    root = tmp_path / "certs"
+    certs = CertsDir(root)
+    if before_write == "renewal":
+        certs.write_set(bulk_set(SYNC_EACH_MAX + 1, b"old"))
+    before = tree(tmp_path)
+
+    def syncfs(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(store, "_syncfs", syncfs)
+    with pytest.raises(StoreError, match=f"cannot write to certs-dir {root}: input/output error"):
+        certs.write_set(bulk_set(SYNC_EACH_MAX + 1, b"new"))
+    assert tree(tmp_path) == before
+
+
+def test_without_syncfs_a_big_set_is_fsynced_in_bounded_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs = Syncs(monkeypatch)
+    monkeypatch.setattr(store, "_syncfs", None)
+    writing: set[int] = set()
+    peak = 0
+    real_open, real_close = os.open, os.close
+
+    def open_(path: str, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        nonlocal peak
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        if flags & os.O_EXCL:
+            writing.add(fd)
+            peak = max(peak, len(writing))
+        return fd
+
+    def close(fd: int) -> None:
+        writing.discard(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "close", close)
+    root = tmp_path / "certs"
+    files = bulk_set(2 * SYNC_EACH_MAX + 5, b"new")
+    gen = CertsDir(root).write_set(files)
+    assert sorted(syncs.files) == inodes(root / STATE_DIR / gen)
+    assert peak == SYNC_EACH_MAX, "files are fsynced in batches, holding at most SYNC_EACH_MAX open"
+    assert visible(root) == as_map(files)
 
 
 # --- snapshot -------------------------------------------------------------------------------------
@@ -550,3 +685,17 @@ def test_failed_write_leaves_the_old_set_visible(tmp_path: Path, leaves, cas, fu
     # BUG (store.py write_set/_switch): failures after `current` was renamed (fsync of the state dir,
     # linking newly added files, fsync of the certs-dir) raise StoreError although the new set is live.
     assert broken == [], f"os.{func} failure at calls {broken} raised StoreError but the new set is visible"
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.EPERM])
+def test_a_refused_syncfs_falls_back_to_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    synced: list[str] = []
+
+    def refuse(fd: int) -> None:
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(store, "_syncfs", refuse)
+    monkeypatch.setattr(store.os, "sync", lambda: synced.append("sync"))
+    certs = CertsDir(tmp_path / "certs")
+    certs.write_set(bulk_set(SYNC_EACH_MAX + 1, b"new"))
+    assert synced == ["sync"]
+    assert (tmp_path / "certs" / "client.u0.crt").read_bytes() == b"client.u0.crtnew"
