@@ -15,20 +15,19 @@ The previous generation is kept (``.vaultpki/previous``) so a bad set can be rol
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
+import functools
 import grp
 import os
 import pwd
-import secrets
-import shutil
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, StoreError
 from .layout import FileContent
@@ -92,23 +91,37 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _load_syncfs() -> Callable[[int], None] | None:
-    """syncfs(2) through libc, raising OSError on failure; None where libc has no syncfs."""
+@functools.cache
+def _libc_syncfs() -> Any:
+    """libc's syncfs(2), or None where libc has none; ctypes loads on the first big set, not in every command."""
+    import ctypes
+
     try:
         func = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         return None
     func.argtypes = [ctypes.c_int]
     func.restype = ctypes.c_int
-
-    def syncfs(fd: int) -> None:
-        if func(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    return syncfs
+    return func
 
 
-_syncfs = _load_syncfs()
+def _syncfs(fd: int) -> None:
+    """syncfs(2) on the filesystem of ``fd``, raising OSError on failure."""
+    import ctypes
+
+    func = _libc_syncfs()
+    if func is None:
+        raise OSError(errno.ENOSYS, "libc has no syncfs")
+    if func(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _rmtree(path: str | Path) -> None:
+    """Best-effort removal (shutil loads only when something is to be removed)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _is_within(child: str, parent: str) -> bool:
@@ -191,9 +204,9 @@ class CertsDir:
         except StoreError:
             # Nothing of ours is visible at this point; take away what this call created.
             if created_dir:
-                shutil.rmtree(self.path, ignore_errors=True)
+                _rmtree(self.path)
             elif created_state and self._current() is None:
-                shutil.rmtree(self._state, ignore_errors=True)
+                _rmtree(self._state)
             raise
         return new_gen
 
@@ -304,7 +317,7 @@ class CertsDir:
         return self._generation(PREVIOUS)
 
     def _new_gen_dir(self) -> Path:
-        name = f"gen-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
+        name = f"gen-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.urandom(4).hex()}"
         path = self._state / name
         os.mkdir(path, self.owner.dir_mode)
         self._chown_path(path)
@@ -338,7 +351,7 @@ class CertsDir:
         to syncfs the writeback errors since that open. Without syncfs, files are fsynced in batches of
         SYNC_EACH_MAX, which also bounds the fds held open.
         """
-        if len(files) > SYNC_EACH_MAX and _syncfs is not None:
+        if len(files) > SYNC_EACH_MAX and _libc_syncfs() is not None:
             dir_fd = os.open(gen, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 for content in files:
@@ -378,7 +391,7 @@ class CertsDir:
             self._write_files(str(gen), files)
             _fsync_dir(gen)
         except BaseException:
-            shutil.rmtree(gen, ignore_errors=True)
+            _rmtree(gen)
             raise
         return gen.name
 
@@ -402,7 +415,7 @@ class CertsDir:
                     (self._state / PREVIOUS).unlink(missing_ok=True)     # rollback must not lead anywhere new
                 self._unlink_stale(undo=True)
                 if old is None or old.name != gen:
-                    shutil.rmtree(self._state / gen, ignore_errors=True)  # never visible: not worth keeping
+                    _rmtree(self._state / gen)  # never visible: not worth keeping
                 _fsync_dir(self._state)
             raise
 
@@ -435,7 +448,7 @@ class CertsDir:
         _fsync_dir(self._state)
 
     def _replace_link(self, link: Path | str, target: str) -> None:
-        tmp = os.path.join(os.path.dirname(link), f".link-{secrets.token_hex(6)}")
+        tmp = os.path.join(os.path.dirname(link), f".link-{os.urandom(6).hex()}")
         os.symlink(target, tmp)
         try:
             os.replace(tmp, link)
@@ -490,7 +503,7 @@ class CertsDir:
         for entry in entries:
             path = self._state / entry
             if entry.startswith("gen-") and entry not in keep and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
+                _rmtree(path)
             elif entry.startswith(".link-") and path.is_symlink():
                 path.unlink(missing_ok=True)      # a crash between symlink() and replace() left it
 

@@ -505,7 +505,7 @@ def test_syncfs_failure_leaves_the_old_set(tmp_path: Path, monkeypatch: pytest.M
 
 def test_without_syncfs_a_big_set_is_fsynced_in_bounded_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     syncs = Syncs(monkeypatch)
-    monkeypatch.setattr(store, "_syncfs", None)
+    monkeypatch.setattr(store, "_libc_syncfs", lambda: None)
     writing: set[int] = set()
     peak = 0
     real_open, real_close = os.open, os.close
