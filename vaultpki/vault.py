@@ -1,8 +1,8 @@
 """The node-side Vault adapter: JSON over keep-alive HTTP, vaultpki errors and plain values on top.
 
 It speaks Vault's HTTP API through urllib3 (the layer requests and hvac stand on), not
-hvac: a node calls a handful of endpoints, and hvac + requests would cost a cold
-``issue-node`` ~30 ms and ~6 MiB of its ~150 ms and ~40 MiB (see the README's
+hvac: a node calls a dozen endpoints, and hvac + requests would cost a cold
+``issue-node`` ~30 ms and ~6 MiB of its ~155 ms and ~39 MiB (see the README's
 benchmarks). hvac stays the client of the admin side (``admin.py``: provisioning, CA
 rotation), where its coverage of the API is worth its weight.
 
