@@ -22,6 +22,8 @@ from vaultpki.layout import Mode, PkiNames
 from vaultpki.provision import ProvisionSpec, provision
 
 NODE_HOSTS = ("node1.test.internal", "localhost", "127.0.0.1")
+# A `sync` config that renews within a test's patience: 60 s certificates renewed at 40 %, fast backoff.
+SHORT = {"ttl": "60s", "renew": {"before": "60%", "jitter": "5%", "retry_initial": "1s", "retry_max": "2s"}}
 UI_HOSTS = ("console.test.internal", "localhost")
 
 
@@ -134,3 +136,20 @@ def tree(path: Path) -> dict[str, tuple[str, int, bytes]]:
             else:
                 out[rel] = ("file", st.st_mode & 0o7777, full.read_bytes())
     return out
+
+
+def standard_sync_config(addr: str, root_token: str, prefix: str, tmp_path: Path) -> tuple[Path, Path]:
+    """Provision a standard layout (mount ``<prefix>-crdb`` under ``<prefix>-root``) on a server of a
+    test's own and write a SHORT ``sync`` config for it; returns (config, certs-dir)."""
+    pki = PkiNames(mount=f"{prefix}-crdb", client_mount=None, node_role="node", client_node_role="client-node",
+                   user_role="user", ui_mount=None, ui_role=None)
+    provision(hvac.Client(url=addr, token=root_token), addr,
+              ProvisionSpec(mode=Mode.STANDARD, pki=pki, node_hosts=NODE_HOSTS, root_mount=f"{prefix}-root"))
+    certs = tmp_path / "certs"
+    config = tmp_path / "vaultpki.toml"
+    config.write_text(toml_dump({
+        "certs_dir": str(certs), "mode": "standard", **SHORT,
+        "vault": {"addr": addr, "retry_for": "2s"}, "pki": {"mount": pki.mount},
+        "node": {"hosts": list(NODE_HOSTS)},
+    }))
+    return config, certs

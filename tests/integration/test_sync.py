@@ -20,10 +20,8 @@ from vaultpki import crypto
 from vaultpki.layout import Mode
 
 from ..support.postgres import PostgresServer, make_shared_tempdir
-from .conftest import Deployment, run_cli, toml_dump, tree
+from .conftest import SHORT, Deployment, run_cli, toml_dump, tree
 from .daemon_proc import SyncDaemon, msg
-
-SHORT = {"ttl": "60s", "renew": {"before": "60%", "jitter": "5%", "retry_initial": "1s", "retry_max": "2s"}}
 
 
 @pytest.fixture

@@ -16,19 +16,16 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import hvac
 import pytest
 
 from vaultpki import crypto
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import ProvisionSpec, provision
+from vaultpki.layout import Mode
 
 from ..support.openbao import PersistentOpenBao
-from .conftest import NODE_HOSTS, Deployment, toml_dump, tree
+from .conftest import SHORT, Deployment, standard_sync_config, toml_dump, tree
 from .daemon_proc import SyncDaemon, msg
 
 # Issued lifetime 90 s (60 s TTL + OpenBao's 30 s backdate); renewal ~15 s after issuance.
-SHORT = {"ttl": "60s", "renew": {"before": "60%", "jitter": "5%", "retry_initial": "1s", "retry_max": "2s"}}
 
 
 def serial_of(path: Path) -> int:
@@ -43,18 +40,7 @@ def outage_bao(tmp_path: Path) -> Iterator[PersistentOpenBao]:
 
 
 def test_vault_outage_daemon_stays_up_untouched_then_renews(outage_bao: PersistentOpenBao, tmp_path: Path) -> None:
-    admin = hvac.Client(url=outage_bao.addr, token=outage_bao.root_token)
-    pki = PkiNames(mount="out-crdb", client_mount=None, node_role="node", client_node_role="client-node",
-                   user_role="user", ui_mount=None, ui_role=None)
-    provision(admin, outage_bao.addr, ProvisionSpec(mode=Mode.STANDARD, pki=pki, node_hosts=NODE_HOSTS,
-                                                    root_mount="out-root"))
-    certs = tmp_path / "certs"
-    config = tmp_path / "vaultpki.toml"
-    config.write_text(toml_dump({
-        "certs_dir": str(certs), "mode": "standard", **SHORT,
-        "vault": {"addr": outage_bao.addr, "retry_for": "2s"}, "pki": {"mount": pki.mount},
-        "node": {"hosts": list(NODE_HOSTS)},
-    }))
+    config, certs = standard_sync_config(outage_bao.addr, outage_bao.root_token, "out", tmp_path)
     with SyncDaemon(config, {"VAULT_TOKEN": outage_bao.root_token}) as daemon:
         daemon.wait_for(msg("pass complete"), 30)
         first = serial_of(certs / "node.crt")

@@ -39,7 +39,7 @@ from vaultpki.provision import ProvisionSpec, provision
 
 from ..support.openbao import PersistentOpenBao
 from ..support.raft import RaftCluster
-from .conftest import NODE_HOSTS, run_cli, toml_dump, tree
+from .conftest import NODE_HOSTS, SHORT, run_cli, standard_sync_config, toml_dump, tree
 from .daemon_proc import SyncDaemon, msg
 
 pytestmark = pytest.mark.integration  # real OpenBao servers
@@ -47,7 +47,6 @@ pytestmark = pytest.mark.integration  # real OpenBao servers
 HA_PKI = PkiNames(mount="ha-crdb", client_mount=None, node_role="node", client_node_role="client-node",
                   user_role="user", ui_mount=None, ui_role=None)
 # Issued lifetime 90 s (60 s TTL + OpenBao's 30 s backdate); renewal ~15 s after issuance.
-SHORT = {"ttl": "60s", "renew": {"before": "60%", "jitter": "5%", "retry_initial": "1s", "retry_max": "2s"}}
 #: Upper bound for an election with OpenBao's default Raft timing (measured 18-26 s).
 ELECTION_BOUND = 60.0
 #: One daemon backoff step (retry_max) plus one pass with its in-request retries (at most ~5 s).
@@ -259,17 +258,7 @@ def health(addr: str) -> int | None:
 
 def test_sealed_vault_daemon_stays_up_untouched_then_renews_after_unseal(sealable: PersistentOpenBao,
                                                                         tmp_path: Path) -> None:
-    pki = PkiNames(mount="sealed-crdb", client_mount=None, node_role="node", client_node_role="client-node",
-                   user_role="user", ui_mount=None, ui_role=None)
-    provision(hvac.Client(url=sealable.addr, token=sealable.root_token), sealable.addr,
-              ProvisionSpec(mode=Mode.STANDARD, pki=pki, node_hosts=NODE_HOSTS, root_mount="sealed-root"))
-    certs = tmp_path / "certs"
-    config = tmp_path / "vaultpki.toml"
-    config.write_text(toml_dump({
-        "certs_dir": str(certs), "mode": "standard", **SHORT,
-        "vault": {"addr": sealable.addr, "retry_for": "2s"}, "pki": {"mount": pki.mount},
-        "node": {"hosts": list(NODE_HOSTS)},
-    }))
+    config, certs = standard_sync_config(sealable.addr, sealable.root_token, "sealed", tmp_path)
     with SyncDaemon(config, {"VAULT_TOKEN": sealable.root_token}) as daemon:
         daemon.wait_for(msg("pass complete"), 30)
         first = serial_of(certs / "node.crt")
