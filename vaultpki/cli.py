@@ -172,7 +172,6 @@ def _report_dry_run(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_jso
 @click.pass_obj
 def issue_node(obj: _Ctx, certs_dir: str | None, users: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
     """Issue everything this node needs for the configured mode (and ui.crt when configured), as one set."""
-    users = tuple(validate_username(u) for u in users)
     cfg = obj.config()
     plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, (*cfg.node_users, *users))
     target = CertsDir(_node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))

@@ -232,10 +232,9 @@ def http_post(url: str, body: bytes, timeout: float) -> HttpAnswer:
     """POST like Go's ``http.DefaultClient`` (proxy variables honoured, redirects followed)."""
     import urllib3
 
-    from .vault import REDIRECTS_ONLY, proxy_for
+    from .vault import REDIRECTS_ONLY, pool_manager
 
-    proxy = proxy_for(url, os.environ)
-    pool = urllib3.ProxyManager(proxy) if proxy else urllib3.PoolManager()
+    pool = pool_manager(url, os.environ)
     try:
         resp = pool.request("POST", url, body=body, headers={"Content-Type": REQUEST_TYPE}, preload_content=False,
                             timeout=urllib3.Timeout(total=timeout), retries=REDIRECTS_ONLY)

@@ -106,13 +106,10 @@ def _libc_syncfs() -> Any:
 
 
 def _syncfs(fd: int) -> None:
-    """syncfs(2) on the filesystem of ``fd``, raising OSError on failure."""
+    """syncfs(2) on the filesystem of ``fd`` (where ``_libc_syncfs()`` found it), raising OSError on failure."""
     import ctypes
 
-    func = _libc_syncfs()
-    if func is None:
-        raise OSError(errno.ENOSYS, "libc has no syncfs")
-    if func(fd) != 0:
+    if _libc_syncfs()(fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 

@@ -30,7 +30,8 @@ from .config import VaultConfig
 from .errors import ConfigError, VaultDenied, VaultRequestError, VaultUnavailable
 
 __all__ = [
-    "CaMaterial", "HttpVault", "IssuedCert", "REDIRECTS_ONLY", "VaultPort", "conn_reason", "one_line", "proxy_for", "ssl_reason",
+    "CaMaterial", "HttpVault", "IssuedCert", "REDIRECTS_ONLY", "VaultPort",
+    "conn_reason", "one_line", "pool_manager", "proxy_for", "ssl_reason",
 ]
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +80,19 @@ _POOL_SIZE = 16      # keep-alive connections per address: more than issue.MAX_P
 
 
 def _pool(cfg: VaultConfig, addr: str, env: Mapping[str, str]) -> urllib3.PoolManager:
-    """A keep-alive pool for one address; through the proxy $HTTPS_PROXY/$NO_PROXY name, like Vault's CLI."""
+    """A keep-alive pool for one address, with the TLS settings of the config."""
     tls: dict[str, Any] = {}
     if addr.startswith("https://"):
         tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": cfg.ca_cert}    # no ca_cert: the system's trust store
         if cfg.auth == "cert" and cfg.cert_file and cfg.key_file:
             tls |= {"cert_file": cfg.cert_file, "key_file": cfg.key_file}
-    proxy = proxy_for(addr, env)
-    if proxy:
-        return urllib3.ProxyManager(proxy, maxsize=_POOL_SIZE, **tls)
-    return urllib3.PoolManager(maxsize=_POOL_SIZE, **tls)
+    return pool_manager(addr, env, maxsize=_POOL_SIZE, **tls)
+
+
+def pool_manager(url: str, env: Mapping[str, str], **kwargs: Any) -> urllib3.PoolManager:
+    """urllib3's pool for ``url``: through the proxy the environment names for it, like Go's HTTP clients."""
+    proxy = proxy_for(url, env)
+    return urllib3.ProxyManager(proxy, **kwargs) if proxy else urllib3.PoolManager(**kwargs)
 
 
 def proxy_for(addr: str, env: Mapping[str, str]) -> str | None:
@@ -406,19 +410,15 @@ def _transport_errors(addr: str, what: str, send: Callable[[], _Reply]) -> _Repl
     """Run ``send``, re-raising urllib3's failures as VaultUnavailable chained to their cause."""
     try:
         return send()
-    except urllib3.exceptions.MaxRetryError as exc:
-        reason = exc.reason or exc
+    except urllib3.exceptions.HTTPError as exc:
+        reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
         if isinstance(reason, urllib3.exceptions.SSLError):
-            raise VaultUnavailable(f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(reason)}") \
-                from reason
-        if isinstance(reason, urllib3.exceptions.ResponseError):       # too many redirects
-            raise VaultUnavailable(f"request to Vault at {addr} failed while {what}: {one_line(str(reason))}") \
-                from reason
-        raise VaultUnavailable(f"cannot reach Vault at {addr} while {what}: {conn_reason(reason)}") from reason
-    except urllib3.exceptions.SSLError as exc:
-        raise VaultUnavailable(f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(exc)}") from exc
-    except urllib3.exceptions.HTTPError as exc:      # timeouts, a connection dropped mid-answer
-        raise VaultUnavailable(f"cannot reach Vault at {addr} while {what}: {conn_reason(exc)}") from exc
+            message = f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(reason)}"
+        elif isinstance(reason, urllib3.exceptions.ResponseError):        # too many redirects
+            message = f"request to Vault at {addr} failed while {what}: {one_line(str(reason))}"
+        else:                                                              # refused, timed out, dropped mid-answer
+            message = f"cannot reach Vault at {addr} while {what}: {conn_reason(reason)}"
+        raise VaultUnavailable(message) from reason
 
 
 def _judge(reply: _Reply, addr: str, what: str) -> Any:
