@@ -26,6 +26,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -42,6 +43,15 @@ __all__ = ["PersistentOpenBao"]
 #: How long one HTTP request to the server may take while it comes up.
 _REQUEST_TIMEOUT = 2.0
 _POLL = 0.02
+
+
+def refuses_connections(port: int) -> bool:
+    """Nothing listens on loopback ``port`` any more (a stopped or killed server has really gone)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
 
 
 def launch_bao(config: Path, home: Path, cwd: Path, log_path: Path, banner: str) -> subprocess.Popen[bytes]:

@@ -15,17 +15,9 @@ import psutil
 import pytest
 import requests
 
-from .openbao import PersistentOpenBao
+from .openbao import PersistentOpenBao, refuses_connections
 
 pytestmark = pytest.mark.integration  # real OpenBao server
-
-
-def refuses_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 def gone(pid: int) -> bool:

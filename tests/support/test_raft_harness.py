@@ -18,20 +18,13 @@ import psutil
 import pytest
 import requests
 
+from .openbao import refuses_connections
 from .raft import ACTIVE, SEALED, STANDBY, RaftCluster
 
 pytestmark = pytest.mark.integration  # real OpenBao servers
 
 #: Harness default (performance_multiplier 1): elections measured at 1.3-4.0 s; allow generously more.
 ELECTION_BOUND = 20.0
-
-
-def refuses_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 def servers_of(cluster: RaftCluster) -> list[int]:
