@@ -7,6 +7,7 @@ traceback only with ``--debug``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -24,8 +25,8 @@ from . import crypto
 from .certnames import BadFilename, classify
 from .errors import ConfigError, InputError, VaultpkiError
 from .issue import IssuedSet, IssueOptions, obtain
-from .layout import Plan, plan_node, plan_user, validate_username
-from .store import CertsDir, Owner, resolve_owner
+from .layout import FileContent, Plan, plan_node, plan_user, validate_username
+from .store import CertsDir, Owner, Stage, resolve_owner
 from .validate import DirState, Expectation, Problem, judge
 
 if TYPE_CHECKING:     # each loads only in the commands that use it
@@ -236,16 +237,27 @@ def issue_user(obj: _Ctx, user: str | None, from_file: str | None, certs_dir: st
 
 
 def _issue_many(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_json: bool) -> None:
-    """Bulk issuance: concurrently over one connection pool; one failure does not stop the others; the
-    successes are written as one set; the exit code says whether anything failed."""
+    """Bulk issuance: concurrently over one connection pool; one failure does not stop the others; each
+    success is written as soon as it is validated, and all become visible as one set; the exit code says
+    whether anything failed."""
     from .issue import obtain_partial
 
     show_bar = not as_json and sys.stderr.isatty()
-    with click.progressbar(length=len(plan.certs), label="issuing", file=sys.stderr) if show_bar else _NoBar() as bar:
+    with (click.progressbar(length=len(plan.certs), label="issuing", file=sys.stderr) if show_bar else _NoBar() as bar,
+          contextlib.ExitStack() as stack):
+        stage: Stage | None = None
+
+        def write(files: Sequence[FileContent]) -> None:
+            """Each certificate goes to disk as soon as it is validated; the set becomes visible at the end.
+            The dir is only touched once something succeeded: a run where every user fails writes nothing."""
+            nonlocal stage
+            if stage is None:
+                stage = stack.enter_context(target.staged(plan.file_names))
+            for content in files:
+                stage.add(content)
+
         issued, failed = obtain_partial(plan, _vault(cfg), _options(cfg), _now(), None,
-                                        progress=lambda _name: bar.update(1))
-    if issued.leaves:
-        target.write_set(issued.files)
+                                        progress=lambda _name: bar.update(1), sink=write)
     failures = {name.removeprefix("client.").removesuffix(".crt"): str(exc) for name, exc in failed.items()}
     if as_json:
         click.echo(json.dumps({

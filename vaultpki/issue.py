@@ -159,6 +159,7 @@ def obtain_partial(
     plan: Plan, vault: VaultPort, options: IssueOptions, now: dt.datetime,
     anchors: dict[str, list[x509.Certificate]] | None,
     progress: Callable[[str], object] | None = None,
+    sink: Callable[[Sequence[FileContent]], object] | None = None,
 ) -> tuple[IssuedSet, dict[str, VaultpkiError]]:
     """Issue every leaf independently: what succeeded (with all CA files), and what failed, by file.
 
@@ -166,6 +167,11 @@ def obtain_partial(
     The CA material is fetched while the leaves are being signed (a cold command waits for one
     round trip, not two); a leaf is only judged once its anchors are in, and a failure to get
     them fails the whole call.
+
+    ``sink``, when given, is handed each validated leaf's files as soon as they are judged (the CA
+    files with the first of them; nothing when no leaf succeeds), so that a bulk run writes while
+    the rest are still being signed. An exception from it stops the run: what is still queued is
+    cancelled, and it propagates.
     """
     failures: dict[str, VaultpkiError] = {}
     leaves = []
@@ -180,23 +186,27 @@ def obtain_partial(
                    for spec in plan.certs}
         try:
             anchors = anchors_of.result()
+            files = [FileContent(name, crypto.certs_to_pem(anchors[mount]), secret=False)
+                     for name, mount in _ca_files(plan.trusts)]
+            unsunk = list(files)
+            for name, future in futures.items():
+                try:
+                    leaf, leaf_files = future.result()
+                except VaultpkiError as exc:
+                    failures[name] = exc
+                    continue
+                finally:
+                    if progress is not None:
+                        progress(name)
+                leaves.append(leaf)
+                files += leaf_files
+                if sink is not None:
+                    sink(unsunk + leaf_files)
+                    unsunk = []
         except BaseException:
             for future in futures.values():
                 future.cancel()
             raise
-        files = [FileContent(name, crypto.certs_to_pem(anchors[mount]), secret=False)
-                 for name, mount in _ca_files(plan.trusts)]
-        for name, future in futures.items():
-            try:
-                leaf, leaf_files = future.result()
-            except VaultpkiError as exc:
-                failures[name] = exc
-                continue
-            finally:
-                if progress is not None:
-                    progress(name)
-            leaves.append(leaf)
-            files += leaf_files
     return IssuedSet(files=tuple(files), leaves=tuple(leaves)), failures
 
 

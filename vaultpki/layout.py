@@ -116,6 +116,12 @@ class Plan:
     def ca_files(self) -> tuple[TrustSpec, ...]:
         return tuple(t for t in self.trusts if t.file is not None)
 
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        """Every file the plan may write: each CA file once, then every leaf's certificate and key."""
+        cas = dict.fromkeys(t.file for t in self.trusts if t.file is not None)
+        return (*cas, *(name for c in self.certs for name in (c.cert_file, c.key_file)))
+
 
 @dataclass(frozen=True, slots=True)
 class PkiNames:

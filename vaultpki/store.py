@@ -25,7 +25,7 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from .errors import ConfigError, StoreError
 from .layout import FileContent
 from .validate import DirState, FileState
 
-__all__ = ["STATE_DIR", "CertsDir", "FileContent", "Owner", "resolve_owner"]
+__all__ = ["STATE_DIR", "CertsDir", "FileContent", "Owner", "Stage", "resolve_owner"]
 
 STATE_DIR = ".vaultpki"
 CURRENT = "current"
@@ -126,6 +126,25 @@ def _is_within(child: str, parent: str) -> bool:
     return child == parent or child.startswith(parent.rstrip("/") + "/")
 
 
+@dataclass(eq=False, slots=True)
+class Stage:
+    """A set being written by ``CertsDir.staged``: ``add`` each of its files as it becomes known."""
+
+    store: CertsDir
+    path: Path                                            # the new generation's directory
+    names: frozenset[str]                                 # what may be added
+    written: set[str] = field(default_factory=set)
+    fds: list[int] = field(default_factory=list)          # written but not yet fsynced (a small set)
+    dir_fd: int | None = None                             # the generation's dir, for one syncfs (a big set)
+
+    @property
+    def generation(self) -> str:
+        return self.path.name
+
+    def add(self, content: FileContent) -> None:
+        self.store._write_into(self, content)
+
+
 class CertsDir:
     """One certs-dir on disk."""
 
@@ -181,31 +200,57 @@ class CertsDir:
         Raises StoreError, leaving the previously visible set untouched (a failure after the
         switch switches back; a directory this call created is removed again).
         """
-        names = [f.name for f in files]
+        with self.staged([f.name for f in files]) as stage:
+            for content in files:
+                stage.add(content)
+        return stage.generation
+
+    @contextmanager
+    def staged(self, names: Sequence[str]) -> Iterator[Stage]:
+        """A set written while it is still being produced: ``write_set`` with the files handed over one by one.
+
+        Any of ``names`` may be ``add``ed to the yielded stage, as each becomes known; they go straight
+        into the new generation, which nobody sees yet. On a clean exit the added files become visible
+        as one set, exactly as ``write_set`` would make them, and a name never added keeps what it had.
+        An exception from the body leaves the dir as it was. Bulk issuance writes each certificate this
+        way while the next ones are still being signed. The dir's lock is held throughout.
+        """
+        names = list(names)
         if len(set(names)) != len(names) or any("/" in n or n.startswith(".") for n in names):
             raise StoreError(f"invalid file set {names}")
         created_dir = self._prepare_dir()
         identity = self._identity()
         foreign = self._check_targets(names)
         created_state = not self._state.exists()
+        what = f"cannot write to certs-dir {self.path}"
+        committed = False
         try:
-            with _os_errors(f"cannot write to certs-dir {self.path}"):
-                self._ensure_state_dir()
-                with self._locked():
+            with contextlib.ExitStack() as held:
+                with _os_errors(what):
+                    self._ensure_state_dir()
+                    held.enter_context(self._locked())
                     if foreign:
                         self._adopt(foreign)
-                    new_gen = self._build_generation(files)
-                    self._still_the_same_dir(identity)
-                    self._commit(new_gen, set(names))
-                    self._prune()
-        except StoreError:
+                    stage = self._begin_generation(names)
+                try:
+                    yield stage
+                    with _os_errors(what):
+                        self._finish_generation(stage)
+                        self._still_the_same_dir(identity)
+                        self._commit(stage.generation, stage.written)
+                        committed = True
+                        self._prune()
+                finally:
+                    if not committed:
+                        self._abandon(stage, identity)
+        except BaseException:
             # Nothing of ours is visible at this point; take away what this call created.
-            if created_dir:
-                _rmtree(self.path)
-            elif created_state and self._current() is None:
-                _rmtree(self._state)
+            if not committed:
+                if created_dir:
+                    _rmtree(self.path)
+                elif created_state and self._current() is None:
+                    _rmtree(self._state)
             raise
-        return new_gen
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -239,14 +284,17 @@ class CertsDir:
         st = os.lstat(self.path)
         return st.st_dev, st.st_ino
 
-    def _still_the_same_dir(self, identity: tuple[int, int]) -> None:
-        """Every step works by path: if the certs-dir was replaced meanwhile (by a symlink, say), stop
-        before switching anything, or the switch would land in whatever the path now names."""
+    def _is_same_dir(self, identity: tuple[int, int]) -> bool:
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
-            st = None
-        if st is None or stat.S_ISLNK(st.st_mode) or (st.st_dev, st.st_ino) != identity:
+            return False
+        return not stat.S_ISLNK(st.st_mode) and (st.st_dev, st.st_ino) == identity
+
+    def _still_the_same_dir(self, identity: tuple[int, int]) -> None:
+        """Every step works by path: if the certs-dir was replaced meanwhile (by a symlink, say), stop
+        before switching anything, or the switch would land in whatever the path now names."""
+        if not self._is_same_dir(identity):
             raise StoreError(f"certs-dir {self.path} was replaced during the write; nothing was switched")
 
     def _check_targets(self, names: Sequence[str]) -> list[str]:
@@ -337,60 +385,102 @@ class CertsDir:
             raise
         return fd
 
-    def _write_files(self, gen: str, files: Sequence[FileContent]) -> None:
-        """Write every file, then make them all durable: on ext4 an fsync between creates costs a
-        journal commit each (2,000 files: 0.56 s fsyncing each as written, 0.07 s with one syncfs).
+    def _begin_generation(self, names: Sequence[str]) -> Stage:
+        """An empty generation directory for ``names``, and how it will be made durable.
 
-        Up to SYNC_EACH_MAX files (the daemon's case), each is fsynced once all are written: nothing
-        unrelated is flushed. Above it, one syncfs(2) of the generation's filesystem: one journal commit
-        instead of thousands, at the price of flushing the filesystem's other dirty data too, which a
-        bulk operator command can afford. Its fd is opened before the writes because Linux (5.8+) reports
-        to syncfs the writeback errors since that open. Without syncfs, files are fsynced in batches of
-        SYNC_EACH_MAX, which also bounds the fds held open.
+        On ext4 an fsync between creates costs a journal commit each (2,000 files: 0.56 s fsyncing
+        each as written, 0.07 s with one syncfs). Up to SYNC_EACH_MAX files (the daemon's case), each
+        is fsynced once all are written: nothing unrelated is flushed. Above it, one syncfs(2) of the
+        generation's filesystem: one journal commit instead of thousands, at the price of flushing the
+        filesystem's other dirty data too, which a bulk operator command can afford. Its fd is opened
+        before the writes because Linux (5.8+) reports to syncfs the writeback errors since that open.
+        Without syncfs, files are fsynced in batches of SYNC_EACH_MAX, which also bounds the fds held open.
         """
-        if len(files) > SYNC_EACH_MAX and _libc_syncfs() is not None:
-            dir_fd = os.open(gen, os.O_RDONLY | os.O_DIRECTORY)
+        path = self._new_gen_dir()
+        stage = Stage(self, path, frozenset(names))
+        if len(names) > SYNC_EACH_MAX and _libc_syncfs() is not None:
             try:
-                for content in files:
-                    os.close(self._write_file(gen, content))
-                try:
-                    _syncfs(dir_fd)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOSYS, errno.EPERM):
-                        raise
-                    os.sync()        # syncfs refused (a seccomp filter, say): flush everything instead
-            finally:
-                os.close(dir_fd)
-            return
-        for start in range(0, len(files), SYNC_EACH_MAX):
-            fds: list[int] = []
-            try:
-                for content in files[start:start + SYNC_EACH_MAX]:
-                    fds.append(self._write_file(gen, content))
-                for fd in fds:
-                    os.fsync(fd)
-            finally:
-                for fd in fds:
-                    os.close(fd)
+                stage.dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            except BaseException:
+                _rmtree(path)
+                raise
+        return stage
 
-    def _build_generation(self, files: Sequence[FileContent], carry: bool = True) -> str:
+    def _write_into(self, stage: Stage, content: FileContent) -> None:
+        """One file into a generation being built (see ``_begin_generation`` for when it is made durable)."""
+        if content.name not in stage.names or content.name in stage.written:
+            raise StoreError(f"{content.name} is not a file this set may add (or was added already)")
+        with _os_errors(f"cannot write to certs-dir {self.path}"):
+            fd = self._write_file(str(stage.path), content)
+            stage.written.add(content.name)
+            if stage.dir_fd is not None:
+                os.close(fd)
+                return
+            stage.fds.append(fd)
+            if len(stage.fds) >= SYNC_EACH_MAX:
+                self._fsync_batch(stage)
+
+    def _fsync_batch(self, stage: Stage) -> None:
+        fds, stage.fds = stage.fds, []
+        try:
+            for fd in fds:
+                os.fsync(fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _finish_generation(self, stage: Stage) -> None:
+        """Complete a generation: the current one's other files joined in (files are never modified in
+        place, so a hard link is a copy), and all of it on disk before it can be switched to."""
+        current = self._current()
+        if current is not None:
+            src, dst = str(current), str(stage.path)
+            for name in os.listdir(src):
+                if name not in stage.written:
+                    os.link(os.path.join(src, name), os.path.join(dst, name))
+        self._make_durable(stage)
+        _fsync_dir(stage.path)
+
+    def _make_durable(self, stage: Stage) -> None:
+        """The files of a generation on disk: one syncfs for a big set, else each file's fsync."""
+        if stage.dir_fd is None:
+            self._fsync_batch(stage)
+            return
+        try:
+            _syncfs(stage.dir_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.EPERM):
+                raise
+            os.sync()            # syncfs refused (a seccomp filter, say): flush everything instead
+        finally:
+            os.close(stage.dir_fd)
+            stage.dir_fd = None
+
+    def _abandon(self, stage: Stage, identity: tuple[int, int] | None = None) -> None:
+        """Drop a generation that will not be switched to: its fds closed, its directory removed, except
+        when the certs-dir was replaced meanwhile (nothing is removed through a path that now names
+        something else; the next write prunes the leftover)."""
+        for fd in stage.fds:
+            os.close(fd)
+        stage.fds = []
+        if stage.dir_fd is not None:
+            os.close(stage.dir_fd)
+            stage.dir_fd = None
+        if identity is None or self._is_same_dir(identity):
+            _rmtree(stage.path)
+
+    def _build_generation(self, files: Sequence[FileContent]) -> str:
         """A complete new generation, on disk before it is returned: the current one's files, with
         ``files`` replaced or added."""
-        gen = self._new_gen_dir()
+        stage = self._begin_generation([f.name for f in files])
         try:
-            current = self._current() if carry else None
-            replaced = {f.name for f in files}
-            if current is not None:
-                src, dst = str(current), str(gen)
-                for name in os.listdir(src):
-                    if name not in replaced:   # files are never modified in place
-                        os.link(os.path.join(src, name), os.path.join(dst, name))
-            self._write_files(str(gen), files)
-            _fsync_dir(gen)
+            for content in files:
+                self._write_into(stage, content)
+            self._finish_generation(stage)
         except BaseException:
-            _rmtree(gen)
+            self._abandon(stage)
             raise
-        return gen.name
+        return stage.generation
 
     def _commit(self, gen: str, replace: set[str]) -> None:
         """Make ``gen`` visible. If anything fails after the switch, switch back before raising,
@@ -473,9 +563,12 @@ class CertsDir:
                 st = os.lstat(link)
             except OSError:
                 st = None
-            if st is not None and (name not in replace or (stat.S_ISLNK(st.st_mode) and os.readlink(link) == want)):
+            if st is None:
+                os.symlink(want, link)        # a new name: creating the link is already atomic
+            elif name not in replace or (stat.S_ISLNK(st.st_mode) and os.readlink(link) == want):
                 continue
-            self._replace_link(link, want)
+            else:
+                self._replace_link(link, want)
             changed = True
         if changed:
             _fsync_dir(self.path)

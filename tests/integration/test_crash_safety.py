@@ -37,7 +37,7 @@ import pytest
 from vaultpki import crypto
 from vaultpki.errors import StoreError
 from vaultpki.layout import FileContent, Mode
-from vaultpki.store import CertsDir
+from vaultpki.store import CertsDir, Stage
 
 from .conftest import Deployment, run_cli, toml_dump, tree
 
@@ -55,14 +55,14 @@ FileSet = tuple[bytes, ...]      # the bytes of NAMES, in order
 # The writer process. kill_at < 0: no hooks (killed from outside, if at all); 0: hooks only
 # count the filesystem calls of write_set; k > 0: SIGKILL itself just before the k-th call.
 # Every call is labelled with the store method it happens in, so the kill points can be told
-# apart in the report ("build_generation/write_files:fsync", "commit/switch/replace_link:replace", ...).
+# apart in the report ("finish_generation/make_durable:fsync", "commit/switch/replace_link:replace", ...).
 # The store's syncfs (through libc, not os) is hooked like the os calls.
 WRITER = r"""
 import os, signal, sys, time
 from pathlib import Path
 from vaultpki import store as store_module
 from vaultpki.layout import FileContent
-from vaultpki.store import CertsDir
+from vaultpki.store import CertsDir, Stage
 
 certs, src, kill_at, names = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
 if sys.argv[5] == "syncfs":
@@ -74,7 +74,8 @@ calls = []
 phase = []
 OPS = ("mkdir", "open", "write", "fchmod", "fchown", "chown", "fsync", "close", "link", "symlink",
        "replace", "rename", "unlink", "rmdir")
-METHODS = ("_prepare_dir", "_check_targets", "_ensure_state_dir", "_build_generation", "_write_files", "_write_file",
+METHODS = ("_prepare_dir", "_check_targets", "_ensure_state_dir", "_begin_generation", "_write_into", "_write_file",
+           "_finish_generation", "_make_durable",
            "_commit", "_switch", "_replace_link", "_link_all", "_unlink_stale", "_prune")
 
 def fault(op, real):
@@ -420,10 +421,11 @@ def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, 
     assert killed_runs >= 200
     assert tally.killed["fault"] == len(tally.kill_points) == sum(len(c) for c in counted.values())
     # Each sweep really took its path: files fsynced one by one, or the generation by one syncfs.
-    synced = {d: sorted({c for c in calls if c.startswith("build_generation/write_files:")}) for d, calls in counted.items()}
-    assert synced == {"fsync": ["build_generation/write_files:close", "build_generation/write_files:fsync"],
-                      "syncfs": ["build_generation/write_files:close", "build_generation/write_files:open",
-                                 "build_generation/write_files:syncfs"]}, synced
+    durability_steps = ("begin_generation:open", "write_into:", "finish_generation/make_durable:")
+    synced = {d: sorted({c for c in calls if c.startswith(durability_steps)}) for d, calls in counted.items()}
+    assert synced == {"fsync": ["finish_generation/make_durable:close", "finish_generation/make_durable:fsync"],
+                      "syncfs": ["begin_generation:open", "finish_generation/make_durable:close",
+                                 "finish_generation/make_durable:syncfs", "write_into:close"]}, synced
     assert mid_write >= RANDOM_KILLS // 4, f"too few random kills fell inside write_set: {dict(tally.when)}"
     # Kills landed on both sides of the switch, by timing as well as by hook.
     for key in ("random-old", "random-new", "fault-old", "fault-new"):
@@ -629,15 +631,14 @@ def test_certs_dir_swapped_for_a_symlink_mid_write(issued: IssuedSets, tmp_path:
     else:
         other.mkdir()
     other_before = tree(other)
-    build = CertsDir._build_generation
+    finish = CertsDir._finish_generation
 
-    def build_then_swap(self: CertsDir, files: Sequence[FileContent], carry: bool = True) -> str:
-        gen = build(self, files, carry)
+    def finish_then_swap(self: CertsDir, stage: Stage) -> None:
+        finish(self, stage)
         os.rename(certs_dir, moved)
         os.symlink(other, certs_dir)
-        return gen
 
-    monkeypatch.setattr(CertsDir, "_build_generation", build_then_swap)
+    monkeypatch.setattr(CertsDir, "_finish_generation", finish_then_swap)
     outcome: str
     try:
         store.write_set(file_contents(sets[2]))

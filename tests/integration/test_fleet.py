@@ -100,3 +100,36 @@ def test_dry_run_mints_nothing(deploy: Callable[..., Deployment], tmp_path: Path
     assert run_cli(["--config", str(config), "issue-node"], token).returncode == 0
     quiet = run_cli(["--config", str(config), "sync", "--dry-run"], token)
     assert quiet.returncode == 0 and quiet.stdout.startswith("nothing due; next renewal")
+
+
+def test_a_failed_user_keeps_its_old_files_and_an_all_failed_run_writes_nothing(
+        deploy: Callable[..., Deployment], tmp_path: Path) -> None:
+    dep = deploy(Mode.STANDARD)
+    env = {"VAULT_TOKEN": dep.server.root_token}
+    config = dep.write_config(tmp_path / "vaultpki.toml", tmp_path / "node")
+    clients = tmp_path / "clients"
+    listing = tmp_path / "users.txt"
+    listing.write_text("alice\ncarol\n")
+    first = run_cli(["--config", str(config), "issue-user", "--from-file", str(listing), "--certs-dir", str(clients)], env)
+    assert first.returncode == 0, first.stderr
+    old = {n: (clients / n).read_bytes() for n in ("client.alice.crt", "client.carol.crt", "client.carol.key")}
+
+    # Now a role that refuses carol: alice is renewed, carol's files stay as they were (never half-replaced).
+    body = role_body("user", [], openbao=True)
+    body.update(allow_any_name=False, allowed_domains=["alice", "bob"])
+    dep.admin.write_data(f"{dep.pki.mount}/roles/user-some", data=body)
+    config.write_text(config.read_text().replace('user_role = "user"', 'user_role = "user-some"'))
+    second = run_cli(["--config", str(config), "issue-user", "--from-file", str(listing), "--certs-dir", str(clients)], env)
+    assert second.returncode == 1 and "issued 1 of 2 user certificates" in second.stdout
+    assert (clients / "client.alice.crt").read_bytes() != old["client.alice.crt"]
+    assert {n: (clients / n).read_bytes() for n in ("client.carol.crt", "client.carol.key")} == {
+        n: old[n] for n in ("client.carol.crt", "client.carol.key")}
+    assert run_cli(["verify", "--certs-dir", str(clients)]).returncode == 0
+
+    # Everyone refused: exit 1, one error line each, and the certs-dir is never created.
+    listing.write_text("carol\ndave\n")
+    fresh = tmp_path / "fresh"
+    third = run_cli(["--config", str(config), "issue-user", "--from-file", str(listing), "--certs-dir", str(fresh)], env)
+    assert third.returncode == 1 and "issued 0 of 2 user certificates" in third.stdout
+    assert [line.split(":")[2].strip() for line in third.stderr.strip().splitlines()] == ["carol", "dave"]
+    assert not fresh.exists()

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from vaultpki import crypto
-from vaultpki.errors import IssuanceRefused
-from vaultpki.issue import IssueOptions, obtain
-from vaultpki.layout import Mode, PkiNames, plan_node, plan_user
+from vaultpki.errors import IssuanceRefused, StoreError, VaultRequestError
+from vaultpki.issue import IssueOptions, obtain, obtain_partial
+from vaultpki.layout import Mode, PkiNames, Plan, plan_node, plan_user
 from vaultpki.vault import CaMaterial, IssuedCert
 
 from .conftest import CLIENT, DAY, SERVER, CaSet, Issued, Pki
@@ -120,3 +120,42 @@ def test_root_trust_without_a_root_in_the_chain_is_refused(pki: Pki, cas: CaSet,
     options = IssueOptions(key_type=crypto.KeyType.EC, key_bits=256, ttl_seconds=None, ca_trust="root")
     with pytest.raises(IssuanceRefused, match="does not reach a self-signed root"):
         obtain(plan_node(Mode.STANDARD, PKI, HOSTS, ()), NoRoot(pki, cas), options, now)
+
+
+def bulk_plan(users: list[str]) -> Plan:
+    plans = [plan_user(Mode.STANDARD, PKI, u) for u in users]
+    return Plan(trusts=plans[0].trusts, certs=tuple(c for p in plans for c in p.certs))
+
+
+def test_sink_gets_each_validated_leaf_and_the_ca_files_with_the_first(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+    class RefusesBob(FakeVault):
+        def sign(self, mount: str, role: str, csr: str, common_name: str | None, ttl: str | None) -> IssuedCert:
+            if common_name == "bob":
+                raise VaultRequestError("permission denied for bob")
+            return super().sign(mount, role, csr, common_name, ttl)
+
+    handed: list[list[str]] = []
+    issued, failed = obtain_partial(bulk_plan(["bob", "amy", "cyd"]), RefusesBob(pki, cas), OPTIONS, now, None,
+                                    sink=lambda files: handed.append([f.name for f in files]))
+    assert handed == [["ca.crt", "client.amy.crt", "client.amy.key"], ["client.cyd.crt", "client.cyd.key"]]
+    assert list(failed) == ["client.bob.crt"]
+    assert sorted(f.name for f in issued.files) == sorted(name for batch in handed for name in batch)
+
+
+def test_sink_gets_nothing_when_every_leaf_fails(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+    handed: list[object] = []
+    issued, failed = obtain_partial(bulk_plan(["amy", "bob"]), FakeVault(pki, cas, signer="other"), OPTIONS, now, None,
+                                    sink=handed.append)
+    assert handed == [] and issued.leaves == () and sorted(failed) == ["client.amy.crt", "client.bob.crt"]
+
+
+def test_a_failing_sink_stops_the_run_and_cancels_what_is_queued(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+    vault = FakeVault(pki, cas)
+    users = [f"u{i:03d}" for i in range(300)]
+
+    def disk_full(files: object) -> None:
+        raise StoreError("cannot write to certs-dir /certs: no space left on device")
+
+    with pytest.raises(StoreError, match="no space left"):
+        obtain_partial(bulk_plan(users), vault, OPTIONS, now, None, sink=disk_full)
+    assert len(vault.calls) < len(users), "the queued signing requests were cancelled"

@@ -699,3 +699,91 @@ def test_a_refused_syncfs_falls_back_to_sync(tmp_path: Path, monkeypatch: pytest
     certs.write_set(bulk_set(SYNC_EACH_MAX + 1, b"new"))
     assert synced == ["sync"]
     assert (tmp_path / "certs" / "client.u0.crt").read_bytes() == b"client.u0.crtnew"
+
+
+# --- staged: a set written while it is still being produced ---------------------------------
+
+
+@pytest.mark.parametrize("count", [5, SYNC_EACH_MAX + 5])
+def test_staged_files_stay_hidden_until_the_set_is_complete(tmp_path: Path, count: int) -> None:
+    root = tmp_path / "certs"
+    store_ = CertsDir(root)
+    old = bulk_set(count, b"old")
+    store_.write_set(old)
+    new = bulk_set(count, b"new")
+    with store_.staged([f.name for f in new]) as stage:
+        for content in new:
+            stage.add(content)
+            assert visible(root) == as_map(old), f"{content.name} became visible before the set was complete"
+    assert visible(root) == as_map(new)
+    assert os.readlink(root / STATE_DIR / "current") == stage.generation
+    for name in (f.name for f in new if f.secret):
+        assert stat.S_IMODE(os.stat(root / name).st_mode) == 0o600
+
+
+def test_staged_names_never_added_keep_what_they_had(tmp_path: Path) -> None:
+    root = tmp_path / "certs"
+    store_ = CertsDir(root)
+    old = bulk_set(SYNC_EACH_MAX + 5, b"old")
+    store_.write_set(old)
+    new = bulk_set(SYNC_EACH_MAX + 5, b"new")
+    skipped = {"client.u3.crt", "client.u3.key"}      # say client u3 failed to be issued
+    with store_.staged([f.name for f in new]) as stage:
+        for content in new:
+            if content.name not in skipped:
+                stage.add(content)
+    expected = {**as_map(new), **{n: d for n, d in as_map(old).items() if n in skipped}}
+    assert visible(root) == expected
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["new-dir", "existing-set"])
+def test_an_exception_in_the_staged_body_leaves_the_dir_as_it_was(tmp_path: Path, fresh: bool) -> None:
+    root = tmp_path / "certs"
+    store_ = CertsDir(root)
+    if not fresh:
+        store_.write_set(bulk_set(5, b"old"))
+    before = tree(root) if root.exists() else None
+    new = bulk_set(SYNC_EACH_MAX + 5, b"new")
+    with pytest.raises(RuntimeError, match="vault went away"):
+        with store_.staged([f.name for f in new]) as stage:
+            for content in new[:10]:
+                stage.add(content)
+            raise RuntimeError("vault went away")
+    if fresh:
+        assert not root.exists(), "a certs-dir the aborted set created is removed again"
+    else:
+        assert tree(root) == before, "the half-written generation is gone and nothing else changed"
+
+
+def test_staged_refuses_a_file_it_was_not_told_about(tmp_path: Path) -> None:
+    root = tmp_path / "certs"
+    store_ = CertsDir(root)
+    store_.write_set(bulk_set(5, b"old"))
+    before = tree(root)
+    with pytest.raises(StoreError, match="client.eve.crt is not a file this set may add"):
+        with store_.staged(["ca.crt"]) as stage:
+            stage.add(FileContent("ca.crt", b"ca new", secret=False))
+            stage.add(FileContent("client.eve.crt", b"eve", secret=False))
+    assert tree(root) == before
+    with pytest.raises(StoreError, match="ca.crt is not a file this set may add"):
+        with store_.staged(["ca.crt"]) as stage:
+            stage.add(FileContent("ca.crt", b"ca new", secret=False))
+            stage.add(FileContent("ca.crt", b"ca newer", secret=False))
+    assert tree(root) == before
+
+
+def test_staged_holds_the_dir_lock_while_the_set_is_being_produced(tmp_path: Path) -> None:
+    import fcntl
+
+    root = tmp_path / "certs"
+    store_ = CertsDir(root)
+    store_.write_set(bulk_set(5, b"old"))
+    with store_.staged(["ca.crt"]) as stage:
+        fd = os.open(root / STATE_DIR / "lock", os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        stage.add(FileContent("ca.crt", b"ca new", secret=False))
+    assert (root / "ca.crt").read_bytes() == b"ca new"
