@@ -297,6 +297,7 @@ def part_cold(work: Path, server: Any, config: Path, runs: int) -> None:
         hcl = correct_agent_config(work, f"oneshot-{tag}", server.addr, token_file, directory, with_root, "1h")
         return peak_rss_of([BAO, "agent", f"-config={hcl}", "-exit-after-auth"], env=env_a)
 
+    agent_node_ms = 0.0
     for with_root, label in ((False, "node"), (True, "node_root")):
         prefix = "issue_node" if label == "node" else "issue_node_plus_root"
         agent = f"agent_oneshot_{label}"
@@ -339,16 +340,27 @@ def part_cold(work: Path, server: Any, config: Path, runs: int) -> None:
         report(f"{agent}_output_verify", "ok" if check.returncode == 0 else f"exit {check.returncode}: "
                + (check.stdout + check.stderr).strip().replace("\n", " | ")[:300])
         rw, rr = fmt_ratio(vw, aw), fmt_ratio(vr, ar)
+        if label == "node":
+            agent_node_ms = aw
         report(f"ratio_wall_vaultpki_over_agent_{label}", round(rw, 2))
         report(f"ratio_peak_rss_vaultpki_over_agent_{label}", round(rr, 2))
         report(f"met_wall_target_{label}", "yes" if rw <= TARGET_WALL else "no")
         report(f"met_rss_target_{label}", "yes" if rr <= TARGET_RSS else "no")
-    # context: what a Python process costs before vaultpki does any work (compare self_check_*: the launcher's floor)
+    # context: what a Python process costs before vaultpki does any work (compare self_check_*: the launcher's floor),
+    # and the floor its dependencies set: importing only click, tomllib, urllib3 and cryptography's X.509, nothing of vaultpki
+    floor = ("import click, tomllib, urllib3; from cryptography import x509; "
+             "from cryptography.hazmat.primitives.asymmetric import ec")
+    walls: dict[str, float] = {}
     for label, cmd in (("python_startup", [sys.executable, "-c", "pass"]),
+                       ("python_import_dependencies_only", [sys.executable, "-c", floor]),
                        ("python_import_vaultpki_cli", [sys.executable, "-c", "import vaultpki.cli"])):
-        samples = [peak_rss_of(cmd, env=env_v) for _ in range(3)]
-        report(f"{label}_wall_ms_median", round(median([w for w, _ in samples]) * 1000, 1))
+        samples = [peak_rss_of(cmd, env=env_v) for _ in range(5)]
+        walls[label] = median([w for w, _ in samples]) * 1000
+        report(f"{label}_wall_ms_median", round(walls[label], 1))
         report(f"{label}_peak_rss_mib_max", round(max(r for _, r in samples), 1))
+    if agent_node_ms:
+        report("ratio_dependency_imports_alone_over_agent_node", round(fmt_ratio(walls["python_import_dependencies_only"],
+                                                                                  agent_node_ms), 2))
     report("target_wall_ratio_max", TARGET_WALL)
     report("target_peak_rss_ratio_max", TARGET_RSS)
 
