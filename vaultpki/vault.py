@@ -20,6 +20,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -345,16 +346,18 @@ class HttpVault:
         themselves; an issuer retired to read-only usage leaves the trust bundle.
         """
         what = f"reading the CA of mount {mount}"
-        data = self._data(what, "GET", f"{mount}/issuer/default/json")
-        issuer = data.get("certificate")
-        if not isinstance(issuer, str) or not issuer.strip():
-            raise VaultRequestError(f"mount {mount} has no default issuer (is the CA set up?)")
-        default_id = str(data.get("issuer_id", ""))
-        chain = tuple(c for c in data.get("ca_chain") or [] if isinstance(c, str))
-        try:
-            listed = self._data(f"listing the issuers of mount {mount}", "LIST", f"{mount}/issuers")
-        except VaultRequestError:
-            return CaMaterial(issuer, chain)          # a server without multiple issuers
+        with ThreadPoolExecutor(max_workers=1) as pool:     # the two reads are independent: one round trip
+            listing = pool.submit(self._data, f"listing the issuers of mount {mount}", "LIST", f"{mount}/issuers")
+            data = self._data(what, "GET", f"{mount}/issuer/default/json")
+            issuer = data.get("certificate")
+            if not isinstance(issuer, str) or not issuer.strip():
+                raise VaultRequestError(f"mount {mount} has no default issuer (is the CA set up?)")
+            default_id = str(data.get("issuer_id", ""))
+            chain = tuple(c for c in data.get("ca_chain") or [] if isinstance(c, str))
+            try:
+                listed = listing.result()
+            except VaultRequestError:
+                return CaMaterial(issuer, chain)      # a server without multiple issuers
         others = []
         for issuer_id, info in (listed.get("key_info") or {}).items():
             if issuer_id == default_id or not (info or {}).get("key_id"):

@@ -135,3 +135,23 @@ def test_parallel_requests_log_in_once(server: Any, tmp_path: Path) -> None:
         list(pool.map(lambda _: vault.sign("pki", "node", "CSR", None, None), range(16)))
     logins = [r for r in rec.requests if r[1].endswith("/login")]
     assert len(logins) == 1 and logins[0][3] == {"role_id": "r", "secret_id": "s3cret"}
+
+
+def test_the_ca_reads_are_in_flight_together(server: Any) -> None:
+    """The default issuer and the issuer list are independent reads: one round trip, not two in a row."""
+    import threading
+
+    listed = threading.Event()
+
+    def handler(method: str, path: str, headers: Any, body: Any) -> tuple[int, dict[str, str], Any]:
+        if method == "LIST":
+            listed.set()
+            return 200, {}, {"data": {"keys": ["a"], "key_info": {"a": {"key_id": ""}}}}
+        if not listed.wait(5):
+            return 500, {}, {"errors": ["the issuer list was not asked for while the default issuer was"]}
+        return 200, {}, {"data": {"certificate": "CERT", "issuer_id": "a", "ca_chain": ["CERT"]}}
+
+    addr, record = server(handler)
+    material = vault_for(addr).ca_material("pki")
+    assert material.issuer == "CERT" and material.others == ()
+    assert sorted(m for m, *_ in record.requests) == ["GET", "LIST"]
