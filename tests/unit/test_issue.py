@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass, field
 
 import pytest
@@ -12,7 +13,7 @@ from cryptography.x509.oid import NameOID
 
 from vaultpki import crypto
 from vaultpki.errors import IssuanceRefused, StoreError, VaultRequestError
-from vaultpki.issue import IssueOptions, obtain, obtain_partial
+from vaultpki.issue import MAX_PARALLEL, IssueOptions, obtain, obtain_partial
 from vaultpki.layout import Mode, PkiNames, Plan, plan_node, plan_user
 from vaultpki.vault import CaMaterial, IssuedCert
 
@@ -150,12 +151,23 @@ def test_sink_gets_nothing_when_every_leaf_fails(pki: Pki, cas: CaSet, now: dt.d
 
 
 def test_a_failing_sink_stops_the_run_and_cancels_what_is_queued(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
-    vault = FakeVault(pki, cas)
-    users = [f"u{i:03d}" for i in range(300)]
+    gate = threading.Event()
+
+    class HeldBack(FakeVault):
+        """Signs the first user at once; every other request waits until the sink has failed."""
+
+        def sign(self, mount: str, role: str, csr: str, common_name: str | None, ttl: str | None) -> IssuedCert:
+            if common_name != "u000":
+                assert gate.wait(10), "never released"
+            return super().sign(mount, role, csr, common_name, ttl)
 
     def disk_full(files: object) -> None:
+        gate.set()
         raise StoreError("cannot write to certs-dir /certs: no space left on device")
 
+    vault = HeldBack(pki, cas)
+    users = [f"u{i:03d}" for i in range(300)]
     with pytest.raises(StoreError, match="no space left"):
         obtain_partial(bulk_plan(users), vault, OPTIONS, now, None, sink=disk_full)
-    assert len(vault.calls) < len(users), "the queued signing requests were cancelled"
+    # Only what the workers had already picked up was signed; the rest of the queue never ran.
+    assert len(vault.calls) <= MAX_PARALLEL + 1, len(vault.calls)
