@@ -18,7 +18,9 @@ vaultpki and the two raw loops run ``--rounds`` times each (default 3), the orde
 to round, since the dev server's store grows with every certificate and would otherwise favour
 whichever runs first; rates are medians. For each, the CPU time per certificate of the client (the
 vaultpki process, or this process's threads for the raw loops) and of the server is printed: on a
-2-core machine both sides share the cores.
+2-core machine both sides share the cores. So is the cost of creating a file in the benchmark's
+directory, before and after (see create_cost_us: ext4 is slow to create files for a few minutes
+after many were deleted).
 
 Prints ``name: value`` lines. Usage: python bench/bulk_bench.py [--users 1000] [--bao-sample 20] [--rounds 3]
 """
@@ -202,6 +204,21 @@ def bench_raw_threaded(server: DevServer, csrs: list[tuple[str, str]], threads: 
     return elapsed
 
 
+def create_cost_us(directory: Path, count: int = 500) -> float:
+    """Microseconds per small file created (and closed) in ``directory``: the filesystem's state.
+
+    ext4 will not reuse an inode for a few minutes after it was freed, and its allocator checks
+    each candidate (``recently_deleted``): after a mass deletion (a test run, an earlier benchmark)
+    a create costs ~600 us instead of ~30 us. The raw loops write nothing, so this weighs on
+    vaultpki's figure alone; it is printed so that a run in that state can be recognised."""
+    probe = directory / "create-probe"
+    probe.mkdir()
+    start = time.perf_counter()
+    for i in range(count):
+        os.close(os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    return (time.perf_counter() - start) * 1e6 / count
+
+
 def rate_line(name: str, rates: list[float]) -> float:
     """Print every round's rate and the median; returns the median."""
     ordered = sorted(rates)
@@ -232,6 +249,7 @@ def main() -> int:
         out("bulk_cpus", os.cpu_count() or 0)
         out("bulk_users", n)
         out("bulk_rounds", f"{args.rounds} (each variant once per round, the order rotating; figures are medians)")
+        out("bulk_fs_create_us_per_file_before", create_cost_us(work))
 
         # Pre-generated CSRs for the raw variants (not timed): one per user, variant and round.
         gen_start = time.perf_counter()
@@ -283,6 +301,7 @@ def main() -> int:
             for kind, variant in variants[r % 3:] + variants[:r % 3]:
                 measured(kind, variant, r)
 
+        out("bulk_fs_create_us_per_file_after", create_cost_us(work / "round0"))
         # 1. vaultpki, the whole CLI process (start-up included), certificates on disk afterwards.
         vaultpki_rate = rate_line("bulk_vaultpki_certs_per_s", rates["vaultpki"])
         out("bulk_vaultpki_certs_on_disk_min", min(on_disk_all))
