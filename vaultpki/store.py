@@ -302,6 +302,7 @@ class CertsDir:
 
         Our own links all resolve through ``current``, so that is resolved once rather than per link
         (a realpath walks every component): ``<current>/<name>`` is already real unless it is a link.
+        Only names the dir holds are looked at: a bulk run into a new dir has thousands that it does not.
         """
         root = os.path.realpath(self.path)
         current = os.path.realpath(os.path.join(root, STATE_DIR, CURRENT))
@@ -311,8 +312,12 @@ class CertsDir:
         except OSError:
             real = set()
         top = str(self.path)
+        with _os_errors(f"cannot read certs-dir {self.path}"):
+            present = set(os.listdir(top))
         foreign = []
         for name in names:
+            if name not in present:
+                continue
             full = os.path.join(top, name)
             try:
                 st = os.lstat(full)
