@@ -48,9 +48,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vaultpki.devserver import DevServer, find_bao
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import ProvisionSpec, provision
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import median  # noqa: E402
+from vaultpki.devserver import DevServer, find_bao  # noqa: E402
+from vaultpki.layout import Mode, PkiNames  # noqa: E402
+from vaultpki.provision import ProvisionSpec, provision  # noqa: E402
 
 MOUNT = "pki-crdb"
 ROLE = "user"
@@ -221,12 +224,9 @@ def create_cost_us(directory: Path, count: int = 500) -> float:
 
 def rate_line(name: str, rates: list[float]) -> float:
     """Print every round's rate and the median; returns the median."""
-    ordered = sorted(rates)
-    mid = len(ordered) // 2
-    med = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
     out(f"{name}_rounds", " ".join(f"{r:.0f}" for r in rates))
-    out(f"{name}", med)
-    return med
+    out(f"{name}", median(rates))
+    return median(rates)
 
 
 def main() -> int:
@@ -327,7 +327,7 @@ def main() -> int:
         # Where the CPU goes, per certificate: both sides share this machine's cores, so a client that
         # does more per certificate (key, CSR, validation, two durable files) leaves less for the server.
         for kind, label in (("vaultpki", "vaultpki"), ("seq", "raw_sign_sequential"), ("thr", f"raw_sign_threads{args.threads}")):
-            c, srv = sorted(client_cpu[kind])[len(client_cpu[kind]) // 2], sorted(server_cpu[kind])[len(server_cpu[kind]) // 2]
+            c, srv = median(client_cpu[kind]), median(server_cpu[kind])
             out(f"bulk_{label}_cpu_ms_per_cert", f"client {c:.2f}, server {srv:.2f}, both {c + srv:.2f} (medians)")
 
         ratio_bao = vaultpki_rate / bao_rate if bao_rate else 0.0      # no bao rate: not met
