@@ -224,9 +224,10 @@ def create_cost_us(directory: Path, count: int = 500) -> float:
 
 def rate_line(name: str, rates: list[float]) -> float:
     """Print every round's rate and the median; returns the median."""
+    mid = median(rates)
     out(f"{name}_rounds", " ".join(f"{r:.0f}" for r in rates))
-    out(f"{name}", median(rates))
-    return median(rates)
+    out(f"{name}", mid)
+    return mid
 
 
 def main() -> int:

@@ -119,7 +119,7 @@ class Plan:
     @property
     def file_names(self) -> tuple[str, ...]:
         """Every file the plan may write: each CA file once, then every leaf's certificate and key."""
-        cas = dict.fromkeys(t.file for t in self.trusts if t.file is not None)
+        cas = dict.fromkeys(t.file for t in self.ca_files if t.file is not None)
         return (*cas, *(name for c in self.certs for name in (c.cert_file, c.key_file)))
 
 

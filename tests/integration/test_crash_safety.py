@@ -62,7 +62,7 @@ import os, signal, sys, time
 from pathlib import Path
 from vaultpki import store as store_module
 from vaultpki.layout import FileContent
-from vaultpki.store import CertsDir, Stage
+from vaultpki.store import CertsDir
 
 certs, src, kill_at, names = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
 if sys.argv[5] == "syncfs":
