@@ -257,7 +257,7 @@ def _issue_many(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_json: b
                 stage.add(content)
 
         issued, failed = obtain_partial(plan, _vault(cfg), _options(cfg), _now(), None,
-                                        progress=lambda _name: bar.update(1), sink=write)
+                                        progress=lambda _name: bar.update(1), sink=write, streamed=True)
     failures = {name.removeprefix("client.").removesuffix(".crt"): str(exc) for name, exc in failed.items()}
     if as_json:
         click.echo(json.dumps({

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,7 +24,7 @@ if TYPE_CHECKING:     # the port's types only: this module never loads hvac
     from .vault import CaMaterial, IssuedCert, VaultPort
 
 __all__ = [
-    "IssueOptions", "IssuedLeaf", "IssuedSet", "default_issuer", "fetch_anchors", "fetch_materials", "obtain",
+    "IssueOptions", "IssuedLeaf", "IssuedSet", "SignRequest", "default_issuer", "fetch_anchors", "fetch_materials", "obtain",
     "obtain_partial", "trust_anchors",
 ]
 
@@ -38,6 +38,17 @@ class IssueOptions:
     ttl_seconds: int | None
     method: str = "sign"          # "sign": key made here, CSR to Vault; "issue": Vault makes the key
     ca_trust: str = "issuer"      # "issuer": the mount's CA is the anchor; "root": the self-signed root
+
+
+@dataclass(frozen=True, slots=True)
+class SignRequest:
+    """One CSR for ``VaultPort.sign_many``, as ``VaultPort.sign`` takes it."""
+
+    mount: str
+    role: str
+    csr: str
+    common_name: str | None
+    ttl: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +180,7 @@ def obtain_partial(
     anchors: dict[str, list[x509.Certificate]] | None,
     progress: Callable[[str], object] | None = None,
     sink: Callable[[Sequence[FileContent]], object] | None = None,
+    streamed: bool = False,
 ) -> tuple[IssuedSet, dict[str, VaultpkiError]]:
     """Issue every leaf independently: what succeeded (with all CA files), and what failed, by file.
 
@@ -185,7 +197,13 @@ def obtain_partial(
     files with the first of them; nothing when no leaf succeeds), so that a bulk run writes while
     the rest are still being signed. An exception from it stops the run: what is still queued is
     cancelled, and it propagates.
+
+    ``streamed`` (a bulk run, with ``sign``): the requests go out through ``VaultPort.sign_many``, from
+    this thread, each key made just before its request, each answer judged as it arrives. The CA
+    material is then fetched first; the result keeps the plan's order either way.
     """
+    if streamed and options.method == "sign":
+        return _obtain_streamed(plan, vault, options, now, anchors, progress, sink)
     failures: dict[str, VaultpkiError] = {}
     leaves = []
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(plan.certs) + 1)) as pool:
@@ -222,6 +240,48 @@ def obtain_partial(
                 request.cancel()
             raise
     return IssuedSet(files=tuple(files), leaves=tuple(leaves)), failures
+
+
+def _obtain_streamed(
+    plan: Plan, vault: VaultPort, options: IssueOptions, now: dt.datetime,
+    anchors: dict[str, list[x509.Certificate]] | None,
+    progress: Callable[[str], object] | None, sink: Callable[[Sequence[FileContent]], object] | None,
+) -> tuple[IssuedSet, dict[str, VaultpkiError]]:
+    if anchors is None:
+        anchors = fetch_anchors(sorted({t.mount for t in plan.trusts}), vault, options.ca_trust)
+    ca_files = [FileContent(name, crypto.certs_to_pem(anchors[mount]), secret=False)
+                for name, mount in _ca_files(plan.trusts)]
+    unsunk = list(ca_files)
+
+    def requests() -> Iterator[tuple[tuple[int, crypto.PrivateKey], SignRequest]]:
+        for index, spec in enumerate(plan.certs):
+            key = crypto.generate_key(options.key_type, options.key_bits)
+            csr = crypto.build_csr(key, spec.common_name, spec.dns_sans, spec.ip_sans).decode()
+            yield (index, key), SignRequest(spec.mount, spec.role, csr,
+                                            spec.common_name if spec.send_common_name else None, _ttl(options))
+
+    failures: dict[str, VaultpkiError] = {}
+    judged: dict[int, tuple[IssuedLeaf, list[FileContent]]] = {}
+    for (index, key), answer in vault.sign_many(requests(), MAX_PARALLEL):
+        spec = plan.certs[index]
+        try:
+            if isinstance(answer, VaultpkiError):
+                failures[spec.cert_file] = answer
+                continue
+            judged[index] = _judge_one(spec, key, answer, anchors[spec.trust.mount], options, now)
+        except VaultpkiError as exc:
+            failures[spec.cert_file] = exc
+            continue
+        finally:
+            if progress is not None:
+                progress(spec.cert_file)
+        if sink is not None:
+            sink(unsunk + judged[index][1])
+            unsunk = []
+    ordered = [judged[i] for i in sorted(judged)]
+    files = ca_files + [f for _, leaf_files in ordered for f in leaf_files]
+    return (IssuedSet(files=tuple(files), leaves=tuple(leaf for leaf, _ in ordered)),
+            {spec.cert_file: failures[spec.cert_file] for spec in plan.certs if spec.cert_file in failures})
 
 
 def _ca_files(trusts: Sequence[TrustSpec]) -> list[tuple[str, str]]:

@@ -19,21 +19,29 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import urllib3
 
 from .config import VaultConfig
-from .errors import ConfigError, VaultDenied, VaultRequestError, VaultUnavailable
+from .errors import ConfigError, VaultDenied, VaultpkiError, VaultRequestError, VaultUnavailable
+
+if TYPE_CHECKING:
+    import ssl
+
+    from .issue import SignRequest
+    from .stream import Post, _Slow
 
 __all__ = [
     "CaMaterial", "HttpVault", "IssuedCert", "REDIRECTS_ONLY", "VaultPort",
     "conn_reason", "one_line", "pool_manager", "proxy_for", "ssl_reason",
 ]
+
+K = TypeVar("K")
 
 @dataclass(frozen=True, slots=True)
 class IssuedCert:
@@ -57,6 +65,13 @@ class CaMaterial:
 
 class VaultPort(Protocol):
     def sign(self, mount: str, role: str, csr: str, common_name: str | None, ttl: str | None) -> IssuedCert: ...
+
+    def sign_many(
+        self, requests: Iterable[tuple[K, SignRequest]], parallel: int,
+    ) -> Iterator[tuple[K, IssuedCert | VaultpkiError]]:
+        """Sign each request, ``parallel`` in flight; yield (tag, certificate or error) as each completes.
+        ``requests`` is drawn lazily, in the caller's thread."""
+        ...
 
     def issue(
         self, mount: str, role: str, common_name: str, dns: tuple[str, ...], ips: tuple[str, ...],
@@ -116,6 +131,14 @@ class _Reply:
     status: int
     body: Any
 
+    @classmethod
+    def of(cls, status: int, raw: bytes) -> _Reply:
+        try:
+            decoded = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            decoded = {"errors": [f"HTTP {status} with a body that is not JSON: {raw[:120]!r}"]}
+        return cls(status, decoded)
+
     def errors(self) -> str:
         errors = self.body.get("errors") if isinstance(self.body, dict) else None
         text = "; ".join(str(e) for e in errors) if errors else f"HTTP {self.status}"
@@ -143,7 +166,9 @@ class HttpVault:
         self._max_wait = max_wait
         self._clock = clock
         self._addrs = cfg.addrs or (cfg.addr,)
-        self._pools = [_pool(cfg, addr, os.environ if env is None else env) for addr in self._addrs]
+        env = os.environ if env is None else env
+        self._pools = [_pool(cfg, addr, env) for addr in self._addrs]
+        self._direct = [proxy_for(addr, env) is None for addr in self._addrs]
         self._timeout = urllib3.Timeout(connect=cfg.timeout, read=cfg.timeout)
         self._active = 0
         self._token_lock = threading.RLock()
@@ -154,20 +179,19 @@ class HttpVault:
 
     # --- plumbing -----------------------------------------------------------
 
-    def _send(self, index: int, method: str, path: str, body: Mapping[str, Any] | None) -> _Reply:
+    def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "X-Vault-Request": "true"}
         if self._token:
             headers["X-Vault-Token"] = self._token
         if self._cfg.namespace:
             headers["X-Vault-Namespace"] = self._cfg.namespace
+        return headers
+
+    def _send(self, index: int, method: str, path: str, body: Mapping[str, Any] | None) -> _Reply:
         response = self._pools[index].request(
             method, f"{self._addrs[index]}/v1/{path}", body=None if body is None else json.dumps(body).encode(),
-            headers=headers, timeout=self._timeout, retries=REDIRECTS_ONLY)
-        try:
-            decoded = json.loads(response.data) if response.data.strip() else None
-        except ValueError:
-            decoded = {"errors": [f"HTTP {response.status} with a body that is not JSON: {response.data[:120]!r}"]}
-        return _Reply(response.status, decoded)
+            headers=self._headers(), timeout=self._timeout, retries=REDIRECTS_ONLY)
+        return _Reply.of(response.status, response.data)
 
     def _call(self, what: str, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         """One request to the first address that answers, transient failures retried with backoff;
@@ -299,23 +323,72 @@ class HttpVault:
                 if self._token == used:
                     self._login()
             response = self._call(what, method, path, body)
-        data = response.get("data") if isinstance(response, dict) else None
-        if not isinstance(data, dict):
-            raise VaultRequestError(f"Vault returned no data while {what}")
-        return data
+        return _payload(response, what)
 
     # --- the port -----------------------------------------------------------
 
     def sign(self, mount: str, role: str, csr: str, common_name: str | None, ttl: str | None) -> IssuedCert:
-        # common_name only when the spec sends one: a least-privilege policy (allowed_parameters =
-        # csr, ttl) refuses it, which is also why hvac's sign_certificate() (always sending it) was never used.
-        body: dict[str, Any] = {"csr": csr}
-        if common_name is not None:
-            body["common_name"] = common_name
-        if ttl is not None:
-            body["ttl"] = ttl
-        what = f"signing with {mount}/sign/{role}"
-        return _issued(self._data(what, "POST", f"{mount}/sign/{role}", body), what)
+        what = _signing(mount, role)
+        return _issued(self._data(what, "POST", f"{mount}/sign/{role}", _sign_body(csr, common_name, ttl)), what)
+
+    def sign_many(
+        self, requests: Iterable[tuple[K, SignRequest]], parallel: int,
+    ) -> Iterator[tuple[K, IssuedCert | VaultpkiError]]:
+        """Sign many CSRs from this thread, ``parallel`` in flight over as many keep-alive connections to
+        the active address (``stream``: no thread per request, see there why).
+
+        Only a certificate or a definite refusal (a 4xx other than 401/403/429) is settled that way; any
+        other answer, a failed connection or a timeout sends the request (and every later one) through
+        ``sign``, in a worker thread, which retries, fails over, follows redirects and logs in again.
+        So the results and error messages are exactly those of ``sign``.
+        """
+        from . import stream
+
+        self.ensure_token()
+        index = self._active
+        addr = self._addrs[index]
+        tls, direct = None, self._direct[index]
+        if direct and addr.startswith("https://"):
+            try:
+                tls = self._tls_context()
+            except (OSError, ValueError):     # ssl.SSLError is an OSError; sign() will say what is wrong
+                direct = False
+        endpoint = stream.Endpoint.at(addr, tls, self._cfg.timeout, direct)
+
+        def posts() -> Iterator[Post[tuple[K, SignRequest]]]:
+            for tag, request in requests:
+                body = json.dumps(_sign_body(request.csr, request.common_name, request.ttl)).encode()
+                yield stream.Post((tag, request), f"v1/{request.mount}/sign/{request.role}", body,
+                                  tuple(self._headers().items()))
+
+        def judge(post: Post[tuple[K, SignRequest]], status: int, raw: bytes) -> IssuedCert | VaultpkiError | _Slow:
+            if not (200 <= status < 300 or (400 <= status < 500 and status not in (401, 403, 429))):
+                return stream.SLOW            # a redirect, a login to renew, a node away or busy: sign() knows what to do
+            what = _signing(post.tag[1].mount, post.tag[1].role)
+            try:
+                return _issued(_payload(_judge(_Reply.of(status, raw), addr, what), what), what)
+            except VaultpkiError as exc:
+                return exc
+
+        def slow(post: Post[tuple[K, SignRequest]]) -> IssuedCert | VaultpkiError:
+            r = post.tag[1]
+            try:
+                return self.sign(r.mount, r.role, r.csr, r.common_name, r.ttl)
+            except VaultpkiError as exc:
+                return exc
+
+        for (tag, _), result in stream.exchange(endpoint, posts(), parallel, judge, slow):
+            yield tag, result
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The TLS settings of the urllib3 pools, for ``stream``: the configured CA (else the system's),
+        the host name checked, the client certificate for cert auth."""
+        import ssl
+
+        context = ssl.create_default_context(cafile=self._cfg.ca_cert)
+        if self._cfg.auth == "cert" and self._cfg.cert_file and self._cfg.key_file:
+            context.load_cert_chain(self._cfg.cert_file, self._cfg.key_file)
+        return context
 
     def issue(
         self, mount: str, role: str, common_name: str, dns: tuple[str, ...], ips: tuple[str, ...],
@@ -440,6 +513,29 @@ def _judge(reply: _Reply, addr: str, what: str) -> Any:
 def _is_transient(exc: BaseException) -> bool:
     """Worth retrying: Vault away, sealed, electing or overloaded; never a TLS verification failure."""
     return isinstance(exc, VaultUnavailable) and not isinstance(exc.__cause__, urllib3.exceptions.SSLError)
+
+
+def _payload(response: Any, what: str) -> dict[str, Any]:
+    """The ``data`` object of a decoded answer."""
+    data = response.get("data") if isinstance(response, dict) else None
+    if not isinstance(data, dict):
+        raise VaultRequestError(f"Vault returned no data while {what}")
+    return data
+
+
+def _signing(mount: str, role: str) -> str:
+    return f"signing with {mount}/sign/{role}"
+
+
+def _sign_body(csr: str, common_name: str | None, ttl: str | None) -> dict[str, str]:
+    # common_name only when the spec sends one: a least-privilege policy (allowed_parameters =
+    # csr, ttl) refuses it, which is also why hvac's sign_certificate() (always sending it) was never used.
+    body = {"csr": csr}
+    if common_name is not None:
+        body["common_name"] = common_name
+    if ttl is not None:
+        body["ttl"] = ttl
+    return body
 
 
 def _issued(data: dict[str, Any], what: str) -> IssuedCert:

@@ -14,9 +14,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from vaultpki import crypto
+from vaultpki.config import parse
 from vaultpki.devserver import DevServer, free_port
+from vaultpki.errors import VaultUnavailable
+from vaultpki.issue import SignRequest
 from vaultpki.layout import Mode, PkiNames
 from vaultpki.provision import ProvisionSpec, provision
+from vaultpki.vault import HttpVault, IssuedCert
 
 from .conftest import NODE_HOSTS, Deployment, run_cli, tree
 from .test_cli_errors import one_error_line
@@ -93,6 +97,19 @@ def test_approle_bad_secret_and_loose_file(approle: tuple[Deployment, str, str],
     assert tree(certs_dir) == {}
 
 
+def stray_ca(path: Path) -> Path:
+    """A CA that signed nothing Vault uses."""
+    key = crypto.generate_key(crypto.KeyType.EC, 256)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stray CA")])
+    now = dt.datetime.now(dt.UTC)
+    stray = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+             .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+             .sign(key, hashes.SHA256()))
+    path.write_bytes(crypto.certs_to_pem([stray]))
+    return path
+
+
 @pytest.fixture(scope="module")
 def tls_bao() -> Iterator[DevServer]:
     with DevServer(tls=True) as server:
@@ -130,21 +147,79 @@ def test_cert_auth_over_tls_with_the_node_certificate(tls_bao: DevServer, tmp_pa
 
 def test_wrong_vault_ca_is_a_clear_tls_error(tls_bao: DevServer, tmp_path: Path) -> None:
     """ca_cert names a CA that did not sign Vault's certificate: one line, exit 1, nothing written."""
-    key = crypto.generate_key(crypto.KeyType.EC, 256)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stray CA")])
-    now = dt.datetime.now(dt.UTC)
-    stray = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-             .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-             .sign(key, hashes.SHA256()))
-    other_ca = tmp_path / "other-ca.pem"
-    other_ca.write_bytes(crypto.certs_to_pem([stray]))
+    other_ca = stray_ca(tmp_path / "other-ca.pem")
     config = tmp_path / "vaultpki.toml"
     config.write_text(f'certs_dir = "{tmp_path / "certs"}"\n[vault]\naddr = "{tls_bao.addr}"\n'
                       f'ca_cert = "{other_ca}"\n[node]\nhosts = ["localhost"]\n')
     result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": tls_bao.root_token})
     one_error_line(result, 1, "TLS connection to Vault", "unable to get local issuer certificate")
     assert not (tmp_path / "certs").exists()
+
+
+@pytest.fixture(scope="module")
+def tls_bulk_mount(tls_bao: DevServer) -> str:
+    admin = hvac.Client(url=tls_bao.addr, token=tls_bao.root_token, verify=tls_bao.ca_cert)
+    pki = PkiNames(mount="tls-bulk", client_mount=None, node_role="node", client_node_role="client-node",
+                   user_role="user", ui_mount=None, ui_role=None)
+    provision(admin, tls_bao.addr, ProvisionSpec(mode=Mode.STANDARD, pki=pki, node_hosts=NODE_HOSTS,
+                                                 root_mount="tls-bulk-root"))
+    return pki.mount
+
+
+def sign_many_over_tls(tls_bao: DevServer, ca_cert: str, mount: str, users: list[str],
+                       monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, object], list[str]]:
+    """HttpVault.sign_many against the TLS OpenBao: the answers, and the users that went through ``sign``."""
+    cfg = parse({"vault": {"addr": tls_bao.addr, "ca_cert": ca_cert, "retry_for": "2s"}},
+                {"VAULT_TOKEN": tls_bao.root_token}).vault
+    vault = HttpVault(cfg, one_shot=True, env={})
+    slow: list[str] = []
+    real = vault.sign
+
+    def sign(mount: str, role: str, csr: str, common_name: str | None, ttl: str | None) -> IssuedCert:
+        slow.append(common_name or "")
+        return real(mount, role, csr, common_name, ttl)
+    monkeypatch.setattr(vault, "sign", sign)
+    key = crypto.generate_key(crypto.KeyType.EC, 256)
+    requests = ((u, SignRequest(mount, "user", crypto.build_csr(key, u, (), ()).decode(), u, "10m")) for u in users)
+    return dict(vault.sign_many(requests, 4)), slow
+
+
+def test_bulk_signing_streams_over_tls_and_checks_vaults_certificate(
+        tls_bao: DevServer, tls_bulk_mount: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bulk path's own TLS (asyncio's, not urllib3's) verifies Vault against ca_cert too; with the wrong
+    CA every request gets sign()'s own TLS error and nothing is signed."""
+    users = [f"tls{i:02d}" for i in range(12)]
+    results, slow = sign_many_over_tls(tls_bao, tls_bao.ca_cert or "", tls_bulk_mount, users, monkeypatch)
+    assert slow == []                                              # all of them over the stream
+    for user in users:
+        issued = results[user]
+        assert isinstance(issued, IssuedCert), issued
+        assert crypto.describe(crypto.load_certs(issued.certificate.encode())[0]).common_name == user
+
+    wrong = str(stray_ca(tmp_path / "other-ca.pem"))
+    results, slow = sign_many_over_tls(tls_bao, wrong, tls_bulk_mount, users, monkeypatch)
+    assert sorted(slow) == users                                   # the first handshake failed: all went to sign()
+    for user in users:
+        error = results[user]
+        assert isinstance(error, VaultUnavailable)
+        assert "TLS connection to Vault" in str(error) and "unable to get local issuer certificate" in str(error)
+
+
+def test_bulk_with_the_wrong_vault_ca_is_one_tls_error_and_writes_nothing(
+        tls_bao: DevServer, tls_bulk_mount: str, tmp_path: Path) -> None:
+    """The CA material is read before any CSR goes out: its TLS failure ends the run, as for one user."""
+    listing = tmp_path / "users.txt"
+    listing.write_text("alice\nbob\n")
+    config = tmp_path / "vaultpki.toml"
+    config.write_text(f'[vault]\naddr = "{tls_bao.addr}"\nca_cert = "{stray_ca(tmp_path / "other-ca.pem")}"\n'
+                      f'[pki]\nmount = "{tls_bulk_mount}"\n')
+    result = run_cli(["--config", str(config), "issue-user", "--from-file", str(listing), "--certs-dir",
+                      str(tmp_path / "clients")], {"VAULT_TOKEN": tls_bao.root_token})
+    assert result.returncode == 1
+    errors = result.stderr.strip().splitlines()
+    assert errors == [errors[0]] and errors[0].startswith("vaultpki: error: TLS connection to Vault")
+    assert "unable to get local issuer certificate" in errors[0]
+    assert not (tmp_path / "clients").exists()
 
 
 def test_fails_over_between_vault_addresses(deploy: Callable[..., Deployment], tmp_path: Path) -> None:

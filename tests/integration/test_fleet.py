@@ -133,3 +133,29 @@ def test_a_failed_user_keeps_its_old_files_and_an_all_failed_run_writes_nothing(
     assert third.returncode == 1 and "issued 0 of 2 user certificates" in third.stdout
     assert [line.split(":")[2].strip() for line in third.stderr.strip().splitlines()] == ["carol", "dave"]
     assert not fresh.exists()
+
+
+def imported(args: list[str], env: dict[str, str]) -> set[str]:
+    """The top-level packages a vaultpki command loads (python -X importtime), checking that it succeeds."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "VAULTPKI_", "BAO_"))}
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "vaultpki", *args], env=base | env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+def test_the_bulk_path_streams_and_a_cold_issue_node_never_loads_it(deploy: Callable[..., Deployment],
+                                                                   tmp_path: Path) -> None:
+    """A bulk run goes through the stream (asyncio + h11); a cold issue-node loads neither, nor hvac, tenacity
+    or requests (the cold command's wall-time budget)."""
+    dep = deploy(Mode.STANDARD)
+    config = dep.write_config(tmp_path / "vaultpki.toml", tmp_path / "node")
+    env = {"VAULT_TOKEN": dep.server.root_token}
+    listing = tmp_path / "users.txt"
+    listing.write_text("amy\nbob\n")
+    bulk = imported(["--config", str(config), "issue-user", "--from-file", str(listing), "--certs-dir",
+                     str(tmp_path / "clients")], env)
+    assert {"asyncio", "h11"} <= bulk
+    cold = imported(["--config", str(config), "issue-node"], env)
+    assert not cold & {"asyncio", "h11", "hvac", "tenacity", "requests"}, sorted(cold & {"asyncio", "h11", "hvac"})

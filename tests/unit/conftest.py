@@ -221,23 +221,32 @@ def ekus() -> tuple[x509.ObjectIdentifier, x509.ObjectIdentifier]:
 Handler = Callable[[str, str, dict[str, str], Any], tuple[int, dict[str, str], Any]]
 
 
+DROP = object()
+"""A reply that is no answer: the server closes the connection instead."""
+
+
 class Recorded:
     """What a loopback server (the ``server`` fixture) was sent; ``handler`` decides each answer:
-    ``(method, path, headers, body) -> (status, extra headers, JSON reply or raw bytes or None)``."""
+    ``(method, path, headers, body) -> (status, extra headers, JSON reply or raw bytes or None or DROP)``.
+    ``peers``: the client port of each request, to tell connections apart."""
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+        self.peers: list[int] = []
 
 
 @pytest.fixture
-def server() -> Iterator[Callable[[Handler], tuple[str, Recorded]]]:
+def server() -> Iterator[Callable[..., tuple[str, Recorded]]]:
+    """Start a loopback HTTP server; ``keep_alive=True`` answers in HTTP/1.1 and keeps connections open."""
     started: list[ThreadingHTTPServer] = []
 
-    def start(handler: Handler) -> tuple[str, Recorded]:
+    def start(handler: Handler, keep_alive: bool = False) -> tuple[str, Recorded]:
         record = Recorded(handler)
 
         class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def _any(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -247,7 +256,11 @@ def server() -> Iterator[Callable[[Handler], tuple[str, Recorded]]]:
                     body = raw
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 record.requests.append((self.command, self.path, headers, body))
+                record.peers.append(self.client_address[1])
                 status, extra, reply = record.handler(self.command, self.path, headers, body)
+                if reply is DROP:
+                    self.close_connection = True
+                    return
                 data = reply if isinstance(reply, bytes) else b"" if reply is None else json.dumps(reply).encode()
                 self.send_response(status)
                 for k, v in extra.items():

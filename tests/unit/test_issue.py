@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pytest
 from cryptography import x509
@@ -12,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from vaultpki import crypto
-from vaultpki.errors import IssuanceRefused, StoreError, VaultRequestError
-from vaultpki.issue import MAX_PARALLEL, IssueOptions, obtain, obtain_partial
+from vaultpki.errors import IssuanceRefused, StoreError, VaultpkiError, VaultRequestError
+from vaultpki.issue import MAX_PARALLEL, IssueOptions, SignRequest, obtain, obtain_partial
 from vaultpki.layout import Mode, PkiNames, Plan, plan_node, plan_user
 from vaultpki.vault import CaMaterial, IssuedCert
 
@@ -22,6 +24,7 @@ from .conftest import CLIENT, DAY, SERVER, CaSet, Issued, Pki
 PKI = PkiNames(mount="pki-crdb", client_mount=None, node_role="node", client_node_role="client-node",
                user_role="user", ui_mount=None, ui_role=None)
 HOSTS = ("node1.internal", "127.0.0.1")
+K = TypeVar("K")
 OPTIONS = IssueOptions(key_type=crypto.KeyType.EC, key_bits=256, ttl_seconds=3600)
 
 
@@ -67,6 +70,28 @@ class FakeVault:
         cert = builder.sign(issuer.key, hashes.SHA256())
         return IssuedCert(cert.public_bytes(serialization.Encoding.PEM).decode(),
                           (pem(self.cas.inter), pem(self.cas.root)), crypto.format_serial(cert.serial_number))
+
+    def sign_many(
+        self, requests: Iterable[tuple[K, SignRequest]], parallel: int,
+    ) -> Iterator[tuple[K, IssuedCert | VaultpkiError]]:
+        """Draws lazily, ``parallel`` at a time, and answers each batch in reverse: a real stream answers
+        in the order the requests complete, not the order they were made."""
+        batch: list[tuple[K, SignRequest]] = []
+        for item in requests:
+            batch.append(item)
+            if len(batch) == parallel:
+                yield from self._answer(batch)
+                batch = []
+        yield from self._answer(batch)
+
+    def _answer(self, batch: list[tuple[K, SignRequest]]) -> Iterator[tuple[K, IssuedCert | VaultpkiError]]:
+        answers: list[tuple[K, IssuedCert | VaultpkiError]] = []
+        for tag, r in batch:
+            try:
+                answers.append((tag, self.sign(r.mount, r.role, r.csr, r.common_name, r.ttl)))
+            except VaultpkiError as exc:
+                answers.append((tag, exc))
+        return reversed(answers)
 
     def issue(self, *args: object, **kwargs: object) -> IssuedCert:  # pragma: no cover - not used here
         raise AssertionError("sign is the default method")
@@ -128,7 +153,9 @@ def bulk_plan(users: list[str]) -> Plan:
     return Plan(trusts=plans[0].trusts, certs=tuple(c for p in plans for c in p.certs))
 
 
-def test_sink_gets_each_validated_leaf_and_the_ca_files_with_the_first(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+@pytest.mark.parametrize("streamed", [False, True])
+def test_sink_gets_each_validated_leaf_and_the_ca_files_with_the_first(
+        pki: Pki, cas: CaSet, now: dt.datetime, streamed: bool) -> None:
     class RefusesBob(FakeVault):
         def sign(self, mount: str, role: str, csr: str, common_name: str | None, ttl: str | None) -> IssuedCert:
             if common_name == "bob":
@@ -137,16 +164,19 @@ def test_sink_gets_each_validated_leaf_and_the_ca_files_with_the_first(pki: Pki,
 
     handed: list[list[str]] = []
     issued, failed = obtain_partial(bulk_plan(["bob", "amy", "cyd"]), RefusesBob(pki, cas), OPTIONS, now, None,
-                                    sink=lambda files: handed.append([f.name for f in files]))
-    assert handed == [["ca.crt", "client.amy.crt", "client.amy.key"], ["client.cyd.crt", "client.cyd.key"]]
-    assert list(failed) == ["client.bob.crt"]
-    assert sorted(f.name for f in issued.files) == sorted(name for batch in handed for name in batch)
+                                    sink=lambda files: handed.append([f.name for f in files]), streamed=streamed)
+    amy, cyd = ["client.amy.crt", "client.amy.key"], ["client.cyd.crt", "client.cyd.key"]
+    # In completion order: the threads' path judges in plan order, the stream as answers arrive.
+    assert handed == ([["ca.crt", *amy], cyd] if not streamed else [["ca.crt", *cyd], amy])
+    assert list(failed) == ["client.bob.crt"] and "permission denied for bob" in str(failed["client.bob.crt"])
+    assert [f.name for f in issued.files] == ["ca.crt", *amy, *cyd]          # the plan's order either way
 
 
-def test_sink_gets_nothing_when_every_leaf_fails(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+@pytest.mark.parametrize("streamed", [False, True])
+def test_sink_gets_nothing_when_every_leaf_fails(pki: Pki, cas: CaSet, now: dt.datetime, streamed: bool) -> None:
     handed: list[object] = []
     issued, failed = obtain_partial(bulk_plan(["amy", "bob"]), FakeVault(pki, cas, signer="other"), OPTIONS, now, None,
-                                    sink=handed.append)
+                                    sink=handed.append, streamed=streamed)
     assert handed == [] and issued.leaves == () and sorted(failed) == ["client.amy.crt", "client.bob.crt"]
 
 
@@ -171,3 +201,31 @@ def test_a_failing_sink_stops_the_run_and_cancels_what_is_queued(pki: Pki, cas: 
         obtain_partial(bulk_plan(users), vault, OPTIONS, now, None, sink=disk_full)
     # Only what the workers had already picked up was signed; the rest of the queue never ran.
     assert len(vault.calls) <= MAX_PARALLEL + 1, len(vault.calls)
+
+
+def test_a_streamed_run_gives_the_set_the_threads_give(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+    """Same files and leaves, in the plan's order, with keys made on the node and sent only as CSRs."""
+    users = [f"u{i:02d}" for i in range(2 * MAX_PARALLEL + 3)]
+    vault = FakeVault(pki, cas)
+    progress: list[str] = []
+    streamed, failed = obtain_partial(bulk_plan(users), vault, OPTIONS, now, None, progress=progress.append, streamed=True)
+    threaded, _ = obtain_partial(bulk_plan(users), FakeVault(pki, cas), OPTIONS, now, None)
+    assert failed == {} and sorted(progress) == sorted(f"client.{u}.crt" for u in users)
+    assert [f.name for f in streamed.files] == [f.name for f in threaded.files]
+    assert [leaf.spec.common_name for leaf in streamed.leaves] == users
+    assert [c["common_name"] for c in vault.calls] == users            # drawn in the plan's order
+    for f in streamed.files:
+        if f.name.endswith(".key"):
+            cert = next(c for c in streamed.files if c.name == f.name[:-4] + ".crt")
+            assert crypto.key_matches(crypto.load_certs(cert.data)[0], crypto.load_key(f.data))
+
+
+def test_a_failing_sink_stops_a_streamed_run_before_the_rest_is_asked_for(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+    def disk_full(files: object) -> None:
+        raise StoreError("cannot write to certs-dir /certs: no space left on device")
+
+    vault = FakeVault(pki, cas)
+    with pytest.raises(StoreError, match="no space left"):
+        obtain_partial(bulk_plan([f"u{i:03d}" for i in range(300)]), vault, OPTIONS, now, None, sink=disk_full,
+                       streamed=True)
+    assert len(vault.calls) == MAX_PARALLEL          # the first batch; nothing was drawn after the failure

@@ -7,6 +7,7 @@ adapter's behaviour against a real OpenBao (HA, sealed, TLS, policies) is in tes
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ import pytest
 
 from vaultpki.config import parse
 from vaultpki.errors import VaultDenied, VaultRequestError, VaultUnavailable
-from vaultpki.vault import HttpVault, _judge, _Reply, proxy_for
+from vaultpki.issue import SignRequest
+from vaultpki.vault import HttpVault, IssuedCert, _judge, _Reply, proxy_for
+
+from .conftest import DROP
 
 
 def vault_for(*addrs: str, secret_id_file: Path | None = None) -> HttpVault:
@@ -155,3 +159,151 @@ def test_the_ca_reads_are_in_flight_together(server: Any) -> None:
     material = vault_for(addr).ca_material("pki")
     assert material.issuer == "CERT" and material.others == ()
     assert sorted(m for m, *_ in record.requests) == ["GET", "LIST"]
+
+
+# ------------------------------------------------------------------------- many requests in flight
+
+def many(vault: HttpVault, csrs: list[str], parallel: int = 4) -> dict[str, Any]:
+    """sign_many over ``csrs`` (each its own tag), as {csr: certificate or error}."""
+    requests = ((csr, SignRequest("pki", "node", csr, None, "1h")) for csr in csrs)
+    return dict(vault.sign_many(requests, parallel))
+
+
+def counting_sign(vault: HttpVault, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each request that takes the blocking path (``sign``) instead of the stream."""
+    slow: list[str] = []
+    real = vault.sign
+
+    def sign(mount: str, role: str, csr: str, common_name: str | None, ttl: str | None) -> IssuedCert:
+        slow.append(csr)
+        return real(mount, role, csr, common_name, ttl)
+    monkeypatch.setattr(vault, "sign", sign)
+    return slow
+
+
+def signed_for(body: Any) -> dict[str, Any]:
+    return {"data": {"certificate": f"CERT-{body['csr']}", "ca_chain": ["CA"], "serial_number": "01"}}
+
+
+def test_sign_many_keeps_its_requests_in_flight_together_over_keep_alive_connections(
+        server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each group of four requests is only answered once all four have arrived: sent one after the
+    other, the first would wait for ever (and fail after 5 s)."""
+    import threading
+
+    together = threading.Barrier(4, timeout=5)
+
+    def handler(method: str, path: str, headers: Any, body: Any) -> tuple[int, dict[str, str], Any]:
+        try:
+            together.wait()
+        except threading.BrokenBarrierError:
+            return 400, {}, {"errors": ["the requests were not in flight together"]}
+        return 200, {}, signed_for(body)
+
+    addr, rec = server(handler, keep_alive=True)
+    vault = vault_for(addr)
+    slow = counting_sign(vault, monkeypatch)
+    results = many(vault, [f"CSR{i}" for i in range(8)])
+    assert {csr: r.certificate for csr, r in results.items()} == {f"CSR{i}": f"CERT-CSR{i}" for i in range(8)}
+    assert slow == [] and len(set(rec.peers)) <= 4          # eight requests over at most four connections
+
+
+def test_sign_many_sends_exactly_what_sign_sends(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    addr, rec = server(lambda m, p, h, b: (200, {}, SIGNED), keep_alive=True)
+    cfg = parse({"vault": {"addr": addr, "namespace": "team-a"}}, {"VAULT_TOKEN": "t0ken"}).vault
+    vault = HttpVault(cfg, one_shot=True, env={})
+    slow = counting_sign(vault, monkeypatch)
+    [(tag, issued)] = vault.sign_many([("me", SignRequest("pki", "user", "CSR", "marc", "1h"))], 4)
+    assert tag == "me" and isinstance(issued, IssuedCert) and (issued.certificate, issued.ca_chain) == ("CERT", ("CA",))
+    [(method, path, headers, body)] = rec.requests
+    assert (method, path, body) == ("POST", "/v1/pki/sign/user", {"csr": "CSR", "common_name": "marc", "ttl": "1h"})
+    assert (headers["x-vault-token"], headers["x-vault-namespace"], headers["x-vault-request"]) == ("t0ken", "team-a", "true")
+    assert slow == []
+
+
+def test_a_refusal_in_sign_many_is_signs_own_error_and_is_asked_once(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def handler(method: str, path: str, headers: Any, body: Any) -> tuple[int, dict[str, str], Any]:
+        if body["csr"] == "BAD":
+            return 400, {}, {"errors": ["1 error occurred:\n\t* common name bad not allowed by this role\n\n"]}
+        return 200, {}, signed_for(body)
+
+    addr, rec = server(handler, keep_alive=True)
+    vault = vault_for(addr)
+    slow = counting_sign(vault, monkeypatch)
+    results = many(vault, ["A", "BAD", "B"])
+    asked = [r[3]["csr"] for r in rec.requests]
+    assert sorted(asked) == ["A", "B", "BAD"] and slow == []
+    with pytest.raises(VaultRequestError) as direct:
+        vault_for(addr).sign("pki", "node", "BAD", None, "1h")
+    assert isinstance(results["BAD"], VaultRequestError) and str(results["BAD"]) == str(direct.value)
+    assert str(direct.value) == "Vault refused signing with pki/sign/node: common name bad not allowed by this role"
+    assert results["A"].certificate == "CERT-A" and results["B"].certificate == "CERT-B"
+
+
+@pytest.mark.parametrize("hiccup", ["sealed once", "standby redirect", "dropped connection"])
+def test_sign_many_hands_anything_unusual_to_sign_and_keeps_every_later_request_there(
+        server: Any, monkeypatch: pytest.MonkeyPatch, hiccup: str) -> None:
+    """A 5xx, a redirect or a connection closed mid-request: that request and all after it go through
+    ``sign`` (retries, redirects, fail-over), and every request still gets its certificate, once."""
+    active, rec_active = server(lambda m, p, h, b: (200, {}, signed_for(b)))
+    first: list[str] = []
+
+    def handler(method: str, path: str, headers: Any, body: Any) -> tuple[int, dict[str, str], Any]:
+        if body["csr"] == "ODD" and not first:
+            first.append("ODD")
+            if hiccup == "sealed once":
+                return 503, {}, {"errors": ["Vault is sealed"]}
+            if hiccup == "dropped connection":
+                return 0, {}, DROP
+        if hiccup == "standby redirect" and body["csr"] == "ODD":
+            return 307, {"Location": f"{active}{path}"}, None
+        return 200, {}, signed_for(body)
+
+    addr, rec = server(handler, keep_alive=True)
+    vault = vault_for(addr)
+    slow = counting_sign(vault, monkeypatch)
+    requests = ((csr, SignRequest("pki", "node", csr, None, None)) for csr in ["A", "ODD", "B", "C"])
+    results = dict(vault.sign_many(requests, 1))
+    assert {csr: r.certificate for csr, r in results.items()} == {c: f"CERT-{c}" for c in ["A", "ODD", "B", "C"]}
+    assert slow == ["ODD", "B", "C"]
+    served = [r[3]["csr"] for r in rec.requests + rec_active.requests]
+    assert served.count("A") == 1 and served.count("B") == 1 and served.count("C") == 1
+
+
+def test_sign_many_through_a_proxy_goes_through_sign(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy, rec = server(lambda m, p, h, b: (200, {}, signed_for(b)))
+    cfg = parse({"vault": {"addr": "http://vault.invalid:8200"}}, {"VAULT_TOKEN": "t0ken"}).vault
+    vault = HttpVault(cfg, one_shot=True, env={"http_proxy": proxy})
+    slow = counting_sign(vault, monkeypatch)
+    results = many(vault, ["A", "B"])
+    assert {csr: r.certificate for csr, r in results.items()} == {"A": "CERT-A", "B": "CERT-B"}
+    assert sorted(slow) == ["A", "B"]
+    assert {r[1] for r in rec.requests} == {"http://vault.invalid:8200/v1/pki/sign/node"}
+
+
+def test_sign_many_draws_lazily_and_stops_when_closed(server: Any) -> None:
+    addr, rec = server(lambda m, p, h, b: (200, {}, signed_for(b)), keep_alive=True)
+    drawn: list[int] = []
+
+    def requests() -> Iterator[tuple[int, SignRequest]]:
+        for i in range(100):
+            drawn.append(i)
+            yield i, SignRequest("pki", "node", f"CSR{i}", None, None)
+
+    results = vault_for(addr).sign_many(requests(), 2)
+    next(results)
+    results.close()
+    # two in flight, then at most one more for each that came back before the loop paused
+    assert len(drawn) <= 4
+    assert len(rec.requests) <= len(drawn)
+
+
+def test_an_error_while_making_a_request_stops_sign_many(server: Any) -> None:
+    addr, _ = server(lambda m, p, h, b: (200, {}, signed_for(b)), keep_alive=True)
+
+    def requests() -> Iterator[tuple[int, SignRequest]]:
+        yield 0, SignRequest("pki", "node", "CSR0", None, None)
+        raise OSError("no entropy")
+
+    with pytest.raises(OSError, match="no entropy"):
+        list(vault_for(addr).sign_many(requests(), 2))
