@@ -113,7 +113,7 @@ def _vault(cfg: config_mod.Config) -> HttpVault:
 
 
 def _issue_and_write(cfg: config_mod.Config, plan: Plan, target: CertsDir) -> IssuedSet:
-    issued = obtain(plan, _vault(cfg), _options(cfg), _now())
+    issued = obtain(plan, _vault(cfg), _options(cfg), _now)
     target.write_set(issued.files)
     return issued
 
@@ -256,7 +256,7 @@ def _issue_many(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_json: b
             for content in files:
                 stage.add(content)
 
-        issued, failed = obtain_partial(plan, _vault(cfg), _options(cfg), _now(), None,
+        issued, failed = obtain_partial(plan, _vault(cfg), _options(cfg), _now, None,
                                         progress=lambda _name: bar.update(1), sink=write, streamed=True)
     failures = {name.removeprefix("client.").removesuffix(".crt"): str(exc) for name, exc in failed.items()}
     if as_json:

@@ -224,7 +224,7 @@ class Syncer:
             self._observe(plan, state, now, due=[d.file for d in due])
             return self._done(PassReport(tuple(decisions), failures=tuple(f"{d.file}: {vault_error}" for d in due)))
         due_specs = tuple(s for s in plan.certs if s.cert_file in {d.file for d in due})
-        issued, failed = obtain_partial(Plan(plan.trusts, due_specs), self.vault, self._options, now, anchors)
+        issued, failed = obtain_partial(Plan(plan.trusts, due_specs), self.vault, self._options, self.now, anchors)
         failures = [f"{name}: {exc}" for name, exc in failed.items()]
         for name, exc in failed.items():
             self.metrics.renewal_failures.labels(name).inc()

@@ -167,16 +167,16 @@ def fetch_anchors(mounts: Sequence[str], vault: VaultPort, ca_trust: str) -> dic
     return {m: trust_anchors(materials[m], m, ca_trust) for m in mounts}
 
 
-def obtain(plan: Plan, vault: VaultPort, options: IssueOptions, now: dt.datetime) -> IssuedSet:
+def obtain(plan: Plan, vault: VaultPort, options: IssueOptions, clock: Callable[[], dt.datetime]) -> IssuedSet:
     """Fetch CA material, issue every leaf (in parallel), validate all; raise on the first refusal."""
-    issued, failures = obtain_partial(plan, vault, options, now, None)
+    issued, failures = obtain_partial(plan, vault, options, clock, None)
     if failures:
         raise next(iter(failures.values()))
     return issued
 
 
 def obtain_partial(
-    plan: Plan, vault: VaultPort, options: IssueOptions, now: dt.datetime,
+    plan: Plan, vault: VaultPort, options: IssueOptions, clock: Callable[[], dt.datetime],
     anchors: dict[str, list[x509.Certificate]] | None,
     progress: Callable[[str], object] | None = None,
     sink: Callable[[Sequence[FileContent]], object] | None = None,
@@ -185,6 +185,9 @@ def obtain_partial(
     """Issue every leaf independently: what succeeded (with all CA files), and what failed, by file.
 
     One failing role (say the UI mount) must not hold back a node certificate that is expiring.
+    Each leaf is judged at ``clock()`` when its answer is in, not at the start: Vault dates a
+    certificate 30 s back, so a run that outlasts that (an HA election, a big bulk run) would
+    otherwise find its later certificates "not valid before" the time it started.
     The CA material is fetched while the leaves are being signed (a cold command waits for one
     round trip, not two); a leaf is only judged once its anchors are in, and a failure to get
     them fails the whole call.
@@ -203,7 +206,7 @@ def obtain_partial(
     material is then fetched first; the result keeps the plan's order either way.
     """
     if streamed and options.method == "sign":
-        return _obtain_streamed(plan, vault, options, now, anchors, progress, sink)
+        return _obtain_streamed(plan, vault, options, clock, anchors, progress, sink)
     failures: dict[str, VaultpkiError] = {}
     leaves = []
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(plan.certs) + 1)) as pool:
@@ -223,7 +226,8 @@ def obtain_partial(
             unsunk = list(files)
             for name, (spec, key, request) in started.items():
                 try:
-                    leaf, leaf_files = _judge_one(spec, key, request.result(), anchors[spec.trust.mount], options, now)
+                    answer = request.result()
+                    leaf, leaf_files = _judge_one(spec, key, answer, anchors[spec.trust.mount], options, clock())
                 except VaultpkiError as exc:
                     failures[name] = exc
                     continue
@@ -243,7 +247,7 @@ def obtain_partial(
 
 
 def _obtain_streamed(
-    plan: Plan, vault: VaultPort, options: IssueOptions, now: dt.datetime,
+    plan: Plan, vault: VaultPort, options: IssueOptions, clock: Callable[[], dt.datetime],
     anchors: dict[str, list[x509.Certificate]] | None,
     progress: Callable[[str], object] | None, sink: Callable[[Sequence[FileContent]], object] | None,
 ) -> tuple[IssuedSet, dict[str, VaultpkiError]]:
@@ -268,7 +272,7 @@ def _obtain_streamed(
             if isinstance(answer, VaultpkiError):
                 failures[spec.cert_file] = answer
                 continue
-            judged[index] = _judge_one(spec, key, answer, anchors[spec.trust.mount], options, now)
+            judged[index] = _judge_one(spec, key, answer, anchors[spec.trust.mount], options, clock())
         except VaultpkiError as exc:
             failures[spec.cert_file] = exc
             continue

@@ -205,6 +205,21 @@ def test_bulk_signing_streams_over_tls_and_checks_vaults_certificate(
         assert "TLS connection to Vault" in str(error) and "unable to get local issuer certificate" in str(error)
 
 
+def test_bulk_over_tls_from_the_cli_is_silent_and_complete(tls_bao: DevServer, tls_bulk_mount: str, tmp_path: Path) -> None:
+    """The whole command over TLS: every user written, nothing on stderr (no event-loop chatter)."""
+    users = [f"cli{i:02d}" for i in range(20)]
+    listing = tmp_path / "users.txt"
+    listing.write_text("\n".join(users) + "\n")
+    config = tmp_path / "vaultpki.toml"
+    config.write_text(f'[vault]\naddr = "{tls_bao.addr}"\nca_cert = "{tls_bao.ca_cert}"\n[pki]\nmount = "{tls_bulk_mount}"\n')
+    result = run_cli(["--config", str(config), "issue-user", "--from-file", str(listing), "--certs-dir",
+                      str(tmp_path / "clients")], {"VAULT_TOKEN": tls_bao.root_token})
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert sorted(p.name for p in (tmp_path / "clients").glob("client.*.crt")) == [f"client.{u}.crt" for u in users]
+    verified = run_cli(["verify", "--certs-dir", str(tmp_path / "clients")])
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
 def test_bulk_with_the_wrong_vault_ca_is_one_tls_error_and_writes_nothing(
         tls_bao: DevServer, tls_bulk_mount: str, tmp_path: Path) -> None:
     """The CA material is read before any CSR goes out: its TLS failure ends the run, as for one user."""

@@ -230,9 +230,10 @@ def test_bulk_issue_user_rides_out_the_death_of_the_active_node(cluster: RaftClu
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
     summary = json.loads(out)
-    assert summary["failed"] == [] and sorted(i["user"] for i in summary["issued"]) == users
+    assert summary["failed"] == [], summary["failed"][:3]
+    assert proc.returncode == 0 and err == "", err          # nothing on stderr: no event-loop chatter either
+    assert sorted(i["user"] for i in summary["issued"]) == users
     for item in summary["issued"]:
         cert = crypto.load_certs((clients / f"client.{item['user']}.crt").read_bytes())[0]
         key = crypto.load_key((clients / f"client.{item['user']}.key").read_bytes())

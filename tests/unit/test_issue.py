@@ -41,6 +41,7 @@ class FakeVault:
     extra_dns: tuple[str, ...] = ()
     signer: str = "inter"
     not_after: dt.datetime | None = None
+    not_before: dt.datetime | None = None
     calls: list[dict[str, object]] = field(default_factory=list)
 
     def ca_material(self, mount: str) -> CaMaterial:
@@ -61,7 +62,7 @@ class FakeVault:
                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
                    .issuer_name(issuer.cert.subject).public_key(request.public_key())
                    .serial_number(x509.random_serial_number())
-                   .not_valid_before(min(self.pki.now, not_after) - DAY).not_valid_after(not_after)
+                   .not_valid_before(self.not_before or min(self.pki.now, not_after) - DAY).not_valid_after(not_after)
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                    .add_extension(x509.ExtendedKeyUsage([SERVER, CLIENT] if role == "node" else [CLIENT]),
                                   critical=False))
@@ -99,7 +100,7 @@ class FakeVault:
 
 def test_node_set_is_leaf_plus_intermediate_and_anchor(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
     vault = FakeVault(pki, cas)
-    result = obtain(plan_node(Mode.STANDARD, PKI, HOSTS, ()), vault, OPTIONS, now)
+    result = obtain(plan_node(Mode.STANDARD, PKI, HOSTS, ()), vault, OPTIONS, lambda: now)
     files = {f.name: f for f in result.files}
     assert set(files) == {"ca.crt", "node.crt", "node.key"}
     assert files["node.key"].secret and not files["node.crt"].secret
@@ -114,14 +115,14 @@ def test_node_set_is_leaf_plus_intermediate_and_anchor(pki: Pki, cas: CaSet, now
 
 def test_ca_trust_root_writes_the_root(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
     options = IssueOptions(key_type=crypto.KeyType.EC, key_bits=256, ttl_seconds=None, ca_trust="root")
-    result = obtain(plan_node(Mode.STANDARD, PKI, HOSTS, ()), FakeVault(pki, cas), options, now)
+    result = obtain(plan_node(Mode.STANDARD, PKI, HOSTS, ()), FakeVault(pki, cas), options, lambda: now)
     ca = next(f for f in result.files if f.name == "ca.crt")
     assert crypto.load_certs(ca.data) == [cas.root.cert]
 
 
 def test_user_request_carries_the_common_name(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
     vault = FakeVault(pki, cas)
-    result = obtain(plan_user(Mode.STANDARD, PKI, "marc"), vault, OPTIONS, now)
+    result = obtain(plan_user(Mode.STANDARD, PKI, "marc"), vault, OPTIONS, lambda: now)
     assert {f.name for f in result.files} == {"ca.crt", "client.marc.crt", "client.marc.key"}
     assert vault.calls[0]["common_name"] == "marc"
 
@@ -135,7 +136,7 @@ def test_misbehaving_vault_is_refused(pki: Pki, cas: CaSet, now: dt.datetime, kn
                                       needle: str) -> None:
     vault = FakeVault(pki, cas, **knobs)  # type: ignore[arg-type]
     with pytest.raises(IssuanceRefused, match=needle) as info:
-        obtain(plan_user(Mode.STANDARD, PKI, "marc"), vault, OPTIONS, now)
+        obtain(plan_user(Mode.STANDARD, PKI, "marc"), vault, OPTIONS, lambda: now)
     assert str(info.value).startswith("refusing client.marc.crt from pki-crdb/sign/user")
 
 
@@ -145,7 +146,7 @@ def test_root_trust_without_a_root_in_the_chain_is_refused(pki: Pki, cas: CaSet,
             return CaMaterial(issuer=pem(self.cas.inter), chain=(pem(self.cas.inter),))
     options = IssueOptions(key_type=crypto.KeyType.EC, key_bits=256, ttl_seconds=None, ca_trust="root")
     with pytest.raises(IssuanceRefused, match="does not reach a self-signed root"):
-        obtain(plan_node(Mode.STANDARD, PKI, HOSTS, ()), NoRoot(pki, cas), options, now)
+        obtain(plan_node(Mode.STANDARD, PKI, HOSTS, ()), NoRoot(pki, cas), options, lambda: now)
 
 
 def bulk_plan(users: list[str]) -> Plan:
@@ -163,7 +164,7 @@ def test_sink_gets_each_validated_leaf_and_the_ca_files_with_the_first(
             return super().sign(mount, role, csr, common_name, ttl)
 
     handed: list[list[str]] = []
-    issued, failed = obtain_partial(bulk_plan(["bob", "amy", "cyd"]), RefusesBob(pki, cas), OPTIONS, now, None,
+    issued, failed = obtain_partial(bulk_plan(["bob", "amy", "cyd"]), RefusesBob(pki, cas), OPTIONS, lambda: now, None,
                                     sink=lambda files: handed.append([f.name for f in files]), streamed=streamed)
     amy, cyd = ["client.amy.crt", "client.amy.key"], ["client.cyd.crt", "client.cyd.key"]
     # In completion order: the threads' path judges in plan order, the stream as answers arrive.
@@ -175,7 +176,7 @@ def test_sink_gets_each_validated_leaf_and_the_ca_files_with_the_first(
 @pytest.mark.parametrize("streamed", [False, True])
 def test_sink_gets_nothing_when_every_leaf_fails(pki: Pki, cas: CaSet, now: dt.datetime, streamed: bool) -> None:
     handed: list[object] = []
-    issued, failed = obtain_partial(bulk_plan(["amy", "bob"]), FakeVault(pki, cas, signer="other"), OPTIONS, now, None,
+    issued, failed = obtain_partial(bulk_plan(["amy", "bob"]), FakeVault(pki, cas, signer="other"), OPTIONS, lambda: now, None,
                                     sink=handed.append, streamed=streamed)
     assert handed == [] and issued.leaves == () and sorted(failed) == ["client.amy.crt", "client.bob.crt"]
 
@@ -198,7 +199,7 @@ def test_a_failing_sink_stops_the_run_and_cancels_what_is_queued(pki: Pki, cas: 
     vault = HeldBack(pki, cas)
     users = [f"u{i:03d}" for i in range(300)]
     with pytest.raises(StoreError, match="no space left"):
-        obtain_partial(bulk_plan(users), vault, OPTIONS, now, None, sink=disk_full)
+        obtain_partial(bulk_plan(users), vault, OPTIONS, lambda: now, None, sink=disk_full)
     # Only what the workers had already picked up was signed; the rest of the queue never ran.
     assert len(vault.calls) <= MAX_PARALLEL + 1, len(vault.calls)
 
@@ -208,8 +209,8 @@ def test_a_streamed_run_gives_the_set_the_threads_give(pki: Pki, cas: CaSet, now
     users = [f"u{i:02d}" for i in range(2 * MAX_PARALLEL + 3)]
     vault = FakeVault(pki, cas)
     progress: list[str] = []
-    streamed, failed = obtain_partial(bulk_plan(users), vault, OPTIONS, now, None, progress=progress.append, streamed=True)
-    threaded, _ = obtain_partial(bulk_plan(users), FakeVault(pki, cas), OPTIONS, now, None)
+    streamed, failed = obtain_partial(bulk_plan(users), vault, OPTIONS, lambda: now, None, progress=progress.append, streamed=True)
+    threaded, _ = obtain_partial(bulk_plan(users), FakeVault(pki, cas), OPTIONS, lambda: now, None)
     assert failed == {} and sorted(progress) == sorted(f"client.{u}.crt" for u in users)
     assert [f.name for f in streamed.files] == [f.name for f in threaded.files]
     assert [leaf.spec.common_name for leaf in streamed.leaves] == users
@@ -226,6 +227,25 @@ def test_a_failing_sink_stops_a_streamed_run_before_the_rest_is_asked_for(pki: P
 
     vault = FakeVault(pki, cas)
     with pytest.raises(StoreError, match="no space left"):
-        obtain_partial(bulk_plan([f"u{i:03d}" for i in range(300)]), vault, OPTIONS, now, None, sink=disk_full,
+        obtain_partial(bulk_plan([f"u{i:03d}" for i in range(300)]), vault, OPTIONS, lambda: now, None, sink=disk_full,
                        streamed=True)
     assert len(vault.calls) == MAX_PARALLEL          # the first batch; nothing was drawn after the failure
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_each_leaf_is_judged_when_its_answer_arrives(pki: Pki, cas: CaSet, now: dt.datetime, streamed: bool) -> None:
+    """A run that outlasts Vault's 30 s backdating (an HA election, a big bulk run) gets certificates dated
+    after it started: they are judged against the time they arrived, and one truly from the future is not."""
+    calls: list[int] = []
+
+    def clock() -> dt.datetime:
+        """The run started at ``now``; by the time any answer is judged, two minutes have passed."""
+        calls.append(len(vault.calls))
+        return now + dt.timedelta(minutes=2)
+
+    vault = FakeVault(pki, cas, not_before=now + dt.timedelta(minutes=1))
+    issued, failed = obtain_partial(bulk_plan(["amy", "bob"]), vault, OPTIONS, clock, None, streamed=streamed)
+    assert failed == {} and [leaf.spec.common_name for leaf in issued.leaves] == ["amy", "bob"]
+    assert len(calls) == 2 and all(c > 0 for c in calls)         # asked once per leaf, after it was signed
+    _, failed = obtain_partial(bulk_plan(["amy"]), vault, OPTIONS, lambda: now, None, streamed=streamed)
+    assert "is not valid before" in str(failed["client.amy.crt"])
