@@ -43,6 +43,7 @@ __all__ = [
 
 K = TypeVar("K")
 
+
 @dataclass(frozen=True, slots=True)
 class IssuedCert:
     """What Vault returned for one leaf, as PEM strings; ``private_key`` only from ``issue``."""
