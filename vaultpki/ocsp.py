@@ -232,12 +232,12 @@ def http_post(url: str, body: bytes, timeout: float) -> HttpAnswer:
     """POST like Go's ``http.DefaultClient`` (proxy variables honoured, redirects followed)."""
     import urllib3
 
-    from .vault import REDIRECTS_ONLY, pool_manager
+    from .vault import pool_manager, redirects_only
 
     pool = pool_manager(url, os.environ)
     try:
         resp = pool.request("POST", url, body=body, headers={"Content-Type": REQUEST_TYPE}, preload_content=False,
-                            timeout=urllib3.Timeout(total=timeout), retries=REDIRECTS_ONLY)
+                            timeout=urllib3.Timeout(total=timeout), retries=redirects_only())
         try:
             data = resp.read(MAX_RESPONSE_BYTES + 1)
             if len(data) > MAX_RESPONSE_BYTES:

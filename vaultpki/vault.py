@@ -1,10 +1,13 @@
 """The node-side Vault adapter: JSON over keep-alive HTTP, vaultpki errors and plain values on top.
 
-It speaks Vault's HTTP API through urllib3 (the layer requests and hvac stand on), not
-hvac: a node calls a dozen endpoints, and hvac + requests would cost a cold
-``issue-node`` ~30 ms and ~6 MiB of its ~155 ms and ~39 MiB (see the README's
-benchmarks). hvac stays the client of the admin side (``admin.py``: provisioning, CA
-rotation), where its coverage of the API is worth its weight.
+It speaks Vault's HTTP API itself, not through hvac: a node calls a dozen endpoints, and
+hvac + requests would cost a cold ``issue-node`` ~30 ms and ~6 MiB of its ~155 ms and ~39 MiB
+(see the README's benchmarks). hvac stays the client of the admin side (``admin.py``:
+provisioning, CA rotation), where its coverage of the API is worth its weight.
+
+Requests go over ``wire`` (h11 on keep-alive sockets) when they can: a direct connection and an
+answer that is not a redirect. A redirect (a standby that does not forward) and a proxy in the
+environment are left to urllib3, which is loaded only then.
 
 Vault's JSON never leaves this module. Transient failures (connection refused,
 timeouts, 5xx, sealed, 429) are retried with capped exponential backoff and
@@ -17,6 +20,7 @@ import json
 import os
 import re
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,21 +28,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-
-import urllib3
+from urllib.parse import urljoin, urlsplit
 
 from .config import VaultConfig
 from .errors import ConfigError, VaultDenied, VaultpkiError, VaultRequestError, VaultUnavailable
+from .wire import Wire, WireError
 
 if TYPE_CHECKING:
     import ssl
+
+    import urllib3
 
     from .issue import SignRequest
     from .stream import Post, _Slow
 
 __all__ = [
-    "CaMaterial", "HttpVault", "IssuedCert", "REDIRECTS_ONLY", "VaultPort",
-    "conn_reason", "one_line", "pool_manager", "proxy_for", "ssl_reason",
+    "CaMaterial", "HttpVault", "IssuedCert", "VaultPort",
+    "conn_reason", "one_line", "pool_manager", "proxy_for", "redirects_only", "ssl_reason",
 ]
 
 K = TypeVar("K")
@@ -90,10 +96,19 @@ def one_line(text: str) -> str:
 
 # Vault's answers that mean "not now": sealed/standby/unavailable, overloaded, uninitialised, server errors.
 _TRANSIENT_STATUS = frozenset({429, 500, 501, 502, 503, 504})
-# Redirects are followed (a standby that does not forward answers 307 to the active node);
-# nothing else is retried here: tenacity does that, bounded by time.
-REDIRECTS_ONLY = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5, raise_on_redirect=True)
 _POOL_SIZE = 16      # keep-alive connections per address: more than issue.MAX_PARALLEL
+
+
+def redirects_only() -> urllib3.Retry:
+    """urllib3's retry policy here: redirects are followed (a standby that does not forward answers 307
+    to the active node); nothing else is retried by urllib3: tenacity does that, bounded by time."""
+    import urllib3
+
+    return urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5, raise_on_redirect=True)
+
+
+class _TlsFailure(VaultUnavailable):
+    """The TLS connection failed (verification, handshake): never worth retrying."""
 
 
 def _pool(cfg: VaultConfig, addr: str, env: Mapping[str, str]) -> urllib3.PoolManager:
@@ -108,6 +123,8 @@ def _pool(cfg: VaultConfig, addr: str, env: Mapping[str, str]) -> urllib3.PoolMa
 
 def pool_manager(url: str, env: Mapping[str, str], **kwargs: Any) -> urllib3.PoolManager:
     """urllib3's pool for ``url``: through the proxy the environment names for it, like Go's HTTP clients."""
+    import urllib3
+
     proxy = proxy_for(url, env)
     return urllib3.ProxyManager(proxy, **kwargs) if proxy else urllib3.PoolManager(**kwargs)
 
@@ -117,7 +134,6 @@ def proxy_for(addr: str, env: Mapping[str, str]) -> str | None:
     proxies = {k.lower()[:-6]: v for k, v in env.items() if k.lower().endswith("_proxy") and v}
     if not proxies:
         return None
-    from urllib.parse import urlsplit
     from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
 
     if proxy_bypass_environment(urlsplit(addr).netloc, proxies):
@@ -167,10 +183,11 @@ class HttpVault:
         self._max_wait = max_wait
         self._clock = clock
         self._addrs = cfg.addrs or (cfg.addr,)
-        env = os.environ if env is None else env
-        self._pools = [_pool(cfg, addr, env) for addr in self._addrs]
-        self._direct = [proxy_for(addr, env) is None for addr in self._addrs]
-        self._timeout = urllib3.Timeout(connect=cfg.timeout, read=cfg.timeout)
+        self._env = os.environ if env is None else env
+        self._pools: list[urllib3.PoolManager | None] = [None] * len(self._addrs)    # made on first use
+        self._direct = [proxy_for(addr, self._env) is None for addr in self._addrs]
+        self._wires: list[Wire | None] = [None] * len(self._addrs)
+        self._wire_lock = threading.Lock()
         self._active = 0
         self._token_lock = threading.RLock()
         self._token: str | None = None
@@ -189,10 +206,42 @@ class HttpVault:
         return headers
 
     def _send(self, index: int, method: str, path: str, body: Mapping[str, Any] | None) -> _Reply:
-        response = self._pools[index].request(
-            method, f"{self._addrs[index]}/v1/{path}", body=None if body is None else json.dumps(body).encode(),
-            headers=self._headers(), timeout=self._timeout, retries=REDIRECTS_ONLY)
+        data = None if body is None else json.dumps(body).encode()
+        url = f"{self._addrs[index]}/v1/{path}"
+        if self._direct[index]:
+            status, headers, raw = self._wire(index).request(method, urlsplit(url).path, data, list(self._headers().items()))
+            if not (300 <= status < 400 and "location" in headers):
+                return _Reply.of(status, raw)
+            # A standby that does not forward: urllib3 follows its redirect (and any further one) with the
+            # method, the body and the token.
+            url = urljoin(url, headers["location"])
+        import urllib3
+
+        response = self._pool(index).request(
+            method, url, body=data, headers=self._headers(),
+            timeout=urllib3.Timeout(connect=self._cfg.timeout, read=self._cfg.timeout), retries=redirects_only())
         return _Reply.of(response.status, response.data)
+
+    def _wire(self, index: int) -> Wire:
+        with self._wire_lock:
+            wire = self._wires[index]
+            if wire is None:
+                parts = urlsplit(self._addrs[index])
+                https = parts.scheme == "https"
+                try:
+                    tls = self._tls_context() if https else None
+                except (OSError, ValueError) as exc:      # ssl.SSLError is an OSError
+                    raise _TlsFailure(f"TLS set-up for Vault at {self._addrs[index]} failed: {one_line(str(exc))}") from exc
+                wire = Wire(parts.hostname or "", parts.port or (443 if https else 80), tls, self._cfg.timeout)
+                self._wires[index] = wire
+            return wire
+
+    def _pool(self, index: int) -> urllib3.PoolManager:
+        with self._wire_lock:
+            pool = self._pools[index]
+            if pool is None:
+                pool = self._pools[index] = _pool(self._cfg, self._addrs[index], self._env)
+            return pool
 
     def _call(self, what: str, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         """One request to the first address that answers, transient failures retried with backoff;
@@ -382,8 +431,8 @@ class HttpVault:
             yield tag, result
 
     def _tls_context(self) -> ssl.SSLContext:
-        """The TLS settings of the urllib3 pools, for ``stream``: the configured CA (else the system's),
-        the host name checked, the client certificate for cert auth."""
+        """The TLS settings of the urllib3 pools, for ``wire`` and ``stream``: the configured CA (else the
+        system's), the host name checked, the client certificate for cert auth."""
         import ssl
 
         context = ssl.create_default_context(cafile=self._cfg.ca_cert)
@@ -484,14 +533,24 @@ class HttpVault:
 
 
 def _transport_errors(addr: str, what: str, send: Callable[[], _Reply]) -> _Reply:
-    """Run ``send``, re-raising urllib3's failures as VaultUnavailable chained to their cause."""
+    """Run ``send``, re-raising the transport's failures (wire's or urllib3's) as VaultUnavailable chained
+    to their cause; a TLS failure as _TlsFailure, which is never retried."""
     try:
         return send()
-    except urllib3.exceptions.HTTPError as exc:
+    except WireError as exc:
+        reason = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+        ssl = sys.modules.get("ssl")
+        if ssl is not None and isinstance(reason, ssl.SSLError) and not isinstance(reason, ssl.SSLEOFError):
+            raise _TlsFailure(f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(reason)}") from reason
+        raise VaultUnavailable(f"cannot reach Vault at {addr} while {what}: {conn_reason(reason)}") from reason
+    except Exception as exc:
+        urllib3 = sys.modules.get("urllib3")
+        if urllib3 is None or not isinstance(exc, urllib3.exceptions.HTTPError):
+            raise
         reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
         if isinstance(reason, urllib3.exceptions.SSLError):
-            message = f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(reason)}"
-        elif isinstance(reason, urllib3.exceptions.ResponseError):        # too many redirects
+            raise _TlsFailure(f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(reason)}") from reason
+        if isinstance(reason, urllib3.exceptions.ResponseError):          # too many redirects
             message = f"request to Vault at {addr} failed while {what}: {one_line(str(reason))}"
         else:                                                              # refused, timed out, dropped mid-answer
             message = f"cannot reach Vault at {addr} while {what}: {conn_reason(reason)}"
@@ -513,7 +572,7 @@ def _judge(reply: _Reply, addr: str, what: str) -> Any:
 
 def _is_transient(exc: BaseException) -> bool:
     """Worth retrying: Vault away, sealed, electing or overloaded; never a TLS verification failure."""
-    return isinstance(exc, VaultUnavailable) and not isinstance(exc.__cause__, urllib3.exceptions.SSLError)
+    return isinstance(exc, VaultUnavailable) and not isinstance(exc, _TlsFailure)
 
 
 def _payload(response: Any, what: str) -> dict[str, Any]:

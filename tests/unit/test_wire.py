@@ -1,0 +1,154 @@
+"""vaultpki.wire: keep-alive reuse, servers that close, framing, and failures below HTTP, against raw loopback sockets."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vaultpki.config import parse
+from vaultpki.vault import HttpVault
+from vaultpki.wire import Wire, WireError
+
+from .test_vault import free_port
+
+Answer = Callable[[bytes], bytes | None]          # the request's bytes -> what to send back (None: nothing)
+
+
+class RawServer:
+    """Accepts connections on loopback; answers each request with ``answer``; ``close_after`` closes the
+    connection once it has answered. Counts the connections it accepted."""
+
+    def __init__(self, answer: Answer, close_after: bool = False) -> None:
+        self.answer, self.close_after = answer, close_after
+        self.accepted = 0
+        self.closed = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._stop = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        try:
+            self._answer_all(conn)
+        finally:
+            conn.close()
+            self.closed += 1
+
+    def _answer_all(self, conn: socket.socket) -> None:
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+            head, _, rest = buffer.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            request, buffer = head + b"\r\n\r\n" + rest[:length], rest[length:]
+            reply = self.answer(request)
+            if reply is None:
+                time.sleep(5)
+                return
+            conn.sendall(reply)
+            if self.close_after:
+                return
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[..., RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(answer: Answer, close_after: bool = False) -> RawServer:
+        servers.append(RawServer(answer, close_after))
+        return servers[-1]
+    yield start
+    for s in servers:
+        s.close()
+
+
+def ok(body: bytes = b'{"data": {}}', extra: bytes = b"") -> Answer:
+    return lambda _request: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def test_requests_reuse_one_keep_alive_connection(raw: Any) -> None:
+    server = raw(ok())
+    wire = Wire("127.0.0.1", server.port, None, 5)
+    for _ in range(3):
+        assert wire.request("GET", "/v1/x", None, []) == (200, {"content-length": "12"}, b'{"data": {}}')
+    assert server.accepted == 1
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_not_failed(raw: Any) -> None:
+    """The server answers in keep-alive HTTP/1.1 and then closes (an idle timeout): the next request
+    notices before sending and opens a new connection."""
+    server = raw(ok(), close_after=True)
+    wire = Wire("127.0.0.1", server.port, None, 5)
+    assert wire.request("POST", "/v1/x", b"{}", [])[0] == 200
+    deadline = time.monotonic() + 5
+    while server.closed < 1 and time.monotonic() < deadline:         # the server has closed its side
+        time.sleep(0.01)
+    assert wire.request("POST", "/v1/x", b"{}", [])[0] == 200
+    assert server.accepted == 2
+
+
+@pytest.mark.parametrize(("reply", "body"), [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
+    (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsealed", b"sealed"),
+])
+def test_framing_chunked_and_closing_answers(raw: Any, reply: bytes, body: bytes) -> None:
+    server = raw(lambda _request: reply)
+    wire = Wire("127.0.0.1", server.port, None, 5)
+    assert wire.request("GET", "/", None, [])[2] == body
+    assert wire.request("GET", "/", None, [])[2] == body             # a closed connection is not reused
+
+
+def test_what_is_sent_is_the_method_target_host_length_and_headers(raw: Any) -> None:
+    seen: list[bytes] = []
+    server = raw(lambda request: seen.append(request) or ok()(request))
+    Wire("127.0.0.1", server.port, None, 5).request("LIST", "/v1/pki/certs", b'{"a": 1}', [("X-Vault-Token", "t")])
+    head, _, body = seen[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"LIST /v1/pki/certs HTTP/1.1" and body == b'{"a": 1}'
+    assert {b"host: 127.0.0.1:%d" % server.port, b"content-length: 8", b"x-vault-token: t"} <= {ln.lower() for ln in lines[1:]}
+
+
+def test_refused_and_silent_servers_are_wire_errors(raw: Any) -> None:
+    with pytest.raises(WireError) as refused:
+        Wire("127.0.0.1", free_port(), None, 5).request("GET", "/", None, [])
+    assert isinstance(refused.value.__cause__, ConnectionRefusedError)
+    silent = raw(lambda _request: None)
+    start = time.monotonic()
+    with pytest.raises(WireError, match="timed out"):
+        Wire("127.0.0.1", silent.port, None, 0.3).request("GET", "/", None, [])
+    assert time.monotonic() - start < 3
+
+
+def test_a_missing_vault_ca_file_is_one_tls_line_and_not_retried(tmp_path: Path) -> None:
+    cfg = parse({"vault": {"addr": f"https://127.0.0.1:{free_port()}", "ca_cert": str(tmp_path / "absent.pem"),
+                           "retry_for": "30s"}}, {"VAULT_TOKEN": "t"}).vault
+    start = time.monotonic()
+    with pytest.raises(Exception, match="TLS set-up for Vault at https://127.0.0.1:.* failed: .*No such file") as info:
+        HttpVault(cfg, one_shot=True, env={}).sign("pki", "node", "CSR", None, None)
+    assert "\n" not in str(info.value) and time.monotonic() - start < 5

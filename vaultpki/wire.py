@@ -1,0 +1,123 @@
+"""One HTTP/1.1 request at a time per caller, through h11 over a few keep-alive sockets.
+
+The node side's common case: a few requests to one Vault address, answered directly. urllib3
+would do it as well, but loading it (with ``http.client``, ``email`` and ``importlib.metadata``)
+cost a cold ``issue-node`` ~15-25 ms, a sixth of its run. h11 is the protocol without the I/O;
+this module adds the sockets, and nothing else: no redirects, no proxies, no retries. The caller
+(``vault.HttpVault``) hands those to urllib3, which it loads only then.
+
+Thread-safe: each request takes an idle connection (or opens one) and gives it back when the
+answer is complete and the server keeps it open.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import h11
+
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = ["Wire", "WireError"]
+
+_IDLE_MAX = 16        # idle connections kept per address: more than issue.MAX_PARALLEL
+
+
+class WireError(Exception):
+    """The request failed below HTTP (refused, reset, timed out, TLS, a malformed answer); ``__cause__`` says how."""
+
+
+@dataclass
+class _Conn:
+    sock: socket.socket
+    h11: h11.Connection
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Wire:
+    """Requests to one ``host:port`` (plain or TLS), each over a keep-alive connection."""
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None, timeout: float) -> None:
+        self._host, self._port, self._tls, self._timeout = host, port, tls, timeout
+        self._netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._idle: list[_Conn] = []
+        self._lock = threading.Lock()
+
+    def request(self, method: str, target: str, body: bytes | None,
+                headers: list[tuple[str, str]]) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers with lower-case names, body); raises WireError."""
+        conn = self._take()
+        try:
+            status, answer_headers, data = self._exchange(conn, method, target, body, headers)
+        except (OSError, h11.ProtocolError) as exc:     # socket.timeout and ssl.SSLError are OSErrors
+            conn.close()
+            raise WireError(str(exc)) from exc
+        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+            conn.h11.start_next_cycle()
+            self._give_back(conn)
+        else:                                           # Connection: close, or a body read to EOF
+            conn.close()
+        return status, answer_headers, data
+
+    def _take(self) -> _Conn:
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                break
+            if _idle_and_open(conn.sock):
+                return conn
+            conn.close()              # the server closed it (an idle timeout) while it waited here
+        try:
+            sock = socket.create_connection((self._host, self._port), timeout=self._timeout)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self._host)
+        except OSError as exc:
+            raise WireError(str(exc)) from exc
+        return _Conn(sock, h11.Connection(h11.CLIENT))
+
+    def _give_back(self, conn: _Conn) -> None:
+        with self._lock:
+            if len(self._idle) < _IDLE_MAX:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _exchange(self, conn: _Conn, method: str, target: str, body: bytes | None,
+                  headers: list[tuple[str, str]]) -> tuple[int, dict[str, str], bytes]:
+        framing = [("Content-Length", str(len(body)))] if body is not None else []
+        out = conn.h11.send(h11.Request(method=method, target=target,
+                                        headers=[("Host", self._netloc), *framing, *headers]))
+        if body:
+            out = (out or b"") + (conn.h11.send(h11.Data(data=body)) or b"")
+        conn.sock.sendall((out or b"") + (conn.h11.send(h11.EndOfMessage()) or b""))
+        status, answer_headers, chunks = 0, {}, []
+        while True:
+            event = conn.h11.next_event()
+            if event is h11.NEED_DATA:
+                conn.h11.receive_data(conn.sock.recv(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                answer_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return status, answer_headers, b"".join(chunks)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionResetError("Connection reset: Vault closed the connection before answering")
+
+
+def _idle_and_open(sock: socket.socket) -> bool:
+    """An idle keep-alive connection is readable only when the server closed it (or broke the protocol)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
