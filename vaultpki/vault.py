@@ -209,7 +209,9 @@ class HttpVault:
         data = None if body is None else json.dumps(body).encode()
         url = f"{self._addrs[index]}/v1/{path}"
         if self._direct[index]:
-            status, headers, raw = self._wire(index).request(method, urlsplit(url).path, data, list(self._headers().items()))
+            parts = urlsplit(url)
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+            status, headers, raw = self._wire(index).request(method, target, data, list(self._headers().items()))
             if not (300 <= status < 400 and "location" in headers):
                 return _Reply.of(status, raw)
             # A standby that does not forward: urllib3 follows its redirect (and any further one) with the
