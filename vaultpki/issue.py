@@ -110,16 +110,22 @@ def _ttl(options: IssueOptions) -> str | None:
     return f"{options.ttl_seconds}s" if options.ttl_seconds else None
 
 
+def _sign_request(spec: CertSpec, options: IssueOptions) -> tuple[crypto.PrivateKey, SignRequest]:
+    """A new key for one leaf, and the request that has Vault sign its CSR."""
+    key = crypto.generate_key(options.key_type, options.key_bits)
+    csr = crypto.build_csr(key, spec.common_name, spec.dns_sans, spec.ip_sans).decode()
+    return key, SignRequest(spec.mount, spec.role, csr, spec.common_name if spec.send_common_name else None,
+                            _ttl(options))
+
+
 def _request(
     spec: CertSpec, vault: VaultPort, options: IssueOptions, pool: ThreadPoolExecutor,
 ) -> tuple[crypto.PrivateKey | None, Future[IssuedCert]]:
     """Start one leaf: the key and CSR are made here, in the calling thread, and only the request
     waits in the pool (``issue``: Vault makes the key, so there is none yet)."""
     if options.method == "sign":
-        key = crypto.generate_key(options.key_type, options.key_bits)
-        csr = crypto.build_csr(key, spec.common_name, spec.dns_sans, spec.ip_sans).decode()
-        return key, pool.submit(vault.sign, spec.mount, spec.role, csr,
-                                spec.common_name if spec.send_common_name else None, _ttl(options))
+        key, r = _sign_request(spec, options)
+        return key, pool.submit(vault.sign, r.mount, r.role, r.csr, r.common_name, r.ttl)
     return None, pool.submit(vault.issue, spec.mount, spec.role, spec.common_name, spec.dns_sans, spec.ip_sans,
                              _ttl(options), options.key_type.value, options.key_bits)
 
@@ -207,8 +213,6 @@ def obtain_partial(
     """
     if streamed and options.method == "sign":
         return _obtain_streamed(plan, vault, options, clock, anchors, progress, sink)
-    failures: dict[str, VaultpkiError] = {}
-    leaves = []
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(plan.certs) + 1)) as pool:
         anchors_of: Future[dict[str, list[x509.Certificate]]]
         if anchors is None:
@@ -216,34 +220,22 @@ def obtain_partial(
         else:
             anchors_of = Future()
             anchors_of.set_result(anchors)
-        started: dict[str, tuple[CertSpec, crypto.PrivateKey | None, Future[IssuedCert]]] = {}
+        started: list[tuple[crypto.PrivateKey | None, Future[IssuedCert]]] = []
         try:
             for spec in plan.certs:
-                started[spec.cert_file] = (spec, *_request(spec, vault, options, pool))
-            anchors = anchors_of.result()
-            files = [FileContent(name, crypto.certs_to_pem(anchors[mount]), secret=False)
-                     for name, mount in _ca_files(plan.trusts)]
-            unsunk = list(files)
-            for name, (spec, key, request) in started.items():
+                started.append(_request(spec, vault, options, pool))
+            outcomes = _Outcomes(plan, anchors_of.result(), options, clock, progress, sink)
+            for index, (key, request) in enumerate(started):
                 try:
-                    answer = request.result()
-                    leaf, leaf_files = _judge_one(spec, key, answer, anchors[spec.trust.mount], options, clock())
+                    answer: IssuedCert | VaultpkiError = request.result()
                 except VaultpkiError as exc:
-                    failures[name] = exc
-                    continue
-                finally:
-                    if progress is not None:
-                        progress(name)
-                leaves.append(leaf)
-                files += leaf_files
-                if sink is not None:
-                    sink(unsunk + leaf_files)
-                    unsunk = []
+                    answer = exc
+                outcomes.settle(index, key, answer)
         except BaseException:
-            for _, _, request in started.values():
+            for _, request in started:
                 request.cancel()
             raise
-    return IssuedSet(files=tuple(files), leaves=tuple(leaves)), failures
+    return outcomes.result()
 
 
 def _obtain_streamed(
@@ -253,39 +245,56 @@ def _obtain_streamed(
 ) -> tuple[IssuedSet, dict[str, VaultpkiError]]:
     if anchors is None:
         anchors = fetch_anchors(sorted({t.mount for t in plan.trusts}), vault, options.ca_trust)
-    ca_files = [FileContent(name, crypto.certs_to_pem(anchors[mount]), secret=False)
-                for name, mount in _ca_files(plan.trusts)]
-    unsunk = list(ca_files)
+    outcomes = _Outcomes(plan, anchors, options, clock, progress, sink)
 
     def requests() -> Iterator[tuple[tuple[int, crypto.PrivateKey], SignRequest]]:
         for index, spec in enumerate(plan.certs):
-            key = crypto.generate_key(options.key_type, options.key_bits)
-            csr = crypto.build_csr(key, spec.common_name, spec.dns_sans, spec.ip_sans).decode()
-            yield (index, key), SignRequest(spec.mount, spec.role, csr,
-                                            spec.common_name if spec.send_common_name else None, _ttl(options))
+            key, request = _sign_request(spec, options)
+            yield (index, key), request
 
-    failures: dict[str, VaultpkiError] = {}
-    judged: dict[int, tuple[IssuedLeaf, list[FileContent]]] = {}
     for (index, key), answer in vault.sign_many(requests(), MAX_PARALLEL):
-        spec = plan.certs[index]
+        outcomes.settle(index, key, answer)
+    return outcomes.result()
+
+
+class _Outcomes:
+    """What the leaves of one plan came to, gathered as their answers arrive, in any order: each answer
+    judged at the time it is in, the sink fed (the CA files with the first good leaf), and the result
+    in the plan's order."""
+
+    def __init__(self, plan: Plan, anchors: dict[str, list[x509.Certificate]], options: IssueOptions,
+                 clock: Callable[[], dt.datetime], progress: Callable[[str], object] | None,
+                 sink: Callable[[Sequence[FileContent]], object] | None) -> None:
+        self._plan, self._anchors, self._options, self._clock = plan, anchors, options, clock
+        self._progress, self._sink = progress, sink
+        self._ca_files = [FileContent(name, crypto.certs_to_pem(anchors[mount]), secret=False)
+                          for name, mount in _ca_files(plan.trusts)]
+        self._unsunk = list(self._ca_files)
+        self._judged: dict[int, tuple[IssuedLeaf, list[FileContent]]] = {}
+        self._failed: dict[int, VaultpkiError] = {}
+
+    def settle(self, index: int, key: crypto.PrivateKey | None, answer: IssuedCert | VaultpkiError) -> None:
+        spec = self._plan.certs[index]
         try:
             if isinstance(answer, VaultpkiError):
-                failures[spec.cert_file] = answer
-                continue
-            judged[index] = _judge_one(spec, key, answer, anchors[spec.trust.mount], options, clock())
+                raise answer
+            judged = _judge_one(spec, key, answer, self._anchors[spec.trust.mount], self._options, self._clock())
         except VaultpkiError as exc:
-            failures[spec.cert_file] = exc
-            continue
+            self._failed[index] = exc
+            return
         finally:
-            if progress is not None:
-                progress(spec.cert_file)
-        if sink is not None:
-            sink(unsunk + judged[index][1])
-            unsunk = []
-    ordered = [judged[i] for i in sorted(judged)]
-    files = ca_files + [f for _, leaf_files in ordered for f in leaf_files]
-    return (IssuedSet(files=tuple(files), leaves=tuple(leaf for leaf, _ in ordered)),
-            {spec.cert_file: failures[spec.cert_file] for spec in plan.certs if spec.cert_file in failures})
+            if self._progress is not None:
+                self._progress(spec.cert_file)
+        self._judged[index] = judged
+        if self._sink is not None:
+            self._sink(self._unsunk + judged[1])
+            self._unsunk = []
+
+    def result(self) -> tuple[IssuedSet, dict[str, VaultpkiError]]:
+        ordered = [self._judged[i] for i in sorted(self._judged)]
+        files = self._ca_files + [f for _, leaf_files in ordered for f in leaf_files]
+        failures = {self._plan.certs[i].cert_file: self._failed[i] for i in sorted(self._failed)}
+        return IssuedSet(files=tuple(files), leaves=tuple(leaf for leaf, _ in ordered)), failures
 
 
 def _ca_files(trusts: Sequence[TrustSpec]) -> list[tuple[str, str]]:
