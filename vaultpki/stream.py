@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 import h11
 
+from .wire import Answer, next_cycle, request_bytes
+
 __all__ = ["SLOW", "Endpoint", "Post", "exchange"]
 
 K = TypeVar("K")
@@ -94,31 +96,16 @@ class _Conn:
                         end.host, end.port, ssl=end.tls, server_hostname=end.host if end.tls else None)
                     self.h11 = h11.Connection(h11.CLIENT)
                 assert self.reader is not None
-                request = h11.Request(method="POST", target=f"{end.prefix}/{path}",
-                                      headers=[("Host", end.netloc), ("Content-Length", str(len(body))), *headers])
-                self.writer.write(self.h11.send(request) + (self.h11.send(h11.Data(data=body)) or b"")
-                                  + (self.h11.send(h11.EndOfMessage()) or b""))
-                status, chunks = 0, []
-                while True:
-                    event = self.h11.next_event()
-                    if event is h11.NEED_DATA:
-                        self.h11.receive_data(await self.reader.read(65536))
-                    elif isinstance(event, h11.Response):
-                        status = event.status_code
-                    elif isinstance(event, h11.Data):
-                        chunks.append(bytes(event.data))
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    elif isinstance(event, h11.ConnectionClosed):
-                        raise _Broken("the server closed the connection mid-answer")
-        except (OSError, EOFError, TimeoutError, h11.ProtocolError, ssl.SSLError) as exc:
+                self.writer.write(request_bytes(self.h11, "POST", f"{end.prefix}/{path}", end.netloc, body, headers))
+                answer = Answer()
+                while not answer.take(self.h11):
+                    self.h11.receive_data(await self.reader.read(65536))
+        except (OSError, EOFError, h11.ProtocolError) as exc:      # TimeoutError and ssl.SSLError are OSErrors
             self.close()
             raise _Broken(str(exc)) from exc
-        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
-            self.h11.start_next_cycle()
-        else:                                   # Connection: close, or an answer without a length
+        if not next_cycle(self.h11):
             self.close()
-        return status, b"".join(chunks)
+        return answer.status, answer.body
 
     def close(self) -> None:
         if self.writer is not None:

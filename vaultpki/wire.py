@@ -15,6 +15,7 @@ from __future__ import annotations
 import select
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ import h11
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["Wire", "WireError"]
+__all__ = ["Answer", "Wire", "WireError", "next_cycle", "request_bytes"]
 
 _IDLE_MAX = 16        # idle connections kept per address: more than issue.MAX_PARALLEL
 
@@ -59,10 +60,9 @@ class Wire:
         except (OSError, h11.ProtocolError) as exc:     # socket.timeout and ssl.SSLError are OSErrors
             conn.close()
             raise WireError(str(exc)) from exc
-        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-            conn.h11.start_next_cycle()
+        if next_cycle(conn.h11):
             self._give_back(conn)
-        else:                                           # Connection: close, or a body read to EOF
+        else:
             conn.close()
         return status, answer_headers, data
 
@@ -92,26 +92,63 @@ class Wire:
 
     def _exchange(self, conn: _Conn, method: str, target: str, body: bytes | None,
                   headers: list[tuple[str, str]]) -> tuple[int, dict[str, str], bytes]:
-        framing = [("Content-Length", str(len(body)))] if body is not None else []
-        out = conn.h11.send(h11.Request(method=method, target=target,
-                                        headers=[("Host", self._netloc), *framing, *headers]))
-        if body:
-            out = (out or b"") + (conn.h11.send(h11.Data(data=body)) or b"")
-        conn.sock.sendall((out or b"") + (conn.h11.send(h11.EndOfMessage()) or b""))
-        status, answer_headers, chunks = 0, {}, []
+        conn.sock.sendall(request_bytes(conn.h11, method, target, self._netloc, body, headers))
+        answer = Answer()
+        while not answer.take(conn.h11):
+            conn.h11.receive_data(conn.sock.recv(65536))
+        return answer.status, answer.headers, answer.body
+
+
+# --- the protocol without the I/O, shared with ``stream`` --------------------------------------
+
+def request_bytes(conn: h11.Connection, method: str, target: str, host: str, body: bytes | None,
+                  headers: Sequence[tuple[str, str]]) -> bytes:
+    """The bytes of one whole request (a body, when given, with its Content-Length)."""
+    framing = [("Content-Length", str(len(body)))] if body is not None else []
+    out = conn.send(h11.Request(method=method, target=target, headers=[("Host", host), *framing, *headers])) or b""
+    if body:
+        out += conn.send(h11.Data(data=body)) or b""
+    return out + (conn.send(h11.EndOfMessage()) or b"")
+
+
+class Answer:
+    """One response, read off an h11 connection: ``take`` what h11 has parsed, feeding it the socket's
+    bytes, until it returns True."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}         # names in lower case
+        self._chunks: list[bytes] = []
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self._chunks)
+
+    def take(self, conn: h11.Connection) -> bool:
+        """True once the response is complete; False when h11 needs more bytes. A connection closed
+        before the answer is a ConnectionResetError."""
         while True:
-            event = conn.h11.next_event()
+            event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.h11.receive_data(conn.sock.recv(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                answer_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+                return False
+            if isinstance(event, h11.Response):
+                self.status = event.status_code
+                self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
             elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
+                self._chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
-                return status, answer_headers, b"".join(chunks)
+                return True
             elif isinstance(event, h11.ConnectionClosed):
                 raise ConnectionResetError("Connection reset: Vault closed the connection before answering")
+
+
+def next_cycle(conn: h11.Connection) -> bool:
+    """Ready the connection for its next request; False when it must be closed instead (Connection:
+    close, or a body read to EOF)."""
+    if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+        conn.start_next_cycle()
+        return True
+    return False
 
 
 def _idle_and_open(sock: socket.socket) -> bool:
