@@ -222,11 +222,10 @@ class CertsDir:
         identity = self._identity()
         foreign = self._check_targets(names)
         created_state = not self._state.exists()
-        what = f"cannot write to certs-dir {self.path}"
         committed = False
         try:
             with contextlib.ExitStack() as held:
-                with _os_errors(what):
+                with self._writing():
                     self._ensure_state_dir()
                     held.enter_context(self._locked())
                     if foreign:
@@ -234,7 +233,7 @@ class CertsDir:
                     stage = self._begin_generation(names)
                 try:
                     yield stage
-                    with _os_errors(what):
+                    with self._writing():
                         self._finish_generation(stage)
                         self._still_the_same_dir(identity)
                         self._commit(stage.generation, stage.written)
@@ -251,6 +250,10 @@ class CertsDir:
                 elif created_state and self._current() is None:
                     _rmtree(self._state)
             raise
+
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        """OS errors while writing the dir, as one StoreError line."""
+        return _os_errors(f"cannot write to certs-dir {self.path}")
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -415,7 +418,7 @@ class CertsDir:
         """One file into a generation being built (see ``_begin_generation`` for when it is made durable)."""
         if content.name not in stage.names or content.name in stage.written:
             raise StoreError(f"{content.name} is not a file this set may add (or was added already)")
-        with _os_errors(f"cannot write to certs-dir {self.path}"):
+        with self._writing():
             fd = self._write_file(str(stage.path), content)
             stage.written.add(content.name)
             if stage.dir_fd is not None:

@@ -539,24 +539,35 @@ def _transport_errors(addr: str, what: str, send: Callable[[], _Reply]) -> _Repl
     to their cause; a TLS failure as _TlsFailure, which is never retried."""
     try:
         return send()
-    except WireError as exc:
+    except Exception as exc:
+        failure = _transport_failure(exc)
+        if failure is None:
+            raise
+        kind, reason = failure
+    if kind == "tls":
+        raise _TlsFailure(f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(reason)}") from reason
+    if kind == "redirects":
+        raise VaultUnavailable(f"request to Vault at {addr} failed while {what}: {one_line(str(reason))}") from reason
+    raise VaultUnavailable(f"cannot reach Vault at {addr} while {what}: {conn_reason(reason)}") from reason
+
+
+def _transport_failure(exc: Exception) -> tuple[str, Exception] | None:
+    """("tls" | "redirects" | "connection", the underlying error) for a failure below HTTP, from wire or
+    urllib3 (loaded only if it was used); None for anything else."""
+    if isinstance(exc, WireError):
         reason = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
         ssl = sys.modules.get("ssl")
-        if ssl is not None and isinstance(reason, ssl.SSLError) and not isinstance(reason, ssl.SSLEOFError):
-            raise _TlsFailure(f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(reason)}") from reason
-        raise VaultUnavailable(f"cannot reach Vault at {addr} while {what}: {conn_reason(reason)}") from reason
-    except Exception as exc:
-        urllib3 = sys.modules.get("urllib3")
-        if urllib3 is None or not isinstance(exc, urllib3.exceptions.HTTPError):
-            raise
-        reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
-        if isinstance(reason, urllib3.exceptions.SSLError):
-            raise _TlsFailure(f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(reason)}") from reason
-        if isinstance(reason, urllib3.exceptions.ResponseError):          # too many redirects
-            message = f"request to Vault at {addr} failed while {what}: {one_line(str(reason))}"
-        else:                                                              # refused, timed out, dropped mid-answer
-            message = f"cannot reach Vault at {addr} while {what}: {conn_reason(reason)}"
-        raise VaultUnavailable(message) from reason
+        tls = ssl is not None and isinstance(reason, ssl.SSLError) and not isinstance(reason, ssl.SSLEOFError)
+        return ("tls" if tls else "connection"), reason
+    urllib3 = sys.modules.get("urllib3")
+    if urllib3 is None or not isinstance(exc, urllib3.exceptions.HTTPError):
+        return None
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
+    if isinstance(reason, urllib3.exceptions.SSLError):
+        return "tls", reason
+    if isinstance(reason, urllib3.exceptions.ResponseError):              # too many redirects
+        return "redirects", reason
+    return "connection", reason                                           # refused, timed out, dropped mid-answer
 
 
 def _judge(reply: _Reply, addr: str, what: str) -> Any:
