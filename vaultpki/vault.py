@@ -400,10 +400,10 @@ class HttpVault:
         index = self._active
         addr = self._addrs[index]
         tls, direct = None, self._direct[index]
-        if direct and addr.startswith("https://"):
+        if direct:
             try:
-                tls = self._tls_context()
-            except (OSError, ValueError):     # ssl.SSLError is an OSError; sign() will say what is wrong
+                tls = self._wire(index).tls       # the address's one TLS context (the CA reads made it)
+            except _TlsFailure:                   # sign() will say what is wrong
                 direct = False
         endpoint = stream.Endpoint.at(addr, tls, self._cfg.timeout, direct)
 
@@ -433,8 +433,8 @@ class HttpVault:
             yield tag, result
 
     def _tls_context(self) -> ssl.SSLContext:
-        """The TLS settings of the urllib3 pools, for ``wire`` and ``stream``: the configured CA (else the
-        system's), the host name checked, the client certificate for cert auth."""
+        """The TLS settings of the urllib3 pools, for ``wire`` (and through it ``stream``): the configured CA
+        (else the system's), the host name checked, the client certificate for cert auth."""
         import ssl
 
         context = ssl.create_default_context(cafile=self._cfg.ca_cert)

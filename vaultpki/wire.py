@@ -46,7 +46,7 @@ class Wire:
     """Requests to one ``host:port`` (plain or TLS), each over a keep-alive connection."""
 
     def __init__(self, host: str, port: int, tls: ssl.SSLContext | None, timeout: float) -> None:
-        self._host, self._port, self._tls, self._timeout = host, port, tls, timeout
+        self._host, self._port, self.tls, self._timeout = host, port, tls, timeout
         self._netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._idle: list[_Conn] = []
         self._lock = threading.Lock()
@@ -77,8 +77,8 @@ class Wire:
             conn.close()              # the server closed it (an idle timeout) while it waited here
         try:
             sock = socket.create_connection((self._host, self._port), timeout=self._timeout)
-            if self._tls is not None:
-                sock = self._tls.wrap_socket(sock, server_hostname=self._host)
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_hostname=self._host)
         except OSError as exc:
             raise WireError(str(exc)) from exc
         return _Conn(sock, h11.Connection(h11.CLIENT))
