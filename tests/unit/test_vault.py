@@ -6,7 +6,6 @@ adapter's behaviour against a real OpenBao (HA, sealed, TLS, policies) is in tes
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from vaultpki.config import parse
+from vaultpki.devserver import free_port
 from vaultpki.errors import VaultDenied, VaultRequestError, VaultUnavailable
 from vaultpki.issue import SignRequest
 from vaultpki.vault import HttpVault, IssuedCert, _judge, _Reply, proxy_for
@@ -30,12 +30,6 @@ def vault_for(*addrs: str, secret_id_file: Path | None = None) -> HttpVault:
 
 
 SIGNED = {"data": {"certificate": "CERT", "ca_chain": ["CA"], "serial_number": "01"}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------------- statuses

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 
 from vaultpki.config import parse
+from vaultpki.devserver import free_port
 from vaultpki.vault import HttpVault
 from vaultpki.wire import Wire, WireError
-
-from .test_vault import free_port
 
 Answer = Callable[[bytes], bytes | None]          # the request's bytes -> what to send back (None: nothing)
 
