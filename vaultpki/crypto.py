@@ -158,18 +158,18 @@ def load_key(data: bytes) -> PrivateKey:
 
 
 def certs_to_pem(certs: Iterable[x509.Certificate]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+    return b"".join(map(_pem, certs))
 
 
-def _public_der(key: object) -> bytes:
-    return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+@functools.lru_cache(maxsize=64)
+def _pem(cert: x509.Certificate) -> bytes:
+    """Cached: a bulk run writes the same intermediates after each of a thousand leaves."""
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
-    """True when ``key`` is the private half of the certificate's public key."""
-    return _public_der(cert.public_key()) == _public_der(key.public_key())
+    """True when ``key`` is the private half of the certificate's public key (keys of another type never are)."""
+    return bool(cert.public_key() == key.public_key())
 
 
 def is_issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
@@ -211,13 +211,12 @@ class CertInfo:
     other_ekus: tuple[str, ...]
     is_ca: bool
     ou: tuple[str, ...]
-    fingerprint: str
 
 
 def format_serial(serial: int) -> str:
-    raw = f"{serial:x}"
-    raw = raw if len(raw) % 2 == 0 else "0" + raw
-    return ":".join(raw[i:i + 2] for i in range(0, len(raw), 2))
+    """Colon-separated hex bytes, as Vault prints serials (``0a:1b:...``)."""
+    sign, serial = ("-", -serial) if serial < 0 else ("", serial)
+    return sign + serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big").hex(":")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -260,7 +259,6 @@ def describe(cert: x509.Certificate) -> CertInfo:
         dns_sans=dns, ip_sans=ips, uri_sans=uris, other_sans=other,
         ekus=ekus, other_ekus=other_ekus, is_ca=is_ca(cert),
         ou=tuple(str(o.value) for o in ous),
-        fingerprint=fingerprint(cert),
     )
 
 

@@ -29,6 +29,10 @@ __all__ = [
 ]
 
 MAX_PARALLEL = 8
+# Requests a streamed bulk run keeps in flight. One thread does all of the client's work: while it judges
+# and writes a batch of answers, the server should still have requests to sign. 16 beat 8 by ~15 % on
+# 1,000 users (interleaved runs, same server); 32 gave nothing more.
+STREAM_IN_FLIGHT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +256,7 @@ def _obtain_streamed(
             key, request = _sign_request(spec, options)
             yield (index, key), request
 
-    for (index, key), answer in vault.sign_many(requests(), MAX_PARALLEL):
+    for (index, key), answer in vault.sign_many(requests(), STREAM_IN_FLIGHT):
         outcomes.settle(index, key, answer)
     return outcomes.result()
 

@@ -568,14 +568,10 @@ class CertsDir:
             link = os.path.join(top, name)
             want = f"{STATE_DIR}/{CURRENT}/{name}"
             try:
-                st = os.lstat(link)
-            except OSError:
-                st = None
-            if st is None:
                 os.symlink(want, link)        # a new name: creating the link is already atomic
-            elif name not in replace or (stat.S_ISLNK(st.st_mode) and os.readlink(link) == want):
-                continue
-            else:
+            except FileExistsError:
+                if name not in replace or (os.path.islink(link) and os.readlink(link) == want):
+                    continue
                 self._replace_link(link, want)
             changed = True
         if changed:

@@ -20,7 +20,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
@@ -78,39 +78,97 @@ class _Broken(Exception):
     """The connection failed mid-request; the request goes to the slow path."""
 
 
+_READ_SIZE = 65536
+
+
+class _Link(asyncio.BufferedProtocol):
+    """The receiving side of one connection: what arrives is read into one reused buffer and handed
+    straight to h11, and the request waiting for an answer is woken once it is complete (or broken).
+
+    A protocol rather than asyncio's streams: those read every chunk into a new 256 KiB object
+    (an mmap and a munmap per answer) and add a task wake-up of their own.
+    """
+
+    def __init__(self) -> None:
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._buffer = bytearray(_READ_SIZE)
+        self._answer: Answer | None = None
+        self._done: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.h11.receive_data(bytes(memoryview(self._buffer)[:nbytes]))
+        self._advance()
+
+    def eof_received(self) -> None:
+        self.h11.receive_data(b"")
+        self._advance()               # returning None: the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(exc or ConnectionResetError("Vault closed the connection before answering"))
+
+    async def ask(self, request: bytes) -> Answer:
+        """Send one whole request and wait for its whole answer."""
+        assert self.transport is not None
+        self._answer = answer = Answer()
+        self._done = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        self._advance()
+        try:
+            await self._done
+        finally:
+            self._answer = self._done = None
+        return answer
+
+    def _advance(self) -> None:
+        if self._done is None or self._done.done() or self._answer is None:
+            return
+        try:
+            complete = self._answer.take(self.h11)
+        except (h11.ProtocolError, ConnectionResetError) as exc:
+            self._done.set_exception(exc)
+            return
+        if complete:
+            self._done.set_result(None)
+
+
 @dataclass
 class _Conn:
     """One keep-alive connection, opened on first use and again after the server closed it."""
 
     endpoint: Endpoint
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
-    h11: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
+    link: _Link | None = None
 
     async def post(self, path: str, body: bytes, headers: tuple[tuple[str, str], ...]) -> tuple[int, bytes]:
         end = self.endpoint
         try:
             async with asyncio.timeout(end.timeout):
-                if self.writer is None:
-                    self.reader, self.writer = await asyncio.open_connection(
-                        end.host, end.port, ssl=end.tls, server_hostname=end.host if end.tls else None)
-                    self.h11 = h11.Connection(h11.CLIENT)
-                assert self.reader is not None
-                self.writer.write(request_bytes(self.h11, "POST", f"{end.prefix}/{path}", end.netloc, body, headers))
-                answer = Answer()
-                while not answer.take(self.h11):
-                    self.h11.receive_data(await self.reader.read(65536))
+                if self.link is None or self.link.closed:
+                    _, self.link = await asyncio.get_running_loop().create_connection(
+                        _Link, end.host, end.port, ssl=end.tls, server_hostname=end.host if end.tls else None)
+                link = self.link
+                answer = await link.ask(
+                    request_bytes(link.h11, "POST", f"{end.prefix}/{path}", end.netloc, body, headers))
         except (OSError, EOFError, h11.ProtocolError) as exc:      # TimeoutError and ssl.SSLError are OSErrors
             self.close()
             raise _Broken(str(exc)) from exc
-        if not next_cycle(self.h11):
+        if not next_cycle(link.h11):
             self.close()
         return answer.status, answer.body
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
+        if self.link is not None and self.link.transport is not None:
+            self.link.transport.close()
+        self.link = None
 
 
 def exchange(

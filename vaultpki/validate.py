@@ -83,8 +83,7 @@ def verify_chain(
     if not anchors:
         return "no CA certificate to verify against"
     leaf, pool = chain[0], list(chain[1:])
-    anchor_prints = {crypto.fingerprint(a) for a in anchors}
-    path = _build_path(leaf, pool, list(anchors), anchor_prints, [])
+    path = _build_path(leaf, pool, list(anchors), [])
     if path is None:
         subjects = ", ".join(a.subject.rfc4514_string() for a in anchors)
         return f"does not chain to the trusted CA ({subjects}); issued by {leaf.issuer.rfc4514_string()}"
@@ -102,18 +101,17 @@ def _build_path(
     cert: x509.Certificate,
     pool: list[x509.Certificate],
     anchors: list[x509.Certificate],
-    anchor_prints: set[str],
     path: list[x509.Certificate],
 ) -> list[x509.Certificate] | None:
     path = path + [cert]
-    if crypto.fingerprint(cert) in anchor_prints:
+    if cert in anchors:              # certificates compare by their DER bytes
         return path
     if len(path) > MAX_CHAIN_DEPTH:
         return None
     for parent in anchors + pool:
         if parent in path or not crypto.is_issued_by(cert, parent) or not crypto.can_sign_certs(parent):
             continue
-        found = _build_path(parent, pool, anchors, anchor_prints, path)
+        found = _build_path(parent, pool, anchors, path)
         if found is not None:
             return found
     return None

@@ -37,6 +37,7 @@ import pytest
 import requests
 
 from vaultpki import crypto
+from vaultpki.issue import STREAM_IN_FLIGHT
 from vaultpki.layout import Mode, PkiNames
 from vaultpki.provision import ProvisionSpec, provision
 
@@ -240,7 +241,7 @@ def test_bulk_issue_user_rides_out_the_death_of_the_active_node(cluster: RaftClu
         assert crypto.key_matches(cert, key) and crypto.format_serial(cert.serial_number) == item["serial"]
     new = minted(cluster) - before
     on_disk = {serial_int(i["serial"]) for i in summary["issued"]}
-    assert on_disk <= new and len(new) - len(on_disk) <= 8          # MAX_PARALLEL: those in flight at the kill
+    assert on_disk <= new and len(new) - len(on_disk) <= STREAM_IN_FLIGHT      # those in flight at the kill
 
 
 # --------------------------------------------------------------------------- sync
