@@ -15,7 +15,7 @@ import vaultpki
 PACKAGE = Path(vaultpki.__file__).parent
 ROOT = PACKAGE.parent
 # The pure core plans and judges; it never touches the world (style.md, rule 1).
-PURE = ["layout", "certnames", "crypto", "validate", "issue", "renewal", "policy"]
+PURE = ["layout", "certnames", "crypto", "validate", "snapshot", "issue", "renewal", "policy"]
 FORBIDDEN = {"os", "socket", "subprocess", "signal", "hvac", "requests", "urllib3", "asyncio", "h11", "shutil", "time", "random"}
 
 

@@ -23,13 +23,15 @@ if TYPE_CHECKING:
         VaultUnavailable,
     )
     from .layout import CertSpec, FileKind, Mode, Plan, plan_node, plan_user, validate_username
-    from .validate import Problem, judge
+    from .snapshot import judge
+    from .validate import Problem
 
 _HOMES = {
     "errors": ("CertificateError", "ConfigError", "InputError", "IssuanceRefused", "ReloadError", "StoreError",
                "VaultDenied", "VaultRequestError", "VaultUnavailable", "VaultpkiError"),
     "layout": ("CertSpec", "FileKind", "Mode", "Plan", "plan_node", "plan_user", "validate_username"),
-    "validate": ("Problem", "judge"),
+    "snapshot": ("judge",),
+    "validate": ("Problem",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 

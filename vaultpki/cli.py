@@ -22,17 +22,17 @@ import click
 
 from . import config as config_mod
 from . import crypto
-from .certnames import BadFilename, classify
 from .errors import ConfigError, InputError, VaultpkiError
 from .issue import IssuedSet, IssueOptions, obtain
 from .layout import FileContent, Plan, plan_node, plan_user, validate_username
 from .store import CertsDir, Owner, Stage, resolve_owner
-from .validate import DirState, Expectation, Problem, judge
+from .validate import Problem
 
 if TYPE_CHECKING:     # each loads only in the commands that use it
     from .daemon import Syncer
     from .metrics import Metrics
     from .reload import Reloader
+    from .snapshot import DirState, Expectation
     from .vault import HttpVault
 
 DEFAULT_USER_DIR = "~/.cockroach-certs"
@@ -286,6 +286,8 @@ class _NoBar:
 
 
 def _expectation(cfg: config_mod.Config | None, certs_dir: Path, cfg_dir: Path | None) -> Expectation | None:
+    from .snapshot import Expectation  # verify and status only: issuing never reads the dir back
+
     if cfg is None or cfg_dir is None or certs_dir.resolve() != cfg_dir.resolve():
         return None
     return Expectation(mode=cfg.mode, node_hosts=cfg.node_hosts, ui=bool(cfg.pki.ui_mount), users=cfg.node_users)
@@ -330,6 +332,7 @@ def _issuer_of(leaf_chain: Sequence[Any], bundles: Sequence[tuple[str, list[Any]
 def _ocsp_states(state: DirState) -> dict[str, Any]:
     """Per leaf file: the OcspResult from the responder named in the certificate, or why there is none."""
     from . import ocsp
+    from .certnames import BadFilename, classify
 
     results: dict[str, Any] = {}
     bundles = _ca_bundles(state)
@@ -367,6 +370,8 @@ def _ocsp_problems(results: dict[str, Any]) -> list[Problem]:
 def _judged(obj: _Ctx, certs_dir: str | None, check_ocsp: bool,
             now: dt.datetime) -> tuple[DirState, list[Problem], dict[str, Any]]:
     """A certs-dir, its problems, and (with ``check_ocsp``) each leaf's OCSP answer."""
+    from .snapshot import judge
+
     state, expect = _load_dir(obj, certs_dir)
     problems = judge(state, now, expect)
     ocsp_results = _ocsp_states(state) if check_ocsp else {}
@@ -434,6 +439,8 @@ def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
 
 
 def _status_rows(state: DirState, problems: Sequence[Problem], now: dt.datetime) -> list[dict[str, Any]]:
+    from .certnames import BadFilename, classify
+
     rows = []
     bundles = _ca_bundles(state)
     for name in sorted(state.entries):

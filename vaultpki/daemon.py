@@ -43,8 +43,8 @@ from .metrics import Metrics
 from .probe import Prober
 from .reload import Reloader
 from .renewal import Decision, decide, next_wake, renew_at
+from .snapshot import DirState, judge_leaf
 from .store import CertsDir
-from .validate import DirState, judge_leaf
 from .vault import VaultPort
 
 __all__ = ["Daemon", "PassFailed", "PassReport", "Syncer", "TokenKeeper"]

@@ -27,11 +27,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, StoreError
 from .layout import FileContent
-from .validate import DirState, FileState
+
+if TYPE_CHECKING:
+    from .snapshot import DirState, FileState
 
 __all__ = ["STATE_DIR", "CertsDir", "FileContent", "Owner", "Stage", "resolve_owner"]
 
@@ -162,6 +164,8 @@ class CertsDir:
 
     def snapshot(self, service_gid: int | None = None) -> DirState:
         """The dir as CockroachDB's loader will see it (entries lstat'ed, contents read through links)."""
+        from .snapshot import DirState  # verify, status and the daemon read the dir back; issuing never does
+
         gid = service_gid if service_gid is not None else (self.owner.gid if self.owner.gid is not None else os.getgid())
         try:
             names = os.listdir(self.path)
@@ -172,6 +176,8 @@ class CertsDir:
         return DirState(str(self.path), True, {n: self._entry(n) for n in names}, service_gid=gid)
 
     def _entry(self, name: str) -> FileState:
+        from .snapshot import FileState
+
         full = self.path / name
         lst = os.lstat(full)
         is_link = stat.S_ISLNK(lst.st_mode)

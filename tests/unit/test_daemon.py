@@ -30,8 +30,8 @@ from vaultpki.layout import FileContent
 from vaultpki.metrics import Metrics
 from vaultpki.reload import ReloadOutcome
 from vaultpki.renewal import Decision, renew_at
+from vaultpki.snapshot import judge_leaf
 from vaultpki.store import CertsDir
-from vaultpki.validate import judge_leaf
 from vaultpki.vault import CaMaterial, IssuedCert
 
 from .conftest import DAY, NOW, CaSet, Pki

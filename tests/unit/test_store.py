@@ -13,8 +13,8 @@ import pytest
 
 from vaultpki import crypto, store
 from vaultpki.errors import StoreError
+from vaultpki.snapshot import judge
 from vaultpki.store import STATE_DIR, SYNC_EACH_MAX, CertsDir, FileContent, Owner
-from vaultpki.validate import judge
 
 # --- helpers -----------------------------------------------------------------------------
 

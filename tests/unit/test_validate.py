@@ -12,16 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vaultpki.layout import CertSpec, Eku, Mode, PkiNames, plan_node, plan_user
-from vaultpki.validate import (
-    DirState,
-    Expectation,
-    FileState,
-    Problem,
-    check_issued,
-    judge,
-    key_mode_problem,
-    verify_chain,
-)
+from vaultpki.snapshot import DirState, Expectation, FileState, judge, key_mode_problem
+from vaultpki.validate import Problem, check_issued, verify_chain
 
 SERVER = ExtendedKeyUsageOID.SERVER_AUTH
 CLIENT = ExtendedKeyUsageOID.CLIENT_AUTH
