@@ -86,25 +86,27 @@ class _Link(asyncio.BufferedProtocol):
     straight to h11, and the request waiting for an answer is woken once it is complete (or broken).
 
     A protocol rather than asyncio's streams: those read every chunk into a new 256 KiB object
-    (an mmap and a munmap per answer) and add a task wake-up of their own.
+    (an mmap and a munmap per answer) and add a task wake-up of their own. The buffer is handed out
+    as a memoryview: asyncio's TLS transport reads the rest of a record into ``buffer[offset:]``,
+    which for a bytearray would be a copy, and those bytes would be lost (python/cpython#156275).
     """
 
     def __init__(self) -> None:
         self.h11 = h11.Connection(h11.CLIENT)
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self._buffer = bytearray(_READ_SIZE)
+        self._buffer = memoryview(bytearray(_READ_SIZE))
         self._answer: Answer | None = None
         self._done: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def get_buffer(self, sizehint: int) -> bytearray:
+    def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.h11.receive_data(bytes(memoryview(self._buffer)[:nbytes]))
+        self.h11.receive_data(bytes(self._buffer[:nbytes]))
         self._advance()
 
     def eof_received(self) -> None:
