@@ -49,6 +49,7 @@ def _eku_allows(cert: x509.Certificate, usage: Eku) -> bool:
 
 
 def date_problem(cert: x509.Certificate, now: dt.datetime, what: str) -> str | None:
+    """Why ``cert`` (called ``what`` in the message) is not valid at ``now``; None when it is."""
     if now < cert.not_valid_before_utc:
         return f"{what} is not valid before {cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}"
     if now > cert.not_valid_after_utc:

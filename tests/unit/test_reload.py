@@ -157,10 +157,16 @@ def test_signal_by_name_without_a_match_fails() -> None:
         SignalByName(name).reload()
 
 
+def hup_by_default() -> None:
+    """In a ``sleep`` child, before exec: SIGHUP kills it, even when the suite runs under ``nohup``,
+    whose ignored SIGHUP every child would otherwise inherit across exec (and live through the reload)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def test_name_longer_than_comm_matches_by_argv0(tmp_path: Path, children: list[subprocess.Popen[bytes]]) -> None:
     name = unique_name("vaultpki-cockroach-")  # 27 characters; the kernel keeps 15
     (tmp_path / name).symlink_to(SLEEP)
-    proc = subprocess.Popen([str(tmp_path / name), "300"])
+    proc = subprocess.Popen([str(tmp_path / name), "300"], preexec_fn=hup_by_default)
     children.append(proc)
     wait_until(lambda: psutil.Process(proc.pid).cmdline()[:1] == [str(tmp_path / name)], what="exec")
     assert psutil.Process(proc.pid).exe() == os.path.realpath(SLEEP)  # only argv[0] carries the name
@@ -176,7 +182,7 @@ def test_name_longer_than_comm_matches_by_executable_when_argv0_differs(
 ) -> None:
     name = unique_name("vaultpki-cockroach-")
     shutil.copy(SLEEP, tmp_path / name)
-    proc = subprocess.Popen(["renamed-argv0", "300"], executable=tmp_path / name)
+    proc = subprocess.Popen(["renamed-argv0", "300"], executable=tmp_path / name, preexec_fn=hup_by_default)
     children.append(proc)
     wait_until(lambda: psutil.Process(proc.pid).exe() == str(tmp_path / name), what="exec")
 
