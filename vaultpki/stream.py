@@ -160,7 +160,7 @@ class _Conn:
                 link = self.link
                 answer = await link.ask(
                     request_bytes(link.h11, "POST", f"{end.prefix}/{path}", end.netloc, body, headers))
-        except (OSError, EOFError, h11.ProtocolError) as exc:      # TimeoutError and ssl.SSLError are OSErrors
+        except (OSError, h11.ProtocolError) as exc:      # TimeoutError and ssl.SSLError are OSErrors
             self.close()
             raise _Broken(str(exc)) from exc
         if not next_cycle(link.h11):
