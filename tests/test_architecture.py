@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import pkgutil
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import vaultpki
@@ -17,6 +20,8 @@ ROOT = PACKAGE.parent
 # The pure core plans and judges; it never touches the world (style.md, rule 1).
 PURE = ["layout", "certnames", "crypto", "validate", "snapshot", "issue", "renewal", "policy"]
 FORBIDDEN = {"os", "socket", "subprocess", "signal", "hvac", "requests", "urllib3", "asyncio", "h11", "shutil", "time", "random"}
+# Records that are mutable on purpose: the state of one command, pass or connection, never passed on as a value.
+WORKING_STATE = {"cli._Ctx", "metrics.Health", "policy._Node", "snapshot._Loaded", "store.Stage", "stream._Conn", "wire._Conn"}
 
 
 def runtime_imports(module: str) -> set[str]:
@@ -43,6 +48,19 @@ def test_pure_core_touches_nothing(module: str) -> None:
     assert not imported & FORBIDDEN, f"{module} imports {sorted(imported & FORBIDDEN)}"
     adapters = {".store", ".vault", ".stream", ".cli", ".devserver", ".provision", ".demo"}
     assert not imported & adapters, f"{module} imports adapters {sorted(imported & adapters)}"
+
+
+def test_values_are_frozen_records_of_one_kind() -> None:
+    """Values are frozen msgspec Structs (style.md rule 3, with Structs for dataclasses: see the README)."""
+    mutable = set()
+    for info in (m for m in pkgutil.iter_modules([str(PACKAGE)]) if not m.ispkg):
+        assert "dataclasses" not in runtime_imports(info.name), f"{info.name}: records are msgspec Structs"
+        module = importlib.import_module(f"vaultpki.{info.name}")
+        for name, obj in vars(module).items():
+            if isinstance(obj, type) and issubclass(obj, msgspec.Struct) and obj.__module__ == module.__name__:
+                if not obj.__struct_config__.frozen:
+                    mutable.add(f"{info.name}.{name}")
+    assert mutable == WORKING_STATE
 
 
 def test_public_names_are_exported_and_sorted() -> None:

@@ -8,7 +8,8 @@ names ending in ``.crt`` (case-sensitive) are looked at; the name is split on
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+import msgspec
 
 __all__ = ["CertName", "PemUsage", "classify", "key_for_cert"]
 
@@ -46,8 +47,7 @@ _NAMED = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class CertName:
+class CertName(msgspec.Struct, frozen=True):
     """A recognised ``.crt``; ``name`` is the user (``client``) or tenant id; ``error`` is set when
     CockroachDB would reject the whole load (a non-numeric tenant id)."""
 

@@ -14,18 +14,18 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+import msgspec
 
 from . import config as config_mod
 from . import crypto
 from .errors import ConfigError, InputError, VaultpkiError
 from .issue import IssuedSet, IssueOptions, obtain
 from .layout import FileContent, Plan, plan_node, plan_user, validate_username
-from .store import CertsDir, Owner, Stage, resolve_owner
+from .store import PROCESS_OWNER, CertsDir, Stage, resolve_owner
 from .validate import Problem
 
 if TYPE_CHECKING:     # each loads only in the commands that use it
@@ -42,8 +42,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@dataclass
-class _Ctx:
+class _Ctx(msgspec.Struct):
     config_path: str | None
     debug: bool
 
@@ -302,7 +301,7 @@ def _chosen_dir(obj: _Ctx, certs_dir: str | None) -> tuple[CertsDir, config_mod.
         path = cfg.certs_dir
     else:
         raise InputError("which certs-dir? pass --certs-dir DIR or --config FILE with certs_dir")
-    return CertsDir(path, resolve_owner(cfg.owner, cfg.group) if cfg else Owner(None, None)), cfg
+    return CertsDir(path, resolve_owner(cfg.owner, cfg.group) if cfg else PROCESS_OWNER), cfg
 
 
 def _load_dir(obj: _Ctx, certs_dir: str | None) -> tuple[DirState, Expectation | None]:

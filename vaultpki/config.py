@@ -13,13 +13,15 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from .crypto import KeyType, check_key_params
 from .errors import ConfigError, InputError
 from .layout import Mode, PkiNames, validate_username
+from .redact import redacted_repr
 from .renewal import RenewPolicy, parse_percent
 
 __all__ = ["Config", "ReloadConfig", "VaultConfig", "dumps", "load", "parse", "parse_duration"]
@@ -47,17 +49,16 @@ def parse_duration(text: str, key: str) -> int:
     return seconds
 
 
-@dataclass(frozen=True, slots=True)
-class VaultConfig:
+class VaultConfig(msgspec.Struct, frozen=True):
     addr: str                     # the first of ``addrs``
     auth: str
     ca_cert: str | None
     namespace: str | None
     timeout: float
-    token: str | None = field(default=None, repr=False)   # from $VAULT_TOKEN; never logged
+    token: str | None = None      # from $VAULT_TOKEN; never logged (see __repr__)
     token_file: str | None = None
     approle_mount: str = "approle"
-    role_id: str | None = field(default=None, repr=False)
+    role_id: str | None = None
     role_id_file: str | None = None
     secret_id_file: str | None = None
     cert_mount: str = "cert"
@@ -67,9 +68,11 @@ class VaultConfig:
     addrs: tuple[str, ...] = ()   # every address to try, in order (HA: fail over between them)
     retry_for: float = 60.0       # how long to retry transient failures of one request (an election, an outage)
 
+    def __repr__(self) -> str:
+        return redacted_repr(self, "token", "role_id")
 
-@dataclass(frozen=True, slots=True)
-class ReloadConfig:
+
+class ReloadConfig(msgspec.Struct, frozen=True):
     """How ``sync`` makes the database pick up a new set, and how it checks that it did."""
 
     signal: str = "SIGHUP"
@@ -82,8 +85,7 @@ class ReloadConfig:
     rollback_on_failure: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+class Config(msgspec.Struct, frozen=True):
     certs_dir: Path | None
     mode: Mode
     key_type: KeyType

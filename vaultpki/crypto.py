@@ -15,8 +15,8 @@ import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
+import msgspec
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -193,8 +193,7 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-@dataclass(frozen=True, slots=True)
-class CertInfo:
+class CertInfo(msgspec.Struct, frozen=True):
     """What a person (or ``status --json``) wants to know about one certificate."""
 
     subject: str

@@ -27,10 +27,10 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import Protocol
 
+import msgspec
 from cryptography import x509
 from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, wait_exponential_jitter
 
@@ -58,8 +58,7 @@ class TokenKeeper(Protocol):
     def ensure_token(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class PassReport:
+class PassReport(msgspec.Struct, frozen=True):
     decisions: tuple[Decision, ...]
     renewed: tuple[IssuedLeaf, ...] = ()
     failures: tuple[str, ...] = ()            # "file: reason", one per failed file or step
@@ -80,28 +79,21 @@ class PassFailed(VaultpkiError):
         self.report = report
 
 
-@dataclass
 class Syncer:
-    """Everything one pass needs, handed in by the caller (so tests can swap any part)."""
+    """Everything one pass needs, handed in by the caller (so tests can swap any part).
 
-    cfg: Config
-    vault: VaultPort
-    store: CertsDir
-    reloader: Reloader
-    prober: Prober | None
-    metrics: Metrics
-    now: Callable[[], dt.datetime]
-    log: logging.Logger
-    sleep: Callable[[float], object] = time.sleep
-    monotonic: Callable[[], float] = time.monotonic
-    _options: IssueOptions = field(init=False)
-    _unverified: bool = field(default=False, init=False)   # the last reload did not take: try it again
-    _defaults: dict[str, x509.Certificate] = field(default_factory=dict, init=False)
+    A service with state between passes, not a value: a plain class.
+    """
 
-    def __post_init__(self) -> None:
-        cfg = self.cfg
+    def __init__(self, *, cfg: Config, vault: VaultPort, store: CertsDir, reloader: Reloader, prober: Prober | None,
+                 metrics: Metrics, now: Callable[[], dt.datetime], log: logging.Logger,
+                 sleep: Callable[[float], object] = time.sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.cfg, self.vault, self.store, self.reloader, self.prober = cfg, vault, store, reloader, prober
+        self.metrics, self.now, self.log, self.sleep, self.monotonic = metrics, now, log, sleep, monotonic
         self._options = IssueOptions(key_type=cfg.key_type, key_bits=cfg.key_bits, ttl_seconds=cfg.ttl_seconds,
                                      method=cfg.issue_method, ca_trust=cfg.ca_trust)
+        self._unverified = False                        # the last reload did not take: try it again
+        self._defaults: dict[str, x509.Certificate] = {}
 
     def plan(self) -> Plan:
         cfg = self.cfg

@@ -10,9 +10,9 @@ import datetime as dt
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import msgspec
 from cryptography import x509
 
 from . import crypto
@@ -35,8 +35,7 @@ MAX_PARALLEL = 8
 STREAM_IN_FLIGHT = 16
 
 
-@dataclass(frozen=True, slots=True)
-class IssueOptions:
+class IssueOptions(msgspec.Struct, frozen=True):
     key_type: crypto.KeyType
     key_bits: int
     ttl_seconds: int | None
@@ -44,8 +43,7 @@ class IssueOptions:
     ca_trust: str = "issuer"      # "issuer": the mount's CA is the anchor; "root": the self-signed root
 
 
-@dataclass(frozen=True, slots=True)
-class SignRequest:
+class SignRequest(msgspec.Struct, frozen=True):
     """One CSR for ``VaultPort.sign_many``, as ``VaultPort.sign`` takes it."""
 
     mount: str
@@ -55,15 +53,13 @@ class SignRequest:
     ttl: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class IssuedLeaf:
+class IssuedLeaf(msgspec.Struct, frozen=True):
     spec: CertSpec
     serial: str
     not_after: dt.datetime
 
 
-@dataclass(frozen=True, slots=True)
-class IssuedSet:
+class IssuedSet(msgspec.Struct, frozen=True):
     files: tuple[FileContent, ...]
     leaves: tuple[IssuedLeaf, ...]
 

@@ -19,7 +19,8 @@ import enum
 import ipaddress
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from .errors import ConfigError, InputError
 
@@ -64,8 +65,7 @@ class Eku(enum.StrEnum):
     CLIENT_AUTH = "clientAuth"
 
 
-@dataclass(frozen=True, slots=True)
-class FileContent:
+class FileContent(msgspec.Struct, frozen=True):
     """Bytes for one certs-dir file; ``secret`` files are created 0600 from the first byte."""
 
     name: str
@@ -73,16 +73,14 @@ class FileContent:
     secret: bool
 
 
-@dataclass(frozen=True, slots=True)
-class TrustSpec:
+class TrustSpec(msgspec.Struct, frozen=True):
     """A mount whose CA certificates anchor some leaves; ``file`` is where they go (None: not written)."""
 
     mount: str
     file: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class CertSpec:
+class CertSpec(msgspec.Struct, frozen=True):
     """One leaf certificate to obtain: where from, and exactly what it must say."""
 
     stem: str                    # "node", "client.node", "client.marc", "ui"
@@ -105,8 +103,7 @@ class CertSpec:
         return f"{self.stem}.key"
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     """Everything one command will obtain: CA files to write and leaves to issue."""
 
     trusts: tuple[TrustSpec, ...]
@@ -123,8 +120,7 @@ class Plan:
         return (*cas, *(name for c in self.certs for name in (c.cert_file, c.key_file)))
 
 
-@dataclass(frozen=True, slots=True)
-class PkiNames:
+class PkiNames(msgspec.Struct, frozen=True):
     """The mounts and roles a plan draws on (a view of the ``[pki]`` config table)."""
 
     mount: str

@@ -14,10 +14,10 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
 __all__ = ["Health", "Metrics", "MetricsServer", "crdb_type"]
@@ -37,8 +37,7 @@ def crdb_type(file: str) -> str | None:
     return _CRDB_TYPES.get(file)
 
 
-@dataclass
-class Health:
+class Health(msgspec.Struct):
     """Unhealthy when a file is due (inside its window, missing or invalid) and renewing it keeps failing,
     or when the database was last seen serving something other than the files on disk."""
 
@@ -46,7 +45,7 @@ class Health:
     last_error: str | None = None
     consecutive_failures: int = 0
     reload_verified: bool | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:

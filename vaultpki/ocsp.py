@@ -18,8 +18,8 @@ import enum
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+import msgspec
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -62,8 +62,7 @@ class OcspStatus(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True, slots=True)
-class OcspResult:
+class OcspResult(msgspec.Struct, frozen=True):
     """One verified answer about one certificate."""
 
     status: OcspStatus
@@ -75,8 +74,7 @@ class OcspResult:
     serial: int
 
 
-@dataclass(frozen=True, slots=True)
-class HttpAnswer:
+class HttpAnswer(msgspec.Struct, frozen=True):
     """The three things CockroachDB looks at in an OCSP HTTP response."""
 
     status: int

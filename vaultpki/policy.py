@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from .errors import ConfigError
 
@@ -26,8 +27,7 @@ _FOR = re.compile(r"^for\s+([A-Za-z_]\w*)\s+in\s+([A-Za-z_]\w*)$")
 _NAME = re.compile(r"^[A-Za-z_]\w*$")
 
 
-@dataclass
-class _Node:
+class _Node(msgspec.Struct):
     kind: str                      # "text", "var", "if", "for"
     value: str = ""
     target: str = ""

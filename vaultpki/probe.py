@@ -20,9 +20,9 @@ import socket
 import ssl
 import struct
 import time
-from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
 from cryptography import x509
 
 from .errors import ConfigError, ReloadError
@@ -37,8 +37,7 @@ SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
+class Endpoint(msgspec.Struct, frozen=True):
     """A parsed ``scheme://host:port``; *host* is lower-case, IPv6 without brackets."""
 
     scheme: str
@@ -182,19 +181,17 @@ class Prober(Protocol):
     def served_serial(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class EndpointProber:
+class EndpointProber(msgspec.Struct, frozen=True):
     """The served serial of one endpoint; the endpoint is checked when constructed."""
 
     endpoint: str
     timeout: float = 5.0
     server_name: str | None = None
-    parsed: Endpoint = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "parsed", parse_endpoint(self.endpoint))
+        parse_endpoint(self.endpoint)          # a bad endpoint is a config error now, not at the first probe
         if not self.timeout > 0:
             raise ConfigError(f"probe timeout must be positive, not {self.timeout!r}")
 
     def served_serial(self) -> int:
-        return served_certificate(self.parsed, self.timeout, self.server_name).serial_number
+        return served_certificate(parse_endpoint(self.endpoint), self.timeout, self.server_name).serial_number

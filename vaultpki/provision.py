@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import hvac
+import msgspec
 
 from .admin import ROOT_TTL, VaultAdmin
 from .errors import ConfigError
@@ -45,8 +45,7 @@ def role_body(template: str, domains: Sequence[str], *, openbao: bool, ip_cidrs:
     return body
 
 
-@dataclass(frozen=True, slots=True)
-class ProvisionSpec:
+class ProvisionSpec(msgspec.Struct, frozen=True):
     mode: Mode
     pki: PkiNames
     node_hosts: tuple[str, ...]
@@ -54,16 +53,15 @@ class ProvisionSpec:
     root_mount: str = "pki-root"
     intermediate: bool = True        # False: each leaf mount holds its own self-signed root
     # Per-node roles "<node_role>-<name>", each allowing only that node's hosts (else one shared role).
-    nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    nodes: Mapping[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
     # Policies from policies/, an AppRole role per node, userpass + the self-service role.
     access: bool = False
     policies_dir: Path | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Provisioned:
+class Provisioned(msgspec.Struct, frozen=True):
     roles: tuple[str, ...]
-    policies: Mapping[str, str] = field(default_factory=dict)     # name -> rendered text
+    policies: Mapping[str, str] = msgspec.field(default_factory=dict)     # name -> rendered text
     approle_accessor: str | None = None
     userpass_accessor: str | None = None
 

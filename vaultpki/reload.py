@@ -15,12 +15,14 @@ import shlex
 import signal
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Protocol
 
+import msgspec
+
 from .errors import ConfigError, ReloadError
+from .redact import redacted_repr
 
 __all__ = [
     "NoReload",
@@ -43,8 +45,7 @@ STDERR_TAIL = 200
 SECRET_ENV_PREFIXES = ("VAULT_", "BAO_", "VAULTPKI_")
 
 
-@dataclass(frozen=True, slots=True)
-class ReloadOutcome:
+class ReloadOutcome(msgspec.Struct, frozen=True):
     """What a reload did: the pids signalled (none for a command) and one line for logs."""
 
     signalled: tuple[int, ...]
@@ -96,8 +97,7 @@ def _not_permitted(pid: int, sig: signal.Signals) -> str:
             "the signal must come from the same user as the process, or root")
 
 
-@dataclass(frozen=True, slots=True)
-class SignalByName:
+class SignalByName(msgspec.Struct, frozen=True):
     """Signal every process named *name*, like ``pkill -x NAME``, never this process.
 
     The name compared is psutil's ``name()``: on Linux the kernel's ``comm``, which
@@ -112,7 +112,7 @@ class SignalByName:
 
     name: str
     sig: signal.Signals = signal.SIGHUP
-    proc_iter: Callable[[], Iterable[ProcessHandle]] | None = field(default=None, repr=False, compare=False)  # psutil's
+    proc_iter: Callable[[], Iterable[ProcessHandle]] | None = None   # None: psutil's process_iter
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or "\0" in self.name:
@@ -176,8 +176,7 @@ def _basename(read: Callable[[], list[str]]) -> str:
     return os.path.basename(values[0]) if values and values[0] else ""
 
 
-@dataclass(frozen=True, slots=True)
-class SignalByPidfile:
+class SignalByPidfile(msgspec.Struct, frozen=True):
     """Signal the pid on the first line of *path* (postmaster.pid and ordinary pidfiles).
 
     A pidfile cannot prove the pid still belongs to the database (pids are reused), so
@@ -220,8 +219,7 @@ class SignalByPidfile:
         return int(first)
 
 
-@dataclass(frozen=True, slots=True)
-class RunCommand:
+class RunCommand(msgspec.Struct, frozen=True):
     """Run *argv* (no shell) and require exit 0 within *timeout* seconds.
 
     The command gets *env* exactly as given. With ``env=None`` it inherits ours minus
@@ -232,14 +230,17 @@ class RunCommand:
 
     argv: Sequence[str]
     timeout: float
-    env: Mapping[str, str] | None = field(default=None, repr=False)
+    env: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "argv", tuple(self.argv))
+        msgspec.structs.force_setattr(self, "argv", tuple(self.argv))     # the caller's list can't change it later
         if not self.argv or not self.argv[0]:
             raise ConfigError("the reload command is empty")
         if not self.timeout > 0:
             raise ConfigError(f"the reload command timeout must be positive, not {self.timeout!r}")
+
+    def __repr__(self) -> str:
+        return redacted_repr(self, "env")
 
     def describe(self) -> str:
         return f"run {shlex.join(self.argv)}"
@@ -297,8 +298,7 @@ def _last_line(output: bytes) -> str:
     return last if len(last) <= STDERR_TAIL else last[: STDERR_TAIL - 1] + "…"
 
 
-@dataclass(frozen=True, slots=True)
-class NoReload:
+class NoReload(msgspec.Struct, frozen=True):
     """Reloading is switched off: the database picks up new files some other way."""
 
     def describe(self) -> str:

@@ -24,7 +24,8 @@ import datetime as dt
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 from .errors import ConfigError
 
@@ -34,8 +35,7 @@ MIN_LIFE_FRACTION = 0.5
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 
-@dataclass(frozen=True, slots=True)
-class RenewPolicy:
+class RenewPolicy(msgspec.Struct, frozen=True):
     before_fraction: float | None = 1 / 3      # renew when this much of the lifetime is left...
     before_seconds: int | None = None          # ...or this many seconds (exactly one is set)
     jitter_fraction: float = 0.05
@@ -44,8 +44,7 @@ class RenewPolicy:
     revoke_replaced: bool = False              # revoke the certificate a renewal replaced
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     """Whether one file is due, why, and when it is (or was) due."""
 
     file: str

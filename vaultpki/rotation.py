@@ -21,10 +21,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import hvac
+import msgspec
 from cryptography import x509
 
 from . import crypto
@@ -39,8 +39,7 @@ RETIRED_USAGE = "read-only,crl-signing,ocsp-signing"
 _STAMP = re.compile(r"\s+\d{8}T\d{6}Z$")
 
 
-@dataclass(frozen=True, slots=True)
-class Revoked:
+class Revoked(msgspec.Struct, frozen=True):
     mount: str
     serial: str
     common_name: str | None
@@ -97,8 +96,7 @@ def _normal_serial(text: str) -> str:
 
 # --- CA rotation (admin token) -------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class IssuerStatus:
+class IssuerStatus(msgspec.Struct, frozen=True):
     issuer_id: str
     name: str
     is_default: bool

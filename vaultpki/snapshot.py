@@ -17,8 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
+import msgspec
 from cryptography import x509
 
 from . import crypto
@@ -30,8 +30,7 @@ from .validate import Problem, check_issued, date_problem, verify_chain
 __all__ = ["DirState", "Expectation", "FileState", "LeafJudgement", "judge", "judge_leaf", "key_mode_problem"]
 
 
-@dataclass(frozen=True, slots=True)
-class FileState:
+class FileState(msgspec.Struct, frozen=True):
     """One directory entry as the store saw it (lstat for the entry, stat for what it points at)."""
 
     name: str
@@ -45,16 +44,14 @@ class FileState:
     read_error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DirState:
+class DirState(msgspec.Struct, frozen=True):
     path: str
     exists: bool
-    entries: dict[str, FileState] = field(default_factory=dict)
+    entries: dict[str, FileState] = msgspec.field(default_factory=dict)
     service_gid: int = 0             # the gid of the process that will read the keys
 
 
-@dataclass(frozen=True, slots=True)
-class Expectation:
+class Expectation(msgspec.Struct, frozen=True):
     """What the configuration says the dir must hold (None of this when verifying without config)."""
 
     mode: Mode
@@ -73,8 +70,7 @@ def key_mode_problem(mode: int, uid: int, gid: int, service_gid: int) -> str | N
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class LeafJudgement:
+class LeafJudgement(msgspec.Struct, frozen=True):
     """A planned leaf as found on disk: why it must be replaced (None: it may stay), and its validity."""
 
     problem: str | None
@@ -118,8 +114,7 @@ def judge_leaf(
     return LeafJudgement(None, validity)
 
 
-@dataclass
-class _Loaded:
+class _Loaded(msgspec.Struct):
     name: CertName
     certs: list[x509.Certificate]
     key: crypto.PrivateKey | None = None

@@ -25,9 +25,10 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from .errors import ConfigError, StoreError
 from .layout import FileContent
@@ -45,8 +46,7 @@ MAX_READ = 1 << 20
 SYNC_EACH_MAX = 32
 
 
-@dataclass(frozen=True, slots=True)
-class Owner:
+class Owner(msgspec.Struct, frozen=True):
     uid: int | None
     gid: int | None
 
@@ -58,6 +58,9 @@ class Owner:
     @property
     def dir_mode(self) -> int:
         return 0o750 if self.gid is not None or self.uid is not None else 0o700
+
+
+PROCESS_OWNER = Owner(None, None)     # no chown: files stay the writing process's own
 
 
 def resolve_owner(owner: str | None, group: str | None) -> Owner:
@@ -128,15 +131,14 @@ def _is_within(child: str, parent: str) -> bool:
     return child == parent or child.startswith(parent.rstrip("/") + "/")
 
 
-@dataclass(eq=False, slots=True)
-class Stage:
+class Stage(msgspec.Struct, eq=False):
     """A set being written by ``CertsDir.staged``: ``add`` each of its files as it becomes known."""
 
     store: CertsDir
     path: Path                                            # the new generation's directory
     names: frozenset[str]                                 # what may be added
-    written: set[str] = field(default_factory=set)
-    fds: list[int] = field(default_factory=list)          # written but not yet fsynced (a small set)
+    written: set[str] = msgspec.field(default_factory=set)
+    fds: list[int] = msgspec.field(default_factory=list)          # written but not yet fsynced (a small set)
     dir_fd: int | None = None                             # the generation's dir, for one syncfs (a big set)
 
     @property
@@ -150,7 +152,7 @@ class Stage:
 class CertsDir:
     """One certs-dir on disk."""
 
-    def __init__(self, path: Path, owner: Owner = Owner(None, None)) -> None:
+    def __init__(self, path: Path, owner: Owner = PROCESS_OWNER) -> None:
         self.path = Path(os.path.abspath(path))
         self.owner = owner
         self._state = self.path / STATE_DIR

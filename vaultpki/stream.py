@@ -20,11 +20,11 @@ import ssl
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
 import h11
+import msgspec
 
 from .wire import Answer, next_cycle, request_bytes
 
@@ -43,8 +43,7 @@ SLOW = _Slow()
 """What ``judge`` returns for an answer it will not settle: the request goes to the slow path."""
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
+class Endpoint(msgspec.Struct, frozen=True):
     """Where the requests go (an ``http(s)://host:port[/prefix]`` address, split), its TLS context, the
     timeout in seconds for connecting and for each answer, and whether requests may go direct at all
     (``False``: every request takes the slow path, e.g. when a proxy sits in between)."""
@@ -64,8 +63,7 @@ class Endpoint:
         return cls(parts.hostname or "", port, parts.netloc, parts.path.rstrip("/"), tls, timeout, direct)
 
 
-@dataclass(frozen=True, slots=True)
-class Post(Generic[K]):
+class Post(msgspec.Struct, Generic[K], frozen=True):
     """One request: the caller's tag for it, the path below the address, the body and its headers."""
 
     tag: K
@@ -143,8 +141,7 @@ class _Link(asyncio.BufferedProtocol):
             self._done.set_result(None)
 
 
-@dataclass
-class _Conn:
+class _Conn(msgspec.Struct):
     """One keep-alive connection, opened on first use and again after the server closed it."""
 
     endpoint: Endpoint

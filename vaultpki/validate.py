@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
+import msgspec
 from cryptography import x509
 
 from . import crypto
@@ -26,8 +26,7 @@ __all__ = ["Problem", "check_issued", "date_problem", "verify_chain"]
 MAX_CHAIN_DEPTH = 8
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True):
     """One thing wrong with one file; warnings do not fail ``verify``."""
 
     file: str

@@ -25,13 +25,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
+import msgspec
+
 from .config import VaultConfig
 from .errors import ConfigError, VaultDenied, VaultpkiError, VaultRequestError, VaultUnavailable
+from .redact import redacted_repr
 from .wire import Wire, WireError
 
 if TYPE_CHECKING:
@@ -50,18 +52,19 @@ __all__ = [
 K = TypeVar("K")
 
 
-@dataclass(frozen=True, slots=True)
-class IssuedCert:
+class IssuedCert(msgspec.Struct, frozen=True):
     """What Vault returned for one leaf, as PEM strings; ``private_key`` only from ``issue``."""
 
     certificate: str
     ca_chain: tuple[str, ...]
     serial: str
-    private_key: str | None = field(default=None, repr=False)
+    private_key: str | None = None
+
+    def __repr__(self) -> str:
+        return redacted_repr(self, "private_key")
 
 
-@dataclass(frozen=True, slots=True)
-class CaMaterial:
+class CaMaterial(msgspec.Struct, frozen=True):
     """A mount's default issuer and the chain above it (issuer first), plus every other issuer of the
     mount that may still issue (during a CA rotation: the new one before activation, the old one after)."""
 
@@ -141,8 +144,7 @@ def proxy_for(addr: str, env: Mapping[str, str]) -> str | None:
     return proxies.get(addr.split("://", 1)[0]) or proxies.get("all")
 
 
-@dataclass(frozen=True, slots=True)
-class _Reply:
+class _Reply(msgspec.Struct, frozen=True):
     """One HTTP answer: its status and decoded JSON (None for an empty body)."""
 
     status: int

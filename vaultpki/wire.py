@@ -16,10 +16,10 @@ import select
 import socket
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import h11
+import msgspec
 
 if TYPE_CHECKING:
     import ssl
@@ -33,8 +33,7 @@ class WireError(Exception):
     """The request failed below HTTP (refused, reset, timed out, TLS, a malformed answer); ``__cause__`` says how."""
 
 
-@dataclass
-class _Conn:
+class _Conn(msgspec.Struct):
     sock: socket.socket
     h11: h11.Connection
 
