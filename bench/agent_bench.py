@@ -1,6 +1,6 @@
 """vaultpki against OpenBao Agent, side by side in one run against the same OpenBao dev server.
 
-    .venv/bin/python bench/agent_bench.py [--runs 11] [--rest 60] [--short-ttl 30s]
+    .venv/bin/python bench/agent_bench.py [--runs 21] [--rest 60] [--short-ttl 30s]
 
 Prints only ``name: value`` lines. Three parts:
 
@@ -536,7 +536,7 @@ def _drain(p: Proc) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=11, help="timed runs of each one-shot (default 11: the machine is noisy)")
+    parser.add_argument("--runs", type=int, default=21, help="timed runs of each one-shot (default 21: the machine is noisy)")
     parser.add_argument("--rest", type=float, default=60.0, help="seconds of the at-rest window (default 60)")
     parser.add_argument("--short-ttl", default="30s", help="ttl of the certificates watched for renewal (default 30s)")
     parser.add_argument("--skip-rest", action="store_true", help="only parts 1 and 2")

@@ -51,7 +51,7 @@ def test_pure_core_touches_nothing(module: str) -> None:
 
 
 def test_values_are_frozen_records_of_one_kind() -> None:
-    """Values are frozen msgspec Structs (style.md rule 3, with Structs for dataclasses: see the README)."""
+    """Values are frozen records, msgspec Structs and nothing else (why not dataclasses: the README, Dependencies)."""
     mutable = set()
     for info in (m for m in pkgutil.iter_modules([str(PACKAGE)]) if not m.ispkg):
         assert "dataclasses" not in runtime_imports(info.name), f"{info.name}: records are msgspec Structs"
