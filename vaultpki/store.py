@@ -135,11 +135,11 @@ class Stage(msgspec.Struct, eq=False):
     """A set being written by ``CertsDir.staged``: ``add`` each of its files as it becomes known."""
 
     store: CertsDir
-    path: Path                                            # the new generation's directory
-    names: frozenset[str]                                 # what may be added
+    path: Path                                                # the new generation's directory
+    names: frozenset[str]                                     # what may be added
     written: set[str] = msgspec.field(default_factory=set)
-    fds: list[int] = msgspec.field(default_factory=list)          # written but not yet fsynced (a small set)
-    dir_fd: int | None = None                             # the generation's dir, for one syncfs (a big set)
+    fds: list[int] = msgspec.field(default_factory=list)      # written but not yet fsynced (a small set)
+    dir_fd: int | None = None                                 # the generation's dir, for one syncfs (a big set)
 
     @property
     def generation(self) -> str:
