@@ -124,7 +124,8 @@ class Syncer:
         return anchors
 
     def judge(self, plan: Plan, state: DirState, anchors: dict[str, list[x509.Certificate]], vault_known: bool,
-              now: dt.datetime) -> list[Decision]:
+              now: dt.datetime, ask_ocsp: bool = True) -> list[Decision]:
+        """What is due. ``ask_ocsp=False``: the leaves' responders are not asked (they were, this pass)."""
         decisions = []
         key_owner = self._key_owner()
         for trust in plan.ca_files:
@@ -151,11 +152,11 @@ class Syncer:
                 found = judge_leaf(spec, state, anchors[spec.trust.mount], now, key_owner)
                 problem = found.problem
                 if problem is None and vault_known:
-                    problem = self._issuer_or_ocsp_problem(spec, state, now)
+                    problem = self._issuer_or_ocsp_problem(spec, state, now, ask_ocsp)
             decisions.append(decide(spec.cert_file, now, self.cfg.renew, problem=problem, validity=found.validity))
         return decisions
 
-    def _issuer_or_ocsp_problem(self, spec: CertSpec, state: DirState, now: dt.datetime) -> str | None:
+    def _issuer_or_ocsp_problem(self, spec: CertSpec, state: DirState, now: dt.datetime, ask_ocsp: bool) -> str | None:
         """A valid leaf is still due when its mount now issues from another CA (after a CA rotation is
         activated), or when its OCSP responder says it was revoked."""
         entry = state.entries[spec.cert_file]
@@ -165,7 +166,8 @@ class Syncer:
         if default is not None and not crypto.is_issued_by(leaf, default):
             return (f"issued by {leaf.issuer.rfc4514_string()}; mount {spec.mount} now issues from "
                     f"{default.subject.rfc4514_string()} (CA rotation)")
-        if not self.cfg.renew.ocsp_check or spec.kind not in (FileKind.NODE, FileKind.CLIENT_NODE) or default is None:
+        if not (ask_ocsp and self.cfg.renew.ocsp_check) or spec.kind not in (FileKind.NODE, FileKind.CLIENT_NODE) \
+                or default is None:
             return None
         from . import ocsp  # the check talks HTTP to the responder named in the certificate
 
@@ -227,7 +229,9 @@ class Syncer:
             report = self._write_reload_verify(files, leaves, report)
         after = self.store.snapshot()
         self._observe(plan, after, self.now(), due=list(_failed_files(report)))
-        fresh = self.judge(plan, after, anchors, True, self.now())
+        # Only for the next wake: the leaves kept were asked about at the start of this pass, and a leaf
+        # Vault just signed has nothing to ask its responder about yet.
+        fresh = self.judge(plan, after, anchors, True, self.now(), ask_ocsp=False)
         if self.cfg.renew.revoke_replaced and report.renewed:
             self._revoke_replaced(state, report.renewed)
         return self._done(PassReport(report.decisions, report.renewed, report.failures, report.reloaded,

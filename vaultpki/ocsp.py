@@ -18,6 +18,7 @@ import enum
 import os
 import time
 from collections.abc import Callable
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import msgspec
 from cryptography import x509
@@ -227,7 +228,47 @@ def parse_response(
 
 
 def http_post(url: str, body: bytes, timeout: float) -> HttpAnswer:
-    """POST like Go's ``http.DefaultClient`` (proxy variables honoured, redirects followed)."""
+    """POST like Go's ``http.DefaultClient`` (proxy variables honoured, redirects followed).
+
+    A responder reached directly over plain HTTP, as OCSP responders are (RFC 6960, A.1), is asked through
+    the standard library's ``http.client``, which a ``sync`` daemon has loaded anyway (prometheus_client
+    serves with it). A proxy, a redirect or ``https://`` go to urllib3, loaded only then: it would stay in
+    the daemon for good, ~2 MiB.
+    """
+    from .vault import proxy_for
+
+    parts = urlsplit(url)
+    if parts.scheme == "http" and proxy_for(url, os.environ) is None:
+        answer, location = _post_direct(parts, body, timeout)
+        if location is None:
+            return answer
+        url = urljoin(url, location)
+    return _post_urllib3(url, body, timeout)
+
+
+def _post_direct(parts: SplitResult, body: bytes, timeout: float) -> tuple[HttpAnswer, str | None]:
+    """One POST on a connection of its own; the answer, or the Location of a redirect to follow."""
+    import http.client
+
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout)
+    try:
+        conn.request("POST", target, body=body, headers={"Content-Type": REQUEST_TYPE})
+        resp = conn.getresponse()
+        location = resp.getheader("Location")
+        if 300 <= resp.status < 400 and location:
+            return HttpAnswer(resp.status, None, b""), location
+        data = resp.read(MAX_RESPONSE_BYTES + 1)
+        if len(data) > MAX_RESPONSE_BYTES:
+            raise OcspError(f"response body exceeds {MAX_RESPONSE_BYTES} bytes")
+        return HttpAnswer(resp.status, resp.getheader("Content-Type"), data), None
+    except (OSError, http.client.HTTPException) as exc:
+        raise OcspError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def _post_urllib3(url: str, body: bytes, timeout: float) -> HttpAnswer:
     import urllib3
 
     from .vault import pool_manager, redirects_only

@@ -295,6 +295,25 @@ def test_renews_once_inside_the_window(make_rig: MakeRig) -> None:
     assert report.next_wake is not None and report.next_wake > rig.clock()
 
 
+def test_a_pass_asks_each_kept_leaf_s_responder_once_and_never_about_a_leaf_it_just_got(
+        make_rig: MakeRig, caplog: pytest.LogCaptureFixture) -> None:
+    # The test CA's leaves name no responder, so every question asked shows as one "OCSP check failed".
+    rig = make_rig(renew={"ocsp_check": True})
+
+    def asked() -> list[str]:
+        return [r.__dict__["file"] for r in caplog.records if r.getMessage() == "OCSP check failed"]
+
+    with caplog.at_level(logging.WARNING, logger="test.syncer"):
+        first = rig.syncer.run_pass()                 # an empty dir: node.crt is issued, then not asked about
+        assert first.renewed and asked() == []
+        rig.syncer.run_pass()                         # nothing due: the kept leaf is asked about, once
+        assert asked() == ["node.crt"]
+        assert first.next_wake is not None
+        rig.clock.t = first.next_wake + SEC           # renewed: asked at the start, not again after
+        assert rig.syncer.run_pass().renewed
+        assert asked() == ["node.crt", "node.crt"]
+
+
 def test_verify_success(make_rig: MakeRig) -> None:
     rig = make_rig(verify=True)
     report = rig.syncer.run_pass()

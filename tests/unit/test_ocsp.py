@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -382,6 +385,36 @@ def test_http_post_follows_a_redirect(server: Any) -> None:
     target, _ = server(lambda m, p, h, b: (200, {"Content-Type": "application/ocsp-response"}, b"\x30\x00"))
     moved, _ = server(lambda m, p, h, b: (307, {"Location": f"{target}/real"}, None))
     assert vocsp.http_post(f"{moved}/ocsp", b"req", 2.5).body == b"\x30\x00"
+
+
+# A child process: the environment (a proxy, or none) is handed to it, never written here.
+POST_IN_CHILD = """
+import sys
+from vaultpki import ocsp
+answer = ocsp.http_post(sys.argv[1], b"req", 5.0)
+print(answer.status, answer.body.hex(), "urllib3" in sys.modules)
+"""
+
+
+def post_in_child(url: str, **env: str) -> list[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    done = subprocess.run([sys.executable, "-c", POST_IN_CHILD, url], env={**clean, **env}, capture_output=True,
+                          text=True, timeout=60, check=True)
+    return done.stdout.split()
+
+
+def test_http_post_to_a_direct_responder_does_not_load_urllib3(server: Any) -> None:
+    addr, rec = server(lambda m, p, h, b: (200, {"Content-Type": "application/ocsp-response"}, b"\x30\x00"))
+    assert post_in_child(f"{addr}/ocsp") == ["200", "3000", "False"]
+    assert [(m, p) for m, p, _, _ in rec.requests] == [("POST", "/ocsp")]
+
+
+def test_http_post_goes_through_the_proxy_the_environment_names(server: Any) -> None:
+    proxy, rec = server(lambda m, p, h, b: (200, {"Content-Type": "application/ocsp-response"}, b"\x30\x00"))
+    assert post_in_child("http://ocsp.responder.invalid/ocsp", http_proxy=proxy) == ["200", "3000", "True"]
+    [(method, target, headers, body)] = rec.requests
+    assert (method, target, body) == ("POST", "http://ocsp.responder.invalid/ocsp", b"req")
+    assert headers["content-type"] == "application/ocsp-request"
 
 
 def test_http_post_translates_transport_errors() -> None:
