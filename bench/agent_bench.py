@@ -11,13 +11,13 @@ Prints only ``name: value`` lines. Three parts:
    - ``node+root`` set (the issue's anchor: ca.crt, node.crt/key and client.root.crt/key): ONE
      process, ``vaultpki issue-node --user root``, against the agent with a second template of the
      same kind for client.root.
-   Wall time: median; peak RSS: max over runs of the one process's ru_maxrss (vaultpki: the Python
-   process; agent: the bao process), measured through bench.common.peak_rss_of's bare ``python -S``
-   launcher, so it is not inflated to this benchmark process's own peak (a ``self_check_*`` line
-   shows the launcher's floor). Before the runs the vaultpki package is byte-compiled
-   (``compileall``), as ``pip install`` does: with PYTHONDONTWRITEBYTECODE set, an editable install
-   would otherwise be compiled from source on every run. One untimed warm-up of each (page cache),
-   so "cold" means a fresh certs-dir.
+   Wall time: median; CPU time (user + system, every thread): median; peak RSS: max over runs of the
+   one process's ru_maxrss (vaultpki: the Python process; agent: the bao process), all measured
+   through bench.common.measure's bare ``python -S`` launcher, so the RSS is not inflated to this
+   benchmark process's own peak (a ``self_check_*`` line shows the launcher's floor). Before the runs
+   the vaultpki package is byte-compiled (``compileall``), as ``pip install`` does: with
+   PYTHONDONTWRITEBYTECODE set, an editable install would otherwise be compiled from source on every
+   run. One untimed warm-up of each (page cache), so "cold" means a fresh certs-dir.
 2. The agent's common per-file layout (one template per file: node.crt and node.key each calling
    pkiCert, or each calling ``secret "<mount>/issue/<role>"``), judged by vaultpki's own checks:
    issuances counted in the audit log, cert/key match (vaultpki.crypto.key_matches), key mode, and
@@ -66,6 +66,7 @@ from bench.common import (  # noqa: E402
     cli_env,
     count_audit_requests,
     enable_file_audit,
+    measure,
     median,
     peak_rss_of,
     report,
@@ -287,15 +288,15 @@ def part_cold(work: Path, server: Any, config: Path, runs: int) -> None:
     compile_vaultpki()
     self_check(env_v)
 
-    def vaultpki_once(directory: Path, with_root: bool) -> tuple[float, float]:
+    def vaultpki_once(directory: Path, with_root: bool) -> tuple[float, float, float]:
         user = ["--user", "root"] if with_root else []      # node set + client.root in one process, one set
-        return peak_rss_of(vaultpki_cmd("--config", str(config), "issue-node", *user, "--certs-dir", str(directory)),
-                           env=env_v)
+        return measure(vaultpki_cmd("--config", str(config), "issue-node", *user, "--certs-dir", str(directory)),
+                       env=env_v)
 
-    def agent_once(directory: Path, with_root: bool, tag: str) -> tuple[float, float]:
+    def agent_once(directory: Path, with_root: bool, tag: str) -> tuple[float, float, float]:
         directory.mkdir()
         hcl = correct_agent_config(work, f"oneshot-{tag}", server.addr, token_file, directory, with_root, "1h")
-        return peak_rss_of([BAO, "agent", f"-config={hcl}", "-exit-after-auth"], env=env_a)
+        return measure([BAO, "agent", f"-config={hcl}", "-exit-after-auth"], env=env_a)
 
     agent_node_ms = 0.0
     for with_root, label in ((False, "node"), (True, "node_root")):
@@ -303,21 +304,25 @@ def part_cold(work: Path, server: Any, config: Path, runs: int) -> None:
         agent = f"agent_oneshot_{label}"
         v_walls: list[float] = []
         v_rss: list[float] = []
+        v_cpu: list[float] = []
         a_walls: list[float] = []
         a_rss: list[float] = []
+        a_cpu: list[float] = []
         try:
             vaultpki_once(work / f"warm-v-{label}", with_root)
             agent_once(work / f"warm-a-{label}", with_root, f"warm-{label}")
             for i in range(runs):
                 for kind in ("v", "a") if i % 2 == 0 else ("a", "v"):
                     if kind == "v":
-                        w, r = vaultpki_once(work / f"v-{label}-{i}", with_root)
+                        w, r, c = vaultpki_once(work / f"v-{label}-{i}", with_root)
                         v_walls.append(w)
                         v_rss.append(r)
+                        v_cpu.append(c)
                     else:
-                        w, r = agent_once(work / f"a-{label}-{i}", with_root, f"{label}-{i}")
+                        w, r, c = agent_once(work / f"a-{label}-{i}", with_root, f"{label}-{i}")
                         a_walls.append(w)
                         a_rss.append(r)
+                        a_cpu.append(c)
         except (RuntimeError, OSError) as exc:              # e.g. a vaultpki without issue-node --user
             report(f"{prefix}_error", str(exc).strip().replace("\n", " | ")[:500])
             continue
@@ -333,10 +338,12 @@ def part_cold(work: Path, server: Any, config: Path, runs: int) -> None:
         report(f"{prefix}_wall_ms_median", round(vw, 1))
         report(f"{prefix}_wall_ms_all", " ".join(f"{w * 1000:.0f}" for w in v_walls))
         report(f"{prefix}_peak_rss_mib_max", round(vr, 1))
+        report(f"{prefix}_cpu_ms_median", round(median(v_cpu) * 1000, 1))
         report(f"{agent}_templates", "1 pkiCert bundle template" + (" + 1 for client.root" if with_root else ""))
         report(f"{agent}_wall_ms_median", round(aw, 1))
         report(f"{agent}_wall_ms_all", " ".join(f"{w * 1000:.0f}" for w in a_walls))
         report(f"{agent}_peak_rss_mib_max", round(ar, 1))
+        report(f"{agent}_cpu_ms_median", round(median(a_cpu) * 1000, 1))
         report(f"{agent}_output_verify", "ok" if check.returncode == 0 else f"exit {check.returncode}: "
                + (check.stdout + check.stderr).strip().replace("\n", " | ")[:300])
         rw, rr = fmt_ratio(vw, aw), fmt_ratio(vr, ar)
@@ -344,6 +351,7 @@ def part_cold(work: Path, server: Any, config: Path, runs: int) -> None:
             agent_node_ms = aw
         report(f"ratio_wall_vaultpki_over_agent_{label}", round(rw, 2))
         report(f"ratio_peak_rss_vaultpki_over_agent_{label}", round(rr, 2))
+        report(f"ratio_cpu_vaultpki_over_agent_{label}", round(fmt_ratio(median(v_cpu), median(a_cpu)), 2))
         report(f"met_wall_target_{label}", "yes" if rw <= TARGET_WALL else "no")
         report(f"met_rss_target_{label}", "yes" if rr <= TARGET_RSS else "no")
     # context: what a Python process costs before vaultpki does any work (compare self_check_*: the launcher's floor),

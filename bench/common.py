@@ -13,10 +13,11 @@ The API is deliberately small:
 - ``cli_env(token) -> dict``: the environment for ``vaultpki``/``bao`` child processes (no inherited
   VAULT_*/BAO_*/VAULTPKI_* variables; ``VAULT_TOKEN`` set).
 - ``vaultpki_cmd(*args) -> list[str]``: ``[python, -m, vaultpki, *args]``.
-- ``peak_rss_of(cmd, env=None, timeout=120) -> (seconds, MiB)``: runs ``cmd`` to completion and
-  returns its wall time and the peak RSS of that one process (``ru_maxrss`` from ``wait4``, taken
-  in a bare ``python -S`` launcher, not in this process: see its docstring for why and for the
-  ~8 MiB floor that implies); raises ``RuntimeError`` on a non-zero exit or a timeout.
+- ``measure(cmd, env=None, timeout=120) -> (seconds, MiB, CPU seconds)``: runs ``cmd`` to completion
+  and returns its wall time, the peak RSS of that one process and its CPU time over all its threads
+  (``ru_maxrss`` and ``ru_utime + ru_stime`` from ``wait4``, taken in a bare ``python -S`` launcher,
+  not in this process: see its docstring for why and for the ~8 MiB floor that implies); raises
+  ``RuntimeError`` on a non-zero exit or a timeout. ``peak_rss_of`` returns the first two.
 - ``enable_file_audit(server, path)``: a file audit device, accessors in clear text, so requests can
   be attributed to tokens; ``count_audit_requests(path, start_offset, accessor=None)``.
 - ``report(name, value)``: prints one ``name: value`` line (the only output format of bench/).
@@ -42,8 +43,8 @@ from vaultpki.layout import Mode, PkiNames
 from vaultpki.provision import ProvisionSpec, provision
 
 __all__ = [
-    "BAO", "LAUNCHER", "NODE_HOSTS", "BenchServer", "PY", "cli_env", "count_audit_requests", "enable_file_audit", "median",
-    "peak_rss_of", "pki_names", "report", "start_provisioned_server", "vaultpki_cmd", "write_config",
+    "BAO", "LAUNCHER", "NODE_HOSTS", "BenchServer", "PY", "cli_env", "count_audit_requests", "enable_file_audit", "measure",
+    "median", "peak_rss_of", "pki_names", "report", "start_provisioned_server", "vaultpki_cmd", "write_config",
 ]
 
 PY = sys.executable
@@ -122,7 +123,7 @@ def vaultpki_cmd(*args: str) -> list[str]:
 
 
 # Run as ``python -S -c LAUNCHER REPORT_FD CMD...``: spawns CMD (stdin/stdout/stderr inherited), waits for it
-# and writes "<exit code> <wall seconds> <ru_maxrss KiB>" (or "E <errno> <message>" when CMD cannot be
+# and writes "<exit code> <wall seconds> <ru_maxrss KiB> <CPU seconds>" (or "E <errno> <message>" when CMD cannot be
 # started) to REPORT_FD, which CMD does not inherit. Only os/sys/time: all built in, no site, no imports.
 LAUNCHER = """\
 import os, sys, time
@@ -137,12 +138,21 @@ except OSError as e:
     sys.exit(0)
 _, status, ru = os.wait4(pid, 0)
 t1 = time.perf_counter()
-os.write(fd, ("%d %.9f %d" % (os.waitstatus_to_exitcode(status), t1 - t0, ru.ru_maxrss)).encode())
+os.write(fd, ("%d %.9f %d %.6f" % (os.waitstatus_to_exitcode(status), t1 - t0, ru.ru_maxrss,
+                                   ru.ru_utime + ru.ru_stime)).encode())
 """
 
 
 def peak_rss_of(cmd: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of one run of ``cmd``; the RSS is that process's own ``ru_maxrss``.
+    """(wall seconds, peak RSS in MiB) of one run of ``cmd``: ``measure``'s first two figures."""
+    wall, rss, _ = measure(cmd, env, timeout)
+    return wall, rss
+
+
+def measure(cmd: Sequence[str], env: Mapping[str, str] | None = None,
+            timeout: float = 120) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MiB, CPU seconds) of one run of ``cmd``; the RSS is that process's own
+    ``ru_maxrss``, the CPU its user + system time over all its threads (``wait4``'s rusage).
 
     ``cmd`` is not started from this process but from a tiny launcher (``python -S -c LAUNCHER``)
     that ``posix_spawn``s it, ``wait4``s for it and reports the wall time it measured around
@@ -185,16 +195,17 @@ def peak_rss_of(cmd: Sequence[str], env: Mapping[str, str] | None = None, timeou
                 proc.wait()
         line = report_pipe.read().decode(errors="replace")
     err = err_bytes.decode(errors="replace")
-    fields = line.split(" ", 2)
-    if fields[0] == "E" and len(fields) == 3:
-        raise OSError(int(fields[1]), fields[2], argv[0])
-    if proc.returncode != 0 or len(fields) != 3:
+    if line.startswith("E "):
+        _, errno, message = line.split(" ", 2)
+        raise OSError(int(errno), message, argv[0])
+    fields = line.split()
+    if proc.returncode != 0 or len(fields) != 4:
         raise RuntimeError(f"launcher for {' '.join(argv[:4])}... exited {proc.returncode} without a report: "
                            f"{err.strip()[-800:]}")
-    code, elapsed, maxrss_kib = int(fields[0]), float(fields[1]), int(fields[2])
+    code, elapsed, maxrss_kib, cpu = int(fields[0]), float(fields[1]), int(fields[2]), float(fields[3])
     if code != 0:
         raise RuntimeError(f"{' '.join(argv[:4])}... exited {code}: {err.strip()[-800:]}")
-    return elapsed, maxrss_kib / 1024.0      # Linux: KiB
+    return elapsed, maxrss_kib / 1024.0, cpu      # Linux: KiB
 
 
 def enable_file_audit(server: DevServer, path: Path) -> None:
