@@ -166,8 +166,8 @@ class Syncer:
         if default is not None and not crypto.is_issued_by(leaf, default):
             return (f"issued by {leaf.issuer.rfc4514_string()}; mount {spec.mount} now issues from "
                     f"{default.subject.rfc4514_string()} (CA rotation)")
-        if not (ask_ocsp and self.cfg.renew.ocsp_check) or spec.kind not in (FileKind.NODE, FileKind.CLIENT_NODE) \
-                or default is None:
+        if not (ask_ocsp and self.cfg.renew.ocsp_check and default is not None
+                and spec.kind in (FileKind.NODE, FileKind.CLIENT_NODE)):
             return None
         from . import ocsp  # the check talks HTTP to the responder named in the certificate
 
