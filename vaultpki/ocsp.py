@@ -246,6 +246,14 @@ def http_post(url: str, body: bytes, timeout: float) -> HttpAnswer:
     return _post_urllib3(url, body, timeout)
 
 
+def _read_bounded(read: Callable[[int], bytes]) -> bytes:
+    """The body, read with either transport's ``read(n)``; a runaway one is refused, not buffered."""
+    data = read(MAX_RESPONSE_BYTES + 1)
+    if len(data) > MAX_RESPONSE_BYTES:
+        raise OcspError(f"response body exceeds {MAX_RESPONSE_BYTES} bytes")
+    return data
+
+
 def _post_direct(parts: SplitResult, body: bytes, timeout: float) -> tuple[HttpAnswer, str | None]:
     """One POST on a connection of its own; the answer, or the Location of a redirect to follow."""
     import http.client
@@ -258,10 +266,7 @@ def _post_direct(parts: SplitResult, body: bytes, timeout: float) -> tuple[HttpA
         location = resp.getheader("Location")
         if 300 <= resp.status < 400 and location:
             return HttpAnswer(resp.status, None, b""), location
-        data = resp.read(MAX_RESPONSE_BYTES + 1)
-        if len(data) > MAX_RESPONSE_BYTES:
-            raise OcspError(f"response body exceeds {MAX_RESPONSE_BYTES} bytes")
-        return HttpAnswer(resp.status, resp.getheader("Content-Type"), data), None
+        return HttpAnswer(resp.status, resp.getheader("Content-Type"), _read_bounded(resp.read)), None
     except (OSError, http.client.HTTPException) as exc:
         raise OcspError(f"{type(exc).__name__}: {exc}") from exc
     finally:
@@ -278,10 +283,7 @@ def _post_urllib3(url: str, body: bytes, timeout: float) -> HttpAnswer:
         resp = pool.request("POST", url, body=body, headers={"Content-Type": REQUEST_TYPE}, preload_content=False,
                             timeout=urllib3.Timeout(total=timeout), retries=redirects_only())
         try:
-            data = resp.read(MAX_RESPONSE_BYTES + 1)
-            if len(data) > MAX_RESPONSE_BYTES:
-                raise OcspError(f"response body exceeds {MAX_RESPONSE_BYTES} bytes")
-            return HttpAnswer(resp.status, resp.headers.get("Content-Type"), data)
+            return HttpAnswer(resp.status, resp.headers.get("Content-Type"), _read_bounded(resp.read))
         finally:
             resp.release_conn()
     except urllib3.exceptions.HTTPError as exc:
