@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
-import logging
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -29,6 +26,8 @@ from .store import PROCESS_OWNER, CertsDir, Stage, resolve_owner
 from .validate import Problem
 
 if TYPE_CHECKING:     # each loads only in the commands that use it
+    import logging
+
     from .daemon import Syncer
     from .metrics import Metrics
     from .reload import Reloader
@@ -52,6 +51,8 @@ class _Ctx(msgspec.Struct):
 
 def _fail(exc: BaseException, debug: bool) -> NoReturn:
     if debug:
+        import traceback
+
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, VaultpkiError):
         click.echo(f"vaultpki: error: {exc}", err=True)
@@ -117,14 +118,21 @@ def _issue_and_write(cfg: config_mod.Config, plan: Plan, target: CertsDir) -> Is
     return issued
 
 
+def _echo_json(doc: object) -> None:
+    """A ``--json`` answer. ``json`` loads here: a command without ``--json`` does not pay for it."""
+    import json
+
+    click.echo(json.dumps(doc, indent=2))
+
+
 def _report_issued(issued: IssuedSet, target: CertsDir, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({
+        _echo_json({
             "certs_dir": str(target.path),
             "files": sorted(f.name for f in issued.files),
             "certificates": [{"file": leaf.spec.cert_file, "serial": leaf.serial,
                               "not_after": leaf.not_after.isoformat()} for leaf in issued.leaves],
-        }, indent=2))
+        })
         return
     for leaf in issued.leaves:
         click.echo(f"wrote {leaf.spec.cert_file} + {leaf.spec.key_file} (serial {leaf.serial}, "
@@ -150,8 +158,8 @@ def _report_dry_run(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_jso
     cas = [{"file": t.file, "mount": t.mount, "trust": cfg.ca_trust} for t in plan.ca_files]
     key_mode = f"{target.key_mode:04o}"
     if as_json:
-        click.echo(json.dumps({"dry_run": True, "certs_dir": str(target.path), "certificates": leaves,
-                               "ca_files": cas, "key_mode": key_mode}, indent=2))
+        _echo_json({"dry_run": True, "certs_dir": str(target.path), "certificates": leaves,
+                    "ca_files": cas, "key_mode": key_mode})
         return
     for spec in plan.certs:
         sans = ", ".join(spec.dns_sans + spec.ip_sans) or "none"
@@ -259,12 +267,12 @@ def _issue_many(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_json: b
                                         progress=lambda _name: bar.update(1), sink=write, streamed=True)
     failures = {name.removeprefix("client.").removesuffix(".crt"): str(exc) for name, exc in failed.items()}
     if as_json:
-        click.echo(json.dumps({
+        _echo_json({
             "certs_dir": str(target.path),
             "issued": [{"user": leaf.spec.common_name, "serial": leaf.serial, "not_after": leaf.not_after.isoformat()}
                        for leaf in issued.leaves],
             "failed": [{"user": u, "error": e} for u, e in failures.items()],
-        }, indent=2))
+        })
     else:
         click.echo(f"issued {len(issued.leaves)} of {len(plan.certs)} user certificates into {target.path}")
         for name, error in failures.items():
@@ -387,8 +395,8 @@ def verify(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
     state, problems, _ = _judged(obj, certs_dir, check_ocsp, _now())
     errors = [p for p in problems if p.severity == "error"]
     if as_json:
-        click.echo(json.dumps({"certs_dir": state.path, "ok": not errors,
-                               "problems": [_problem_json(p) for p in problems]}, indent=2))
+        _echo_json({"certs_dir": state.path, "ok": not errors,
+                    "problems": [_problem_json(p) for p in problems]})
     else:
         for problem in problems:
             click.echo(str(problem), err=problem.severity == "error")
@@ -417,7 +425,7 @@ def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
         if result is not None:
             row["ocsp"] = result if isinstance(result, str) else result.status.value
     if as_json:
-        click.echo(json.dumps({"certs_dir": state.path, "files": rows}, indent=2))
+        _echo_json({"certs_dir": state.path, "files": rows})
         return
     if not state.exists:
         click.echo(f"{state.path}: does not exist")
@@ -625,9 +633,9 @@ def _all_mounts(cfg: config_mod.Config) -> list[str]:
 
 def _print_revoked(revoked: list[Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps([{"mount": r.mount, "serial": r.serial, "common_name": r.common_name,
-                                "not_after": r.not_after.isoformat(), "revocation_time": r.revocation_time}
-                               for r in revoked], indent=2))
+        _echo_json([{"mount": r.mount, "serial": r.serial, "common_name": r.common_name,
+                     "not_after": r.not_after.isoformat(), "revocation_time": r.revocation_time}
+                    for r in revoked])
         return
     for r in revoked:
         click.echo(f"revoked {r.serial} CN={r.common_name} on {r.mount} (was valid until {r.not_after:%Y-%m-%d %H:%M}Z)")
@@ -733,10 +741,10 @@ def ca_status_cmd(obj: _Ctx, mount: str | None, as_json: bool) -> None:
     target = mount or cfg.pki.mount
     rows = ca_status(_admin(cfg), cfg.vault.addr, target, _now())
     if as_json:
-        click.echo(json.dumps([{**{k: getattr(r, k) for k in ("issuer_id", "name", "is_default", "usage", "subject",
-                                                                "valid_leaves")},
-                                "not_before": r.not_before.isoformat(), "not_after": r.not_after.isoformat()}
-                               for r in rows], indent=2))
+        _echo_json([{**{k: getattr(r, k) for k in ("issuer_id", "name", "is_default", "usage", "subject",
+                                                     "valid_leaves")},
+                     "not_before": r.not_before.isoformat(), "not_after": r.not_after.isoformat()}
+                    for r in rows])
         return
     for r in rows:
         click.echo(f"{'*' if r.is_default else ' '} {r.issuer_id} {r.subject}  expires {r.not_after:%Y-%m-%d}  "

@@ -7,7 +7,6 @@ place that reads the file and ``os.environ``. Unknown keys are errors: a misspel
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -361,7 +360,10 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
 
 def dumps(doc: Mapping[str, Any]) -> str:
     """A configuration document as TOML (strings, numbers, booleans, lists, one level of tables):
-    what tests, benchmarks and generated configurations write, and ``load()`` reads back."""
+    what tests, benchmarks and generated configurations write, and ``load()`` reads back.
+    (``json`` loads here, not in every command that reads a config: a TOML basic string is a JSON string.)"""
+    import json
+
     def value(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"

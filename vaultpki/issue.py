@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -18,6 +17,7 @@ from cryptography import x509
 from . import crypto
 from .errors import CertificateError, IssuanceRefused, VaultpkiError
 from .layout import CertSpec, FileContent, Plan, TrustSpec
+from .parallel import Parallel, Pending
 from .validate import check_issued
 
 if TYPE_CHECKING:     # the port's types only: this module never loads hvac
@@ -119,8 +119,8 @@ def _sign_request(spec: CertSpec, options: IssueOptions) -> tuple[crypto.Private
 
 
 def _request(
-    spec: CertSpec, vault: VaultPort, options: IssueOptions, pool: ThreadPoolExecutor,
-) -> tuple[crypto.PrivateKey | None, Future[IssuedCert]]:
+    spec: CertSpec, vault: VaultPort, options: IssueOptions, pool: Parallel,
+) -> tuple[crypto.PrivateKey | None, Pending[IssuedCert]]:
     """Start one leaf: the key and CSR are made here, in the calling thread, and only the request
     waits in the pool (``issue``: Vault makes the key, so there is none yet)."""
     if options.method == "sign":
@@ -163,7 +163,7 @@ def _intermediates(ca_chain: tuple[str, ...]) -> tuple[x509.Certificate, ...]:
 
 def fetch_materials(mounts: Sequence[str], vault: VaultPort) -> dict[str, CaMaterial]:
     """Every mount's CA material (in parallel)."""
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(mounts)))) as pool:
+    with Parallel(min(MAX_PARALLEL, max(1, len(mounts)))) as pool:
         return dict(zip(mounts, pool.map(vault.ca_material, mounts), strict=True))
 
 
@@ -213,14 +213,13 @@ def obtain_partial(
     """
     if streamed and options.method == "sign":
         return _obtain_streamed(plan, vault, options, clock, anchors, progress, sink)
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(plan.certs) + 1)) as pool:
-        anchors_of: Future[dict[str, list[x509.Certificate]]]
+    with Parallel(min(MAX_PARALLEL, len(plan.certs) + 1)) as pool:
+        anchors_of: Pending[dict[str, list[x509.Certificate]]]
         if anchors is None:
             anchors_of = pool.submit(fetch_anchors, sorted({t.mount for t in plan.trusts}), vault, options.ca_trust)
         else:
-            anchors_of = Future()
-            anchors_of.set_result(anchors)
-        started: list[tuple[crypto.PrivateKey | None, Future[IssuedCert]]] = []
+            anchors_of = Pending.of(anchors)
+        started: list[tuple[crypto.PrivateKey | None, Pending[IssuedCert]]] = []
         try:
             for spec in plan.certs:
                 started.append(_request(spec, vault, options, pool))

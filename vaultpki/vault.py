@@ -16,7 +16,6 @@ jitter; everything else is translated once into the vaultpki hierarchy.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -24,15 +23,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import msgspec
+import msgspec.json
 
 from .config import VaultConfig
 from .errors import ConfigError, VaultDenied, VaultpkiError, VaultRequestError, VaultUnavailable
+from .parallel import Parallel
 from .redact import redacted_repr
 from .wire import Wire, WireError
 
@@ -153,8 +153,8 @@ class _Reply(msgspec.Struct, frozen=True):
     @classmethod
     def of(cls, status: int, raw: bytes) -> _Reply:
         try:
-            decoded = json.loads(raw) if raw.strip() else None
-        except ValueError:
+            decoded = msgspec.json.decode(raw) if raw.strip() else None
+        except msgspec.DecodeError:
             decoded = {"errors": [f"HTTP {status} with a body that is not JSON: {raw[:120]!r}"]}
         return cls(status, decoded)
 
@@ -208,7 +208,7 @@ class HttpVault:
         return headers
 
     def _send(self, index: int, method: str, path: str, body: Mapping[str, Any] | None) -> _Reply:
-        data = None if body is None else json.dumps(body).encode()
+        data = None if body is None else msgspec.json.encode(body)
         url = f"{self._addrs[index]}/v1/{path}"
         if self._direct[index]:
             parts = urlsplit(url)
@@ -411,7 +411,7 @@ class HttpVault:
 
         def posts() -> Iterator[Post[tuple[K, SignRequest]]]:
             for tag, request in requests:
-                body = json.dumps(_sign_body(request.csr, request.common_name, request.ttl)).encode()
+                body = msgspec.json.encode(_sign_body(request.csr, request.common_name, request.ttl))
                 yield stream.Post((tag, request), f"v1/{request.mount}/sign/{request.role}", body,
                                   tuple(self._headers().items()))
 
@@ -473,7 +473,7 @@ class HttpVault:
         themselves; an issuer retired to read-only usage leaves the trust bundle.
         """
         what = f"reading the CA of mount {mount}"
-        with ThreadPoolExecutor(max_workers=1) as pool:     # the two reads are independent: one round trip
+        with Parallel(1) as pool:     # the two reads are independent: one round trip
             listing = pool.submit(self._data, f"listing the issuers of mount {mount}", "LIST", f"{mount}/issuers")
             data = self._data(what, "GET", f"{mount}/issuer/default/json")
             issuer = data.get("certificate")
