@@ -70,6 +70,7 @@ from bench.common import (  # noqa: E402
     median,
     peak_rss_of,
     report,
+    report_interpreter,
     start_provisioned_server,
     vaultpki_cmd,
     write_config,
@@ -360,9 +361,9 @@ def part_cold(work: Path, server: Any, config: Path, runs: int) -> None:
     floor = ("import click, tomllib, h11, socket; from cryptography import x509; "
              "from cryptography.hazmat.primitives.asymmetric import ec")
     walls: dict[str, float] = {}
-    for label, cmd in (("python_startup", [sys.executable, "-c", "pass"]),
-                       ("python_import_dependencies_only", [sys.executable, "-c", floor]),
-                       ("python_import_vaultpki_cli", [sys.executable, "-c", "import vaultpki.cli"])):
+    for label, cmd in (("python_startup", [PY, "-c", "pass"]),
+                       ("python_import_dependencies_only", [PY, "-c", floor]),
+                       ("python_import_vaultpki_cli", [PY, "-c", "import vaultpki.cli"])):
         samples = [peak_rss_of(cmd, env=env_v) for _ in range(5)]
         walls[label] = median([w for w, _ in samples]) * 1000
         report(f"{label}_wall_ms_median", round(walls[label], 1))
@@ -558,6 +559,7 @@ def main() -> int:
         enable_file_audit(server, audit)
         report("openbao", subprocess.run([BAO, "version"], capture_output=True, text=True).stdout.strip())
         report("cpus", os.cpu_count())
+        report_interpreter()
         report("runs", args.runs)
         part_cold(work, server, config, args.runs)
         part_per_file(work, server, config, audit)

@@ -12,7 +12,8 @@ The API is deliberately small:
 - ``write_config(server, path, certs_dir, mode="standard", **top) -> path``: another config.
 - ``cli_env(token) -> dict``: the environment for ``vaultpki``/``bao`` child processes (no inherited
   VAULT_*/BAO_*/VAULTPKI_* variables; ``VAULT_TOKEN`` set).
-- ``vaultpki_cmd(*args) -> list[str]``: ``[python, -m, vaultpki, *args]``.
+- ``vaultpki_cmd(*args) -> list[str]``: ``[PY, -m, vaultpki, *args]`` (``PY``: $BENCH_PYTHON, else this Python).
+- ``report_interpreter()``: which interpreter and packages the measured vaultpki ran with.
 - ``measure(cmd, env=None, timeout=120) -> (seconds, MiB, CPU seconds)``: runs ``cmd`` to completion
   and returns its wall time, the peak RSS of that one process and its CPU time over all its threads
   (``ru_maxrss`` and ``ru_utime + ru_stime`` from ``wait4``, taken in a bare ``python -S`` launcher,
@@ -44,10 +45,14 @@ from vaultpki.provision import ProvisionSpec, provision
 
 __all__ = [
     "BAO", "LAUNCHER", "NODE_HOSTS", "BenchServer", "PY", "cli_env", "count_audit_requests", "enable_file_audit", "measure",
-    "median", "peak_rss_of", "pki_names", "report", "start_provisioned_server", "vaultpki_cmd", "write_config",
+    "median", "peak_rss_of", "pki_names", "report", "report_interpreter", "start_provisioned_server", "vaultpki_cmd",
+    "write_config",
 ]
 
-PY = sys.executable
+# The interpreter every measured vaultpki runs on: ``make bench`` points BENCH_PYTHON at .venv-bench, which holds
+# vaultpki's own dependencies only, as a user's install does (see the Makefile). Unset (a script run by hand):
+# this interpreter, the dev venv.
+PY = os.environ.get("BENCH_PYTHON") or sys.executable
 BAO = find_bao()
 NODE_HOSTS = ("node1.bench.internal", "localhost", "127.0.0.1")
 
@@ -120,6 +125,14 @@ def cli_env(token: str, extra: Mapping[str, str] | None = None) -> dict[str, str
 
 def vaultpki_cmd(*args: str) -> list[str]:
     return [PY, "-m", "vaultpki", *args]
+
+
+def report_interpreter() -> None:
+    """Which Python ran the measured vaultpki, and how many distributions its environment holds."""
+    code = "import importlib.metadata as m; print(len({d.metadata['Name'].lower() for d in m.distributions()}))"
+    count = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    report("vaultpki_python", f"{PY} ({count} distributions installed"
+           + ("; BENCH_PYTHON unset: the dev venv)" if not os.environ.get("BENCH_PYTHON") else ")"))
 
 
 # Run as ``python -S -c LAUNCHER REPORT_FD CMD...``: spawns CMD (stdin/stdout/stderr inherited), waits for it

@@ -121,8 +121,14 @@ class Parallel:
         return pending
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        """``fn`` of every item, run in parallel; the results in the items' order (the first failure raises)."""
-        return [p.result() for p in [self.submit(fn, item) for item in items]]
+        """``fn`` of every item, run in parallel; the results in the items' order. The first failure raises,
+        and the calls that have not started yet are dropped."""
+        pending = [self.submit(fn, item) for item in items]
+        try:
+            return [p.result() for p in pending]
+        finally:
+            for p in pending:
+                p.cancel()
 
     def close(self) -> None:
         """Run what is queued, then let the threads go, and wait for them."""

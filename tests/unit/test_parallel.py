@@ -59,6 +59,26 @@ def test_a_failure_is_raised_by_result_and_does_not_stop_the_others() -> None:
         pool.map(call, range(5))
 
 
+def test_map_drops_the_calls_not_started_once_one_failed() -> None:
+    release = threading.Event()
+    ran = []
+
+    def call(n: int) -> int:
+        if n == 0:
+            raise ValueError("zero")
+        assert release.wait(WAIT)
+        ran.append(n)
+        return n
+
+    with Parallel(2) as pool:
+        with pytest.raises(ValueError, match="zero"):
+            pool.map(call, range(6))      # 0 fails at once; 1 holds the other worker; 2-5 wait in the queue
+        release.set()
+    # 1 and 2 may have started before the failure was seen (two workers); without the cancel, 3-5 would run
+    # once released, since leaving the block runs what is queued
+    assert set(ran) <= {1, 2}
+
+
 def test_a_queued_call_can_be_cancelled_a_running_one_cannot() -> None:
     started, release = threading.Event(), threading.Event()
     ran = []
