@@ -40,9 +40,9 @@ $(BENCH_STAMP): pyproject.toml Makefile
 	touch $@
 
 bench: $(STAMP) $(BENCH_STAMP)
-	BENCH_PYTHON=$(BENCH_VENV)/bin/python $(PY) bench/agent_bench.py
-	BENCH_PYTHON=$(BENCH_VENV)/bin/python $(PY) bench/bulk_bench.py
-	BENCH_PYTHON=$(BENCH_VENV)/bin/python $(PY) bench/fleet_bench.py
+	BENCH_PYTHON=$(CURDIR)/$(BENCH_VENV)/bin/python $(PY) bench/agent_bench.py
+	BENCH_PYTHON=$(CURDIR)/$(BENCH_VENV)/bin/python $(PY) bench/bulk_bench.py
+	BENCH_PYTHON=$(CURDIR)/$(BENCH_VENV)/bin/python $(PY) bench/fleet_bench.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check vaultpki tests tools bench

@@ -52,7 +52,8 @@ __all__ = [
 # The interpreter every measured vaultpki runs on: ``make bench`` points BENCH_PYTHON at .venv-bench, which holds
 # vaultpki's own dependencies only, as a user's install does (see the Makefile). Unset (a script run by hand):
 # this interpreter, the dev venv.
-PY = os.environ.get("BENCH_PYTHON") or sys.executable
+# (made absolute, not resolved: the venv's python is a symlink out of the venv; some children run in another cwd)
+PY = os.path.abspath(os.environ.get("BENCH_PYTHON") or sys.executable)
 BAO = find_bao()
 NODE_HOSTS = ("node1.bench.internal", "localhost", "127.0.0.1")
 
