@@ -66,11 +66,11 @@ from bench.common import (  # noqa: E402
     cli_env,
     count_audit_requests,
     enable_file_audit,
+    interpreter,
     measure,
     median,
     peak_rss_of,
     report,
-    report_interpreter,
     start_provisioned_server,
     vaultpki_cmd,
     write_config,
@@ -561,7 +561,7 @@ def main() -> int:
         enable_file_audit(server, audit)
         report("openbao", subprocess.run([BAO, "version"], capture_output=True, text=True).stdout.strip())
         report("cpus", os.cpu_count())
-        report_interpreter()
+        report("vaultpki_python", interpreter())
         report("runs", args.runs)
         part_cold(work, server, config, args.runs)
         part_per_file(work, server, config, audit)

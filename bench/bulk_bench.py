@@ -55,7 +55,7 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PY, median  # noqa: E402
+from bench.common import PY, interpreter, median  # noqa: E402
 from vaultpki.devserver import DevServer, find_bao  # noqa: E402
 from vaultpki.issue import STREAM_IN_FLIGHT  # noqa: E402
 from vaultpki.layout import Mode, PkiNames  # noqa: E402
@@ -286,7 +286,7 @@ def main() -> int:
         provision(client, server.addr, ProvisionSpec(mode=Mode.STANDARD, pki=pki, node_hosts=("localhost", "127.0.0.1")))
         out("bulk_server", f"{server.addr} (OpenBao dev, in memory, one server for every variant)")
         out("bulk_cpus", os.cpu_count() or 0)
-        out("bulk_vaultpki_python", PY + ("" if os.environ.get("BENCH_PYTHON") else " (BENCH_PYTHON unset: the dev venv)"))
+        out("bulk_vaultpki_python", interpreter())
         out("bulk_users", n)
         out("bulk_rounds", f"{args.rounds} (each variant once per round, the order rotating; figures are medians)")
         out("bulk_fs_settle_wait_s", settle_filesystem(work))

@@ -13,7 +13,7 @@ The API is deliberately small:
 - ``cli_env(token) -> dict``: the environment for ``vaultpki``/``bao`` child processes (no inherited
   VAULT_*/BAO_*/VAULTPKI_* variables; ``VAULT_TOKEN`` set).
 - ``vaultpki_cmd(*args) -> list[str]``: ``[PY, -m, vaultpki, *args]`` (``PY``: $BENCH_PYTHON, else this Python).
-- ``report_interpreter()``: which interpreter and packages the measured vaultpki ran with.
+- ``interpreter()``: which interpreter (and how many packages) the measured vaultpki runs with.
 - ``measure(cmd, env=None, timeout=120) -> (seconds, MiB, CPU seconds)``: runs ``cmd`` to completion
   and returns its wall time, the peak RSS of that one process and its CPU time over all its threads
   (``ru_maxrss`` and ``ru_utime + ru_stime`` from ``wait4``, taken in a bare ``python -S`` launcher,
@@ -44,8 +44,8 @@ from vaultpki.layout import Mode, PkiNames
 from vaultpki.provision import ProvisionSpec, provision
 
 __all__ = [
-    "BAO", "LAUNCHER", "NODE_HOSTS", "BenchServer", "PY", "cli_env", "count_audit_requests", "enable_file_audit", "measure",
-    "median", "peak_rss_of", "pki_names", "report", "report_interpreter", "start_provisioned_server", "vaultpki_cmd",
+    "BAO", "LAUNCHER", "NODE_HOSTS", "BenchServer", "PY", "cli_env", "count_audit_requests", "enable_file_audit",
+    "interpreter", "measure", "median", "peak_rss_of", "pki_names", "report", "start_provisioned_server", "vaultpki_cmd",
     "write_config",
 ]
 
@@ -128,12 +128,12 @@ def vaultpki_cmd(*args: str) -> list[str]:
     return [PY, "-m", "vaultpki", *args]
 
 
-def report_interpreter() -> None:
-    """Which Python ran the measured vaultpki, and how many distributions its environment holds."""
+def interpreter() -> str:
+    """Which Python runs the measured vaultpki, and how many distributions its environment holds."""
     code = "import importlib.metadata as m; print(len({d.metadata['Name'].lower() for d in m.distributions()}))"
     count = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    report("vaultpki_python", f"{PY} ({count} distributions installed"
-           + ("; BENCH_PYTHON unset: the dev venv)" if not os.environ.get("BENCH_PYTHON") else ")"))
+    return f"{PY} ({count} distributions installed" + (")" if os.environ.get("BENCH_PYTHON") else
+                                                       "; BENCH_PYTHON unset: the dev venv)")
 
 
 # Run as ``python -S -c LAUNCHER REPORT_FD CMD...``: spawns CMD (stdin/stdout/stderr inherited), waits for it
