@@ -359,8 +359,8 @@ def part_cold(work: Path, server: Any, config: Path, runs: int) -> None:
         report(f"met_rss_target_{label}", "yes" if rr <= TARGET_RSS else "no")
     # context: what a Python process costs before vaultpki does any work (compare self_check_*: the launcher's floor),
     # and the floor its dependencies set: importing only what a cold issue-node needs of them (click, tomllib,
-    # h11 and socket for its HTTP, msgspec for its records, cryptography's X.509 and EC keys), nothing of vaultpki
-    floor = ("import click, tomllib, h11, socket, msgspec; from cryptography import x509; "
+    # httptools and socket for its HTTP, msgspec for its records, cryptography's X.509 and EC keys), nothing of vaultpki
+    floor = ("import click, tomllib, httptools, socket, msgspec; from cryptography import x509; "
              "from cryptography.hazmat.primitives.asymmetric import ec")
     walls: dict[str, float] = {}
     for label, cmd in (("python_startup", [PY, "-c", "pass"]),

@@ -15,7 +15,7 @@ All of them run side by side in ONE run against the SAME throw-away OpenBao dev 
    16 requests in flight, so the raw loop gets as many). Nothing is parsed or written: this is the
    issue's limit, and the target is set against the best of the three.
 4. raw stream (a reference, no target): the same requests from one thread, as many in flight as vaultpki
-   keeps, over keep-alive connections, through ``vaultpki.stream`` (asyncio + h11, what vaultpki's bulk
+   keeps, over keep-alive connections, through ``vaultpki.stream`` (asyncio + httptools, what vaultpki's bulk
    path uses): how fast the server signs when the client does almost nothing per certificate.
 
 vaultpki and the three raw loops run ``--rounds`` times each (default 3), the order rotating from round

@@ -23,7 +23,7 @@ from .layout import Mode, PkiNames, validate_username
 from .redact import redacted_repr
 from .renewal import RenewPolicy, parse_percent
 
-__all__ = ["Config", "ReloadConfig", "VaultConfig", "dumps", "load", "parse", "parse_duration"]
+__all__ = ["Config", "ReloadConfig", "VaultConfig", "dumps", "header_safe", "load", "parse", "parse_duration"]
 
 AUTH_METHODS = ("token", "approle", "cert")
 CA_TRUST = ("issuer", "root")
@@ -46,6 +46,16 @@ def parse_duration(text: str, key: str) -> int:
     if seconds <= 0:
         raise ConfigError(f"{key} must be longer than zero")
     return seconds
+
+
+def header_safe(value: str) -> bool:
+    """Whether an HTTP header can carry ``value`` as it is: printable ASCII (no line break, no control
+    character), no space at either end. A token or namespace is sent in one."""
+    return value.isascii() and value.isprintable() and value == value.strip()
+
+
+HEADER_UNSAFE = ("has a character an HTTP header cannot carry (a line break, a control or non-ASCII character, "
+                 "or a space at either end)")
 
 
 class VaultConfig(msgspec.Struct, frozen=True):
@@ -315,6 +325,11 @@ def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
         cert_file=t.text("cert_file"),
         key_file=t.text("key_file"),
     )
+    # Checked here, before anything is sent, and never echoed: the value may be a token.
+    if vault.token is not None and not header_safe(vault.token):
+        raise ConfigError(f"$VAULT_TOKEN {HEADER_UNSAFE}")
+    if vault.namespace is not None and not header_safe(vault.namespace):
+        raise ConfigError(f"vault.namespace (or $VAULT_NAMESPACE) {HEADER_UNSAFE}")
     if vault.auth == "approle":
         if not (vault.role_id or vault.role_id_file) or not vault.secret_id_file:
             raise ConfigError("vault.auth = 'approle' needs vault.role_id (or role_id_file) and vault.secret_id_file")

@@ -1,4 +1,4 @@
-"""Many POSTs in flight from one thread: asyncio and h11 over a few keep-alive connections.
+"""Many POSTs in flight from one thread: asyncio and httptools over a few keep-alive connections.
 
 A bulk run's client work is keys, checks and files. With urllib3, which blocks, every request in
 flight needs a thread of its own, and handing the GIL between those threads and the one doing the
@@ -23,10 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
-import h11
 import msgspec
 
-from .wire import Answer, next_cycle, request_bytes
+from .wire import Answer, ProtocolError, request_bytes
 
 __all__ = ["SLOW", "Endpoint", "Post", "exchange"]
 
@@ -81,7 +80,8 @@ _READ_SIZE = 65536
 
 class _Link(asyncio.BufferedProtocol):
     """The receiving side of one connection: what arrives is read into one reused buffer and handed
-    straight to h11, and the request waiting for an answer is woken once it is complete (or broken).
+    straight to the answer's parser, and the request waiting for it is woken once it is complete (or
+    broken). Bytes that arrive while no request waits (the server broke the protocol) close the link.
 
     A protocol rather than asyncio's streams: those read every chunk into a new 256 KiB object
     (an mmap and a munmap per answer) and add a task wake-up of their own. The buffer is handed out
@@ -90,7 +90,6 @@ class _Link(asyncio.BufferedProtocol):
     """
 
     def __init__(self) -> None:
-        self.h11 = h11.Connection(h11.CLIENT)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._buffer = memoryview(bytearray(_READ_SIZE))
@@ -104,12 +103,10 @@ class _Link(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.h11.receive_data(bytes(self._buffer[:nbytes]))
-        self._advance()
+        self._advance(self._buffer[:nbytes])          # parsed in place: httptools copies out only the body
 
     def eof_received(self) -> None:
-        self.h11.receive_data(b"")
-        self._advance()               # returning None: the transport closes itself
+        self._advance(b"")            # returning None: the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -122,19 +119,21 @@ class _Link(asyncio.BufferedProtocol):
         self._answer = answer = Answer()
         self._done = asyncio.get_running_loop().create_future()
         self.transport.write(request)
-        self._advance()
         try:
             await self._done
         finally:
             self._answer = self._done = None
         return answer
 
-    def _advance(self) -> None:
+    def _advance(self, data: bytes | memoryview) -> None:
         if self._done is None or self._done.done() or self._answer is None:
+            if data and self.transport is not None:
+                self.closed = True            # nobody asked: this connection carries no further request
+                self.transport.close()
             return
         try:
-            complete = self._answer.take(self.h11)
-        except (h11.ProtocolError, ConnectionResetError) as exc:
+            complete = self._answer.feed(data)
+        except (ProtocolError, ConnectionResetError) as exc:
             self._done.set_exception(exc)
             return
         if complete:
@@ -149,18 +148,18 @@ class _Conn(msgspec.Struct):
 
     async def post(self, path: str, body: bytes, headers: tuple[tuple[str, str], ...]) -> tuple[int, bytes]:
         end = self.endpoint
+        request = request_bytes("POST", f"{end.prefix}/{path}", end.netloc, body, headers)
         try:
             async with asyncio.timeout(end.timeout):
                 if self.link is None or self.link.closed:
                     _, self.link = await asyncio.get_running_loop().create_connection(
                         _Link, end.host, end.port, ssl=end.tls, server_hostname=end.host if end.tls else None)
                 link = self.link
-                answer = await link.ask(
-                    request_bytes(link.h11, "POST", f"{end.prefix}/{path}", end.netloc, body, headers))
-        except (OSError, h11.ProtocolError) as exc:      # TimeoutError and ssl.SSLError are OSErrors
+                answer = await link.ask(request)
+        except (OSError, ProtocolError) as exc:      # TimeoutError and ssl.SSLError are OSErrors
             self.close()
             raise _Broken(str(exc)) from exc
-        if not next_cycle(link.h11):
+        if not answer.keep_alive:
             self.close()
         return answer.status, answer.body
 

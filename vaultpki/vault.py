@@ -5,7 +5,7 @@ hvac + requests would cost a cold ``issue-node`` ~30 ms and ~6 MiB of its ~155 m
 (see the README's benchmarks). hvac stays the client of the admin side (``admin.py``:
 provisioning, CA rotation), where its coverage of the API is worth its weight.
 
-Requests go over ``wire`` (h11 on keep-alive sockets) when they can: a direct connection and an
+Requests go over ``wire`` (httptools on keep-alive sockets) when they can: a direct connection and an
 answer that is not a redirect. A redirect (a standby that does not forward) and a proxy in the
 environment are left to urllib3, which is loaded only then.
 
@@ -30,7 +30,7 @@ from urllib.parse import urljoin, urlsplit
 import msgspec
 import msgspec.json
 
-from .config import VaultConfig
+from .config import HEADER_UNSAFE, VaultConfig, header_safe
 from .errors import ConfigError, VaultDenied, VaultpkiError, VaultRequestError, VaultUnavailable
 from .parallel import Parallel
 from .redact import redacted_repr
@@ -302,6 +302,8 @@ class HttpVault:
             token = str(auth["client_token"])
         except (KeyError, TypeError) as exc:
             raise VaultDenied(f"{what} returned no token") from exc
+        if not header_safe(token):
+            raise VaultDenied(f"{what} returned a token that {HEADER_UNSAFE}")
         self._token = token
         lease = float(auth.get("lease_duration") or 0)
         self._lease = lease if lease > 0 else None
@@ -311,7 +313,10 @@ class HttpVault:
     def _static_token(self) -> None:
         """A token from the environment or a file: learn whether and when it expires."""
         if self._cfg.token_file:
-            self._token = _read_secret(self._cfg.token_file, "vault.token_file")
+            token = _read_secret(self._cfg.token_file, "vault.token_file")
+            if not header_safe(token):             # (checked before it is set: another thread may be waiting to use it)
+                raise ConfigError(f"vault.token_file {self._cfg.token_file} {HEADER_UNSAFE}")
+            self._token = token
         elif self._cfg.token:
             self._token = self._cfg.token
         else:

@@ -1,10 +1,13 @@
-"""One HTTP/1.1 request at a time per caller, through h11 over a few keep-alive sockets.
+"""One HTTP/1.1 request at a time per caller, parsed by httptools, over a few keep-alive sockets.
 
 The node side's common case: a few requests to one Vault address, answered directly. urllib3
 would do it as well, but loading it (with ``http.client``, ``email`` and ``importlib.metadata``)
-cost a cold ``issue-node`` ~15-25 ms, a sixth of its run. h11 is the protocol without the I/O;
-this module adds the sockets, and nothing else: no redirects, no proxies, no retries. The caller
-(``vault.HttpVault``) hands those to urllib3, which it loads only then.
+cost a cold ``issue-node`` ~15-25 ms, a sixth of its run; h11, which did it before httptools,
+cost ~7 % (its event classes are dataclasses, compiled at import). httptools is llhttp, Node.js's
+HTTP parser, in C: it reads the answers (framing, chunks, keep-alive); this module writes the
+requests, a line and a few headers, and adds the sockets, and nothing else: no redirects, no
+proxies, no retries. The caller (``vault.HttpVault``) hands those to urllib3, which it loads only
+then.
 
 Thread-safe: each request takes an idle connection (or opens one) and gives it back when the
 answer is complete and the server keeps it open.
@@ -18,24 +21,30 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import h11
+import httptools
 import msgspec
+
+from .config import header_safe
 
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["Answer", "Wire", "WireError", "next_cycle", "request_bytes"]
+__all__ = ["Answer", "ProtocolError", "Wire", "WireError", "request_bytes"]
 
 _IDLE_MAX = 16        # idle connections kept per address: more than issue.MAX_PARALLEL
+_HEAD_MAX = 65536     # an answer's status line and headers; Vault's take a few hundred bytes
 
 
 class WireError(Exception):
     """The request failed below HTTP (refused, reset, timed out, TLS, a malformed answer); ``__cause__`` says how."""
 
 
+class ProtocolError(Exception):
+    """The server's bytes are not an HTTP/1.1 answer (or its head is too long)."""
+
+
 class _Conn(msgspec.Struct):
     sock: socket.socket
-    h11: h11.Connection
 
     def close(self) -> None:
         self.sock.close()
@@ -56,17 +65,18 @@ class Wire:
     def request(self, method: str, target: str, body: bytes | None,
                 headers: list[tuple[str, str]]) -> tuple[int, dict[str, str], bytes]:
         """(status, headers with lower-case names, body); raises WireError."""
+        request = request_bytes(method, target, self._netloc, body, headers)
         conn = self._take()
         try:
-            status, answer_headers, data = self._exchange(conn, method, target, body, headers)
-        except (OSError, h11.ProtocolError) as exc:     # socket.timeout and ssl.SSLError are OSErrors
+            answer = self._exchange(conn, request)
+        except (OSError, ProtocolError) as exc:     # socket.timeout and ssl.SSLError are OSErrors
             conn.close()
             raise WireError(str(exc)) from exc
-        if next_cycle(conn.h11):
+        if answer.keep_alive:
             self._give_back(conn)
         else:
             conn.close()
-        return status, answer_headers, data
+        return answer.status, answer.headers, answer.body
 
     def _take(self) -> _Conn:
         while True:
@@ -84,7 +94,7 @@ class Wire:
                 sock = self.tls.wrap_socket(sock, server_hostname=self._host)
         except OSError as exc:
             raise WireError(str(exc)) from exc
-        return _Conn(sock, h11.Connection(h11.CLIENT))
+        return _Conn(sock)
 
     def _give_back(self, conn: _Conn) -> None:
         with self._lock:
@@ -93,65 +103,107 @@ class Wire:
                 return
         conn.close()
 
-    def _exchange(self, conn: _Conn, method: str, target: str, body: bytes | None,
-                  headers: list[tuple[str, str]]) -> tuple[int, dict[str, str], bytes]:
-        conn.sock.sendall(request_bytes(conn.h11, method, target, self._netloc, body, headers))
+    @staticmethod
+    def _exchange(conn: _Conn, request: bytes) -> Answer:
+        conn.sock.sendall(request)
         answer = Answer()
-        while not answer.take(conn.h11):
-            conn.h11.receive_data(conn.sock.recv(65536))
-        return answer.status, answer.headers, answer.body
+        while not answer.feed(conn.sock.recv(65536)):
+            pass
+        return answer
 
 
 # --- the protocol without the I/O, shared with ``stream`` --------------------------------------
 
-def request_bytes(conn: h11.Connection, method: str, target: str, host: str, body: bytes | None,
+def request_bytes(method: str, target: str, host: str, body: bytes | None,
                   headers: Sequence[tuple[str, str]]) -> bytes:
-    """The bytes of one whole request (a body, when given, with its Content-Length)."""
+    """The bytes of one whole request (a body, when given, with its Content-Length).
+
+    Every part is checked, so that no value can end a line early and add headers of its own;
+    the error names the part, never the value (which may be a token)."""
     framing = [("Content-Length", str(len(body)))] if body is not None else []
-    out = conn.send(h11.Request(method=method, target=target, headers=[("Host", host), *framing, *headers])) or b""
-    if body:
-        out += conn.send(h11.Data(data=body)) or b""
-    return out + (conn.send(h11.EndOfMessage()) or b"")
+    if not (method.isascii() and method.isalpha() and method.isupper()):
+        raise ValueError("an HTTP method must be upper-case letters")
+    if not (target.startswith("/") and header_safe(target) and " " not in target):
+        raise ValueError("an HTTP request target must be a path of printable ASCII without spaces")
+    lines = [f"{method} {target} HTTP/1.1"]
+    for name, value in [("Host", host), *framing, *headers]:
+        if not (name.isascii() and name.replace("-", "").isalnum()):
+            raise ValueError("an HTTP header name must be letters, digits and hyphens")
+        if not header_safe(value):
+            raise ValueError(f"the value of HTTP header {name} has a character a header cannot carry")
+        lines.append(f"{name}: {value}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    return head + body if body else head
 
 
 class Answer:
-    """One response, read off an h11 connection: ``take`` what h11 has parsed, feeding it the socket's
-    bytes, until it returns True."""
+    """One response, parsed as its bytes arrive: ``feed`` it what the socket reads (``b""`` at the end
+    of the stream) until it returns True. A connection closed before the answer is complete is a
+    ConnectionResetError; bytes that are not an answer are a ProtocolError."""
 
     def __init__(self) -> None:
         self.status = 0
         self.headers: dict[str, str] = {}         # names in lower case
+        self.complete = False
+        self.keep_alive = False                   # once complete: the connection can carry another request
         self._chunks: list[bytes] = []
+        self._head = 0                            # bytes fed while the head was incomplete
+        self._in_head = True
+        self._parser = httptools.HttpResponseParser(self)
 
     @property
     def body(self) -> bytes:
         return b"".join(self._chunks)
 
-    def take(self, conn: h11.Connection) -> bool:
-        """True once the response is complete; False when h11 needs more bytes. A connection closed
-        before the answer is a ConnectionResetError."""
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                return False
-            if isinstance(event, h11.Response):
-                self.status = event.status_code
-                self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
-            elif isinstance(event, h11.Data):
-                self._chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return True
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionResetError("Connection reset: Vault closed the connection before answering")
+    def feed(self, data: bytes | memoryview) -> bool:
+        """True once the answer is complete. ``data`` is parsed before this returns (a reused buffer will do)."""
+        if self.complete:
+            if data:
+                self.keep_alive = False           # bytes after the answer: the connection can't be trusted
+            return True
+        if not data:
+            return self._at_end_of_stream()
+        if self._in_head:
+            self._head += len(data)
+            if self._head > _HEAD_MAX:
+                raise ProtocolError(f"the answer's head is longer than {_HEAD_MAX} bytes")
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:     # (an upgrade: nothing asked for one)
+            if not self.complete:                 # (complete: bytes after the answer, refused by on_message_begin)
+                raise ProtocolError(f"not an HTTP/1.1 answer: {exc}") from None
+            self.keep_alive = False
+        return self.complete
 
+    def _at_end_of_stream(self) -> bool:
+        # An answer with neither Content-Length nor Transfer-Encoding runs until the server closes
+        # (RFC 9112, 6.3); llhttp is only told about the end by a call httptools does not offer.
+        if not self._in_head and "content-length" not in self.headers and "transfer-encoding" not in self.headers:
+            self.complete, self.keep_alive = True, False
+            return True
+        raise ConnectionResetError("Connection reset: Vault closed the connection before answering")
 
-def next_cycle(conn: h11.Connection) -> bool:
-    """Ready the connection for its next request; False when it must be closed instead (Connection:
-    close, or a body read to EOF)."""
-    if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-        conn.start_next_cycle()
-        return True
-    return False
+    # httptools' callbacks
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise ProtocolError("bytes after the answer")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        self._in_head = False
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self.status < 200:              # an interim answer (100 Continue): the real one follows
+            self.headers, self._chunks, self._head, self._in_head = {}, [], 0, True
+            return
+        self.complete, self.keep_alive = True, self._parser.should_keep_alive()
 
 
 def _idle_and_open(sock: socket.socket) -> bool:

@@ -148,6 +148,34 @@ def test_token_file_readable_by_others_is_refused(populated: tuple[Deployment, P
     assert run_cli(["--config", str(config), "issue-node"]).returncode == 0
 
 
+@pytest.mark.parametrize("where", ["env", "file"])
+@pytest.mark.parametrize("token", [
+    pytest.param("{token}\nX-Vault-Namespace: evil", id="line-break"),
+    pytest.param("{token}\u00e9", id="non-ascii"),
+    pytest.param("{token}\x1b[2J", id="control"),
+])
+def test_a_token_no_header_can_carry_is_refused_before_any_request(
+        populated: tuple[Deployment, Path, Path], tmp_path: Path, where: str, token: str) -> None:
+    """Before, a line break in the token was retried as an unreachable Vault for a minute and the error
+    echoed the token; a non-ASCII one was an internal error. Now: one line naming where it came from,
+    never the token, and nothing written."""
+    dep, certs_dir, config = populated
+    secret = token.format(token=dep.server.root_token)
+    env = {"VAULT_TOKEN": secret}
+    if where == "file":
+        token_file = tmp_path / "token"
+        token_file.write_text(secret + "\n")
+        token_file.chmod(0o600)
+        config.write_text(config.read_text().replace('auth = "token"', f'auth = "token"\ntoken_file = "{token_file}"'))
+        env = {}
+    before = tree(certs_dir)
+    start = time.monotonic()
+    line = one_error_line(run_cli(["--config", str(config), "issue-node"], env), 2,
+                          "$VAULT_TOKEN" if where == "env" else "vault.token_file", "an HTTP header cannot carry")
+    assert dep.server.root_token not in line and time.monotonic() - start < 30
+    assert tree(certs_dir) == before
+
+
 @contextlib.contextmanager
 def unwritable(path: Path) -> Iterator[None]:
     """Make ``path`` unwritable even for root (immutable attribute); plain chmod for other users."""

@@ -283,6 +283,10 @@ def _with(section: str | None, **values: Any) -> dict[str, Any]:
         pytest.param(_with("node", hosts=["db1", ""]), {}, ["node.hosts"], id="hosts-empty-entry"),
         pytest.param(_with("node", hosts=["db1", 5]), {}, ["node.hosts"], id="hosts-non-string"),
         pytest.param(_with(None, pki="pki-crdb"), {}, ["pki", "table"], id="pki-not-a-table"),
+        pytest.param(_with(None), {"VAULT_TOKEN": "s.x\r\nX-Evil: 1"}, ["$VAULT_TOKEN", "HTTP header"], id="token-line-break"),
+        pytest.param(_with(None), {"VAULT_TOKEN": " s.x"}, ["$VAULT_TOKEN", "HTTP header"], id="token-leading-space"),
+        pytest.param(_with("vault", namespace="team\u00e9"), {}, ["vault.namespace", "HTTP header"], id="namespace-non-ascii"),
+        pytest.param(_with(None), {"VAULT_NAMESPACE": "a\nb"}, ["$VAULT_NAMESPACE", "HTTP header"], id="env-namespace-newline"),
     ],
 )
 def test_parse_errors(raw: dict[str, Any], env: dict[str, str], fragments: list[str]) -> None:

@@ -135,6 +135,21 @@ def test_parallel_requests_log_in_once(server: Any, tmp_path: Path) -> None:
     assert len(logins) == 1 and logins[0][3] == {"role_id": "r", "secret_id": "s3cret"}
 
 
+def test_a_login_token_no_header_can_carry_is_refused_not_sent(server: Any, tmp_path: Path) -> None:
+    def handler(method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, str], Any]:
+        if path.endswith("/login"):
+            return 200, {}, {"auth": {"client_token": "s.login\r\nX-Evil: 1", "lease_duration": 3600}}
+        return 200, {}, SIGNED
+    addr, rec = server(handler)
+    secret = tmp_path / "secret-id"
+    secret.write_text("s3cret")
+    secret.chmod(0o600)
+    with pytest.raises(VaultDenied, match="login at auth/approle returned a token that has a character an HTTP header") as info:
+        vault_for(addr, secret_id_file=secret).sign("pki", "node", "CSR", None, None)
+    assert "Evil" not in str(info.value)
+    assert [r[1] for r in rec.requests] == ["/v1/auth/approle/login"]
+
+
 def test_the_ca_reads_are_in_flight_together(server: Any) -> None:
     """The default issuer and the issuer list are independent reads: one round trip, not two in a row."""
     import threading

@@ -14,7 +14,8 @@ import pytest
 from vaultpki.config import parse
 from vaultpki.devserver import free_port
 from vaultpki.vault import HttpVault
-from vaultpki.wire import Wire, WireError
+from vaultpki.wire import Answer as Parsed
+from vaultpki.wire import ProtocolError, Wire, WireError, request_bytes
 
 Answer = Callable[[bytes], bytes | None]          # the request's bytes -> what to send back (None: nothing)
 
@@ -151,3 +152,73 @@ def test_a_missing_vault_ca_file_is_one_tls_line_and_not_retried(tmp_path: Path)
     with pytest.raises(Exception, match="TLS set-up for Vault at https://127.0.0.1:.* failed: .*No such file") as info:
         HttpVault(cfg, one_shot=True, env={}).sign("pki", "node", "CSR", None, None)
     assert "\n" not in str(info.value) and time.monotonic() - start < 5
+
+
+def test_an_answer_without_length_runs_until_the_server_closes(raw: Any) -> None:
+    server = raw(lambda _request: b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", close_after=True)
+    wire = Wire("127.0.0.1", server.port, None, 5)
+    assert wire.request("GET", "/", None, []) == (200, {"content-type": "text/plain"}, b"until the end")
+    assert wire.request("GET", "/", None, [])[2] == b"until the end"
+    assert server.accepted == 2                                       # such a connection is never reused
+
+
+def test_an_interim_100_continue_is_passed_over(raw: Any) -> None:
+    server = raw(lambda request: b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"final")(request))  # type: ignore[operator]
+    wire = Wire("127.0.0.1", server.port, None, 5)
+    assert wire.request("POST", "/", b"{}", []) == (200, {"content-length": "5"}, b"final")
+    assert wire.request("POST", "/", b"{}", [])[2] == b"final"
+    assert server.accepted == 1
+
+
+@pytest.mark.parametrize(("reply", "needle"), [
+    pytest.param(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not an HTTP/1.1 answer", id="not-http"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                 "not an HTTP/1.1 answer", id="length-and-chunked"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", "longer than 65536 bytes", id="huge-head"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "closed the connection", id="cut-short"),
+])
+def test_a_malformed_or_cut_answer_is_a_wire_error(raw: Any, reply: bytes, needle: str) -> None:
+    server = raw(lambda _request: reply, close_after=True)
+    with pytest.raises(WireError, match=needle):
+        Wire("127.0.0.1", server.port, None, 5).request("GET", "/", None, [])
+
+
+def test_bytes_after_the_answer_mean_the_connection_is_not_reused(raw: Any) -> None:
+    server = raw(lambda request: ok(b"one")(request) + b"HTTP/1.1 200 OK\r\n")  # type: ignore[operator]
+    wire = Wire("127.0.0.1", server.port, None, 5)
+    assert wire.request("GET", "/", None, [])[2] == b"one"
+    assert wire.request("GET", "/", None, [])[2] == b"one"
+    assert server.accepted == 2
+
+
+@pytest.mark.parametrize(("method", "target", "headers", "needle"), [
+    pytest.param("GET", "/v1/x", [("X-Vault-Token", "t\r\nX-Evil: 1")], "X-Vault-Token", id="value-line-break"),
+    pytest.param("GET", "/v1/x", [("X-Vault-Token", "t\u00e9")], "X-Vault-Token", id="value-non-ascii"),
+    pytest.param("GET", "/v1/x", [("X-Evil: 1\r\nX", "t")], "header name", id="name"),
+    pytest.param("GET", "/v1/x HTTP/1.0\r\nX-Evil: 1", [], "request target", id="target"),
+    pytest.param("GET /", "/v1/x", [], "method", id="method"),
+])
+def test_no_part_of_a_request_can_add_a_line_and_the_error_never_shows_the_value(
+        method: str, target: str, headers: list[tuple[str, str]], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle) as info:
+        request_bytes(method, target, "vault:8200", None, headers)
+    assert "Evil" not in str(info.value) and "t\u00e9" not in str(info.value)
+
+
+def test_the_parser_reads_an_answer_fed_a_byte_at_a_time() -> None:
+    """Framing does not depend on how the bytes arrive: chunked, one byte per read, keep-alive kept."""
+    answer = Parsed()
+    data = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    done = [answer.feed(data[i:i + 1]) for i in range(len(data))]
+    assert done[-1] and not any(done[:-1])
+    assert (answer.status, answer.headers, answer.body, answer.keep_alive) == (
+        201, {"transfer-encoding": "chunked", "x-a": "b"}, b"abc", True)
+
+
+def test_http_1_0_and_connection_close_answers_are_not_kept() -> None:
+    for head in (b"HTTP/1.0 200 OK\r\n", b"HTTP/1.1 200 OK\r\nConnection: close\r\n"):
+        answer = Parsed()
+        assert answer.feed(head + b"Content-Length: 0\r\n\r\n")
+        assert answer.keep_alive is False
+    with pytest.raises(ProtocolError):
+        Parsed().feed(b"HTTP/2 200\r\n\r\n")
