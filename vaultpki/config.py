@@ -325,8 +325,9 @@ def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
         cert_file=t.text("cert_file"),
         key_file=t.text("key_file"),
     )
-    # Checked here, before anything is sent, and never echoed: the value may be a token.
-    if vault.token is not None and not header_safe(vault.token):
+    # Checked here, before anything is sent, and never echoed: the value may be a token. ($VAULT_TOKEN only
+    # where it is the one used: with a token file or another auth method it is ignored.)
+    if vault.auth == "token" and not vault.token_file and vault.token is not None and not header_safe(vault.token):
         raise ConfigError(f"$VAULT_TOKEN {HEADER_UNSAFE}")
     if vault.namespace is not None and not header_safe(vault.namespace):
         raise ConfigError(f"vault.namespace (or $VAULT_NAMESPACE) {HEADER_UNSAFE}")

@@ -227,6 +227,13 @@ def test_token_cannot_come_from_the_file() -> None:
         parse(raw, {})
 
 
+def test_a_vault_token_that_is_not_used_is_not_judged() -> None:
+    """$VAULT_TOKEN is checked for what a header can carry only where it is the token sent."""
+    raw = _with("vault", auth="approle", role_id="r", secret_id_file="/s")
+    assert parse(raw, {"VAULT_TOKEN": "left\nover"}).vault.auth == "approle"
+    assert parse(_with("vault", token_file="/t"), {"VAULT_TOKEN": "left\nover"}).vault.token_file == "/t"
+
+
 # --- errors --------------------------------------------------------------------
 
 def _with(section: str | None, **values: Any) -> dict[str, Any]:
