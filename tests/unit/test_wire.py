@@ -1,7 +1,9 @@
-"""vaultpki.wire: keep-alive reuse, servers that close, framing, and failures below HTTP, against raw loopback sockets."""
+"""vaultpki.wire (and the bulk path's stream, over the same parser): keep-alive reuse, servers that close, framing, and
+failures below HTTP, against raw loopback sockets."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -10,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vaultpki.config import parse
 from vaultpki.devserver import free_port
+from vaultpki.stream import Endpoint, Post, exchange
 from vaultpki.vault import HttpVault
 from vaultpki.wire import Answer as Parsed
 from vaultpki.wire import ProtocolError, Wire, WireError, request_bytes
@@ -215,6 +220,30 @@ def test_the_parser_reads_an_answer_fed_a_byte_at_a_time() -> None:
         201, {"transfer-encoding": "chunked", "x-a": "b"}, b"abc", True)
 
 
+ANSWERS = [   # (bytes, ends with the stream, what it is: status, body, keep-alive)
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world", False, (200, b"hello world", True)),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n",
+     False, (200, b"hello world", True)),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}", False, (404, b"{}", True)),
+    (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", True, (200, b"until the end", False)),
+    (b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 6\r\n\r\nsealed", False, (503, b"sealed", False)),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", False, (204, b"", True)),
+]
+
+
+@given(which=st.integers(0, len(ANSWERS) - 1), cuts=st.sets(st.integers(1, 200), max_size=12))
+def test_framing_does_not_depend_on_where_the_reads_split(which: int, cuts: set[int]) -> None:
+    data, ends_with_stream, expected = ANSWERS[which]
+    edges = [0, *sorted(c for c in cuts if c < len(data)), len(data)]
+    answer = Parsed()
+    done = [answer.feed(data[a:b]) for a, b in itertools.pairwise(edges)]
+    if ends_with_stream:
+        assert not any(done) and answer.feed(b"")
+    else:
+        assert done[-1] and not any(done[:-1])
+    assert (answer.status, answer.body, answer.keep_alive) == expected
+
+
 def test_http_1_0_and_connection_close_answers_are_not_kept() -> None:
     for head in (b"HTTP/1.0 200 OK\r\n", b"HTTP/1.1 200 OK\r\nConnection: close\r\n"):
         answer = Parsed()
@@ -222,3 +251,34 @@ def test_http_1_0_and_connection_close_answers_are_not_kept() -> None:
         assert answer.keep_alive is False
     with pytest.raises(ProtocolError):
         Parsed().feed(b"HTTP/2 200\r\n\r\n")
+
+
+# --- the same parser under the bulk path's stream ----------------------------------------------
+
+def streamed(server: RawServer, count: int, parallel: int) -> tuple[dict[int, str], list[int]]:
+    """Send ``count`` posts through ``stream.exchange``: ({tag: how it was settled}, the tags sent to the slow path)."""
+    slow: list[int] = []
+
+    def judge(post: Post[int], status: int, body: bytes) -> str:
+        return f"direct {status} {body.decode()}"
+
+    def slow_path(post: Post[int]) -> str:
+        slow.append(post.tag)
+        return "slow"
+    posts = (Post(i, "v1/pki/sign/node", b"{}") for i in range(count))
+    endpoint = Endpoint.at(f"http://127.0.0.1:{server.port}", None, 5)
+    return dict(exchange(endpoint, posts, parallel, judge, slow_path)), slow
+
+
+def test_the_stream_takes_an_answer_with_bytes_after_it_and_does_not_reuse_that_connection(raw: Any) -> None:
+    server = raw(lambda request: ok(b"one")(request) + b"HTTP/1.1 200 OK\r\n")  # type: ignore[operator]
+    results, slow = streamed(server, 4, 2)
+    assert results == {i: "direct 200 one" for i in range(4)} and slow == []
+    assert server.accepted == 4                                       # each connection carried one answer
+
+
+def test_the_stream_hands_a_request_whose_answer_is_not_http_to_the_slow_path(raw: Any) -> None:
+    server = raw(lambda _request: b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+    results, slow = streamed(server, 3, 1)
+    assert results == {0: "slow", 1: "slow", 2: "slow"} and slow == [0, 1, 2]
+    assert server.accepted == 1                                       # after the first failure, no direct request
