@@ -147,7 +147,7 @@ class Answer:
         self.complete = False
         self.keep_alive = False                   # once complete: the connection can carry another request
         self._chunks: list[bytes] = []
-        self._head = 0                            # bytes fed while the head was incomplete
+        self._head = 0                            # bytes parsed while a head was incomplete (interim ones too)
         self._in_head = True
         self._parser = httptools.HttpResponseParser(self)
 
@@ -164,16 +164,25 @@ class Answer:
         if not data:
             return self._at_end_of_stream()
         if self._in_head:
-            self._head += len(data)
-            if self._head > _HEAD_MAX:
+            # Only what fits in the bound is parsed while the head is incomplete: the read that ends the
+            # head may bring much of the body with it, which is no long head.
+            room = _HEAD_MAX - self._head
+            head, data = data[:room], data[room:]
+            self._head += len(head)
+            self._parse(head)
+            if self._in_head and data:
                 raise ProtocolError(f"the answer's head is longer than {_HEAD_MAX} bytes")
+        if data:
+            self._parse(data)
+        return self.complete
+
+    def _parse(self, data: bytes | memoryview) -> None:
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:     # (an upgrade: nothing asked for one)
             if not self.complete:                 # (complete: bytes after the answer, refused by on_message_begin)
                 raise ProtocolError(f"not an HTTP/1.1 answer: {exc}") from None
             self.keep_alive = False
-        return self.complete
 
     def _at_end_of_stream(self) -> bool:
         # An answer with neither Content-Length nor Transfer-Encoding runs until the server closes
@@ -201,7 +210,7 @@ class Answer:
 
     def on_message_complete(self) -> None:
         if 100 <= self.status < 200:              # an interim answer (100 Continue): the real one follows
-            self.headers, self._chunks, self._head, self._in_head = {}, [], 0, True
+            self.headers, self._chunks, self._in_head = {}, [], True
             return
         self.complete, self.keep_alive = True, self._parser.should_keep_alive()
 

@@ -244,6 +244,16 @@ def test_framing_does_not_depend_on_where_the_reads_split(which: int, cuts: set[
     assert (answer.status, answer.body, answer.keep_alive) == expected
 
 
+def test_only_the_head_counts_against_its_bound() -> None:
+    """A read that ends a short head may bring a large body with it (a long LIST, say): that is no long head."""
+    answer = Parsed()
+    assert not answer.feed(b"HTTP/1.1 200 OK\r\n")
+    assert answer.feed(b"Content-Length: 70000\r\n\r\n" + b"x" * 70000)
+    assert len(answer.body) == 70000
+    with pytest.raises(ProtocolError, match="longer than 65536"):
+        Parsed().feed(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70000)
+
+
 def test_http_1_0_and_connection_close_answers_are_not_kept() -> None:
     for head in (b"HTTP/1.0 200 OK\r\n", b"HTTP/1.1 200 OK\r\nConnection: close\r\n"):
         answer = Parsed()
