@@ -23,7 +23,7 @@ from .layout import Mode, PkiNames, validate_username
 from .redact import redacted_repr
 from .renewal import RenewPolicy, parse_percent
 
-__all__ = ["Config", "ReloadConfig", "VaultConfig", "dumps", "header_safe", "load", "parse", "parse_duration"]
+__all__ = ["HEADER_UNSAFE", "Config", "ReloadConfig", "VaultConfig", "dumps", "header_safe", "load", "parse", "parse_duration"]
 
 AUTH_METHODS = ("token", "approle", "cert")
 CA_TRUST = ("issuer", "root")
