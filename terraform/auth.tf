@@ -37,15 +37,20 @@ resource "vault_auth_backend" "cert" {
   path  = var.cert_auth.path
 }
 
+# Names cannot tell nodes apart: every node certificate has CN=node, nodes share names (localhost, a
+# load balancer) and an IP-only node has none, and cert auth accepts a login when any one name
+# matches. So each node's login is bound to the subject OU that only its own PKI role sets (Vault
+# takes the OU from the role, never from the CSR): n2's node.crt can never log in as node-n1.
 resource "vault_cert_auth_backend_role" "node" {
-  for_each             = var.cert_auth.enabled ? var.nodes : {}
-  backend              = var.cert_auth.path
-  name                 = "node-${each.key}"
-  certificate          = local.signed["node"] # the node intermediate and its chain
-  allowed_common_names = ["node"]
-  allowed_dns_sans     = [for i, h in each.value.hosts : lower(h) if !local.is_ip[each.key][i]]
-  token_policies       = [vault_policy.node_static[each.key].name]
-  token_ttl            = var.approle.token_ttl
-  token_max_ttl        = var.approle.token_max_ttl
-  depends_on           = [vault_auth_backend.cert]
+  for_each                     = var.cert_auth.enabled ? var.nodes : {}
+  backend                      = var.cert_auth.path
+  name                         = "node-${each.key}"
+  certificate                  = local.signed["node"] # the node intermediate and its chain
+  allowed_common_names         = local.definitions.cert_auth.allowed_common_names
+  allowed_organizational_units = local.role_args["node-${each.key}"].ou
+  token_no_default_policy      = local.definitions.cert_auth.token_no_default_policy # the node policy has all it needs
+  token_policies               = [vault_policy.node_static[each.key].name]
+  token_ttl                    = var.approle.token_ttl
+  token_max_ttl                = var.approle.token_max_ttl
+  depends_on                   = [vault_auth_backend.cert]
 }

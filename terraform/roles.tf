@@ -36,10 +36,25 @@ locals {
   )
   # Every argument of every role: the common block, then the role's own (keys starting with "_" are notes).
   role_args = {
-    for k, r in local.roles : k => {
+    for k, r in local.roles : k => merge({
       for field, value in merge(local.definitions.common, local.definitions.roles[r.template]) : field => value
-      if !startswith(field, "_")
-    }
+      if !startswith(field, "_") && field != "ou"
+      }, {
+      # The node's own subject OU ("{node}" is the node's name): what its cert-auth login is bound to (auth.tf).
+      for field, value in local.definitions.roles[r.template] : field => [for ou in value : replace(ou, "{node}", trimprefix(k, "node-"))]
+      if field == "ou"
+      }, {
+      # No IP in the role's host list means no IP SAN: with allow_ip_sans on, Vault signs any IP.
+      for field in ["allow_ip_sans"] : field => false if length(local.role_ips[k]) == 0
+    })
+  }
+  # The IPs of each role's host list (node-<name>: that node's; ui: the ui hosts'; others: none).
+  # HashiCorp Vault cannot pin a role to them (OpenBao's allowed_ip_sans_cidr has no provider argument).
+  role_ips = {
+    for k, r in local.roles : k => (
+      startswith(k, "node-") ? [for i, h in var.nodes[trimprefix(k, "node-")].hosts : h if local.is_ip[trimprefix(k, "node-")][i]]
+      : k == "ui" ? [for h in var.ui_hosts : h if can(regex("^[0-9.]+$|:", h))] : []
+    )
   }
 }
 
@@ -57,6 +72,7 @@ resource "vault_pki_secret_backend_role" "role" {
   allow_wildcard_certificates = local.role_args[each.key].allow_wildcard_certificates
   allow_localhost             = local.role_args[each.key].allow_localhost
   allow_ip_sans               = local.role_args[each.key].allow_ip_sans
+  ou                          = lookup(local.role_args[each.key], "ou", [])
   allowed_uri_sans            = local.role_args[each.key].allowed_uri_sans
   allowed_other_sans          = local.role_args[each.key].allowed_other_sans
   enforce_hostnames           = local.role_args[each.key].enforce_hostnames

@@ -115,13 +115,20 @@ variable "user_auth_accessor" {
   default     = null
 }
 
+# A node logs in more than once with the same secret-id: the systemd unit's ExecStartPre (sync --once)
+# and ExecStart (sync), the Kubernetes init container and sidecar, every restart, and the daemon again
+# whenever its token reaches token_max_ttl. A secret-id with a use count or a lifetime therefore ends
+# every deployment after a few logins or at its TTL: the defaults are unlimited uses and no expiry.
+# What protects it instead: delivered response-wrapped, bound to the node's address
+# (token_bound_cidrs also binds the secret-id), rotated by issuing a new one before destroying the old
+# (see docs/security.md, "Node credentials: AppRole secret-ids").
 variable "approle" {
-  description = "AppRole auth for nodes: one role per node, bound to the node policy."
+  description = "AppRole auth for nodes: one role per node, bound to the node policy. secret_id_num_uses and secret_id_ttl default to 0 (unlimited, no expiry): a node logs in again with the same secret-id (two processes, restarts, token_max_ttl); rotate secret-ids instead."
   type = object({
     path               = optional(string, "approle")
     create_backend     = optional(bool, true)
-    secret_id_ttl      = optional(number, 3600)
-    secret_id_num_uses = optional(number, 1)
+    secret_id_ttl      = optional(number, 0)
+    secret_id_num_uses = optional(number, 0)
     token_ttl          = optional(number, 3600)
     token_max_ttl      = optional(number, 86400)
     token_bound_cidrs  = optional(map(list(string)), {})

@@ -76,3 +76,66 @@ def test_kubernetes_sidecar_example() -> None:
     parsed = config.parse(tomllib.loads(cfg_map["data"]["vaultpki.toml"]), {}, source="k8s example")
     assert str(parsed.certs_dir) == certs_dir
     assert parsed.reload.process == "cockroach" and len(parsed.vault.addrs) == 3
+
+
+# A token in a process's environment is inherited by every child (a reload command) and readable by
+# anything running as the same user in /proc/PID/environ: the shipped deployments deliver Vault
+# credentials as files only.
+CREDENTIAL_WORDS = re.compile(r"VAULT_|BAO_|TOKEN|SECRET|ROLE_ID", re.IGNORECASE)
+
+
+def unit_settings() -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_systemd_unit_puts_no_token_in_the_environment() -> None:
+    settings = unit_settings()
+    for key in ("Environment", "EnvironmentFile", "PassEnvironment"):
+        assert not any(CREDENTIAL_WORDS.search(v) for v in settings.get(key, [])), (key, settings.get(key))
+    # ...nor can one come from the manager's environment or a drop-in: unset last, whatever set it.
+    assert {"VAULT_TOKEN", "BAO_TOKEN"} <= set(" ".join(settings.get("UnsetEnvironment", [])).split())
+    credentials = dict(v.split(":", 1) for v in settings.get("LoadCredential", []))
+    assert credentials.get("secret-id", "").startswith("/etc/vaultpki/credentials/"), credentials
+    # The configuration the unit's comment shows reads them from the credentials directory, as files.
+    block = "\n".join(re.findall(r"^#   (\S.*)$", UNIT.read_text(), re.MULTILINE))
+    vault = config.parse(tomllib.loads(block.replace("[vault]", '[vault]\naddr = "https://vault.internal:8200"')),
+                         {}, source="unit comment").vault
+    assert vault.auth == "approle" and vault.token is None
+    run = "/run/credentials/vaultpki-sync.service/"
+    assert vault.secret_id_file == run + "secret-id" and vault.role_id_file == run + "role-id"
+
+
+def test_kubernetes_example_puts_no_token_in_the_environment() -> None:
+    docs = list(yaml.safe_load_all(K8S.read_text()))
+    pod = next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]
+    for container in pod["containers"] + pod["initContainers"]:
+        for var in container.get("env", []):
+            assert not CREDENTIAL_WORDS.search(var["name"]), (container["name"], var)
+            assert "secretKeyRef" not in var.get("valueFrom", {}), (container["name"], var)
+        assert not any("secretRef" in source for source in container.get("envFrom", [])), container["name"]
+    secret_volumes = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    assert secret_volumes and all(v.get("defaultMode") == 0o400 for v in secret_volumes.values())
+    cfg_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    vault = config.parse(tomllib.loads(cfg_map["data"]["vaultpki.toml"]), {}, source="k8s example").vault
+    assert vault.auth == "approle" and vault.token is None and vault.token_file is None
+    sidecar = next(c for c in pod["containers"] if c["name"] == "vaultpki")
+    mounted = {m["mountPath"] for m in sidecar["volumeMounts"] if m["name"] in secret_volumes}
+    assert {str(Path(f).parent) for f in (vault.secret_id_file, vault.role_id_file)} <= mounted
+
+
+def _docs() -> list[Path]:
+    return [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_every_test_the_docs_cite_exists() -> None:
+    """A test named as the proof of a claim (``file.py::test_name``) must exist, or the claim is unbacked."""
+    defined = {m for path in (ROOT / "tests").rglob("*.py") for m in re.findall(r"^\s*def (test_\w+)", path.read_text(), re.M)}
+    cited = {(doc.name, name) for doc in _docs() if doc.exists() for name in re.findall(r"::(test_\w+)", doc.read_text())}
+    assert cited, "the docs cite no test at all"
+    missing = sorted(f"{doc}: {name}" for doc, name in cited if name not in defined)
+    assert not missing, f"the docs cite tests that do not exist: {missing}"

@@ -142,7 +142,7 @@ def _report_issued(issued: IssuedSet, target: CertsDir, as_json: bool) -> None:
 
 
 def _node_dir(cfg: config_mod.Config, certs_dir: str | None) -> Path:
-    chosen = Path(certs_dir).expanduser() if certs_dir else cfg.certs_dir
+    chosen = config_mod.expand_path(certs_dir, "--certs-dir", InputError) if certs_dir else cfg.certs_dir
     if chosen is None:
         raise ConfigError("no certs-dir: set certs_dir in the config or pass --certs-dir")
     return chosen
@@ -189,16 +189,34 @@ def issue_node(obj: _Ctx, certs_dir: str | None, users: tuple[str, ...], dry_run
     _report_issued(_issue_and_write(cfg, plan, target), target, as_json)
 
 
-def _read_users(source: str) -> list[str]:
-    """Every user name of a --from-file list (one per line; '#' comments), all validated before anything else."""
+MAX_USER_LIST_BYTES = 32 << 20      # half a million names of the longest kind
+
+
+def _read_user_list(source: str) -> str:
+    """The text of a --from-file list: stdin (``-``) or a regular file, at most MAX_USER_LIST_BYTES
+    (``/dev/zero`` or a huge file must not fill memory, nor a FIFO hang the open)."""
+    from .files import NotReadable, read_limited, read_regular
+
+    shown = source if source.isprintable() else ascii(source)
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        data = read_limited(sys.stdin.fileno(), MAX_USER_LIST_BYTES) if source == "-" else \
+            read_regular(source, MAX_USER_LIST_BYTES)[0]
+        return data.decode("utf-8")
+    except FileNotFoundError:
+        raise InputError(f"cannot read --from-file {shown}: it does not exist") from None
     except OSError as exc:
-        raise InputError(f"cannot read --from-file {source}: {exc.strerror}") from exc
+        raise InputError(f"cannot read --from-file {shown}: {exc.strerror}") from exc
+    except NotReadable as exc:
+        raise InputError(f"cannot read --from-file {shown}: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise InputError(f"--from-file {source} is not UTF-8 text") from exc
-    users: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+        raise InputError(f"--from-file {shown} is not UTF-8 text") from exc
+
+
+def _read_users(source: str) -> list[str]:
+    """Every user name of a --from-file list (one per line; '#' comments), all validated before anything else,
+    each once, in the order of first mention."""
+    users: dict[str, None] = {}          # a dict: membership in constant time, order kept
+    for number, line in enumerate(_read_user_list(source).splitlines(), start=1):
         name = line.split("#", 1)[0].strip()
         if not name:
             continue
@@ -206,11 +224,10 @@ def _read_users(source: str) -> list[str]:
             validate_username(name)
         except InputError as exc:
             raise InputError(f"{source} line {number}: {exc}") from exc
-        if name not in users:
-            users.append(name)
+        users.setdefault(name)
     if not users:
         raise InputError(f"--from-file {source} names no user")
-    return users
+    return list(users)
 
 
 @main.command("issue-user")
@@ -233,7 +250,7 @@ def issue_user(obj: _Ctx, user: str | None, from_file: str | None, certs_dir: st
     cfg = obj.config()
     plans = [plan_user(cfg.mode, cfg.pki, u) for u in users]
     plan = Plan(trusts=plans[0].trusts, certs=tuple(c for p in plans for c in p.certs))
-    target = CertsDir(Path(certs_dir).expanduser(), resolve_owner(owner, group))
+    target = CertsDir(config_mod.expand_path(certs_dir, "--certs-dir", InputError), resolve_owner(owner, group))
     if dry_run:
         _report_dry_run(cfg, plan, target, as_json)
         return
@@ -304,7 +321,7 @@ def _chosen_dir(obj: _Ctx, certs_dir: str | None) -> tuple[CertsDir, config_mod.
     """The certs-dir a command works on (--certs-dir, else the config's), with the config if one was given."""
     cfg = obj.config() if obj.config_path else None
     if certs_dir:
-        path = Path(certs_dir).expanduser()
+        path = config_mod.expand_path(certs_dir, "--certs-dir", InputError)
     elif cfg is not None and cfg.certs_dir is not None:
         path = cfg.certs_dir
     else:
@@ -424,12 +441,16 @@ def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
         result = ocsp_results.get(row["file"])
         if result is not None:
             row["ocsp"] = result if isinstance(result, str) else result.status.value
+    # The directories the set rests on (owner, mode, where `current` leads): not a file of any row.
+    dir_problems = [str(Problem(p.subject, p.message, p.severity)) for p in state.dir_problems]
     if as_json:
-        _echo_json({"certs_dir": state.path, "files": rows})
+        _echo_json({"certs_dir": state.path, "problems": dir_problems, "files": rows})
         return
     if not state.exists:
         click.echo(f"{state.path}: does not exist")
         return
+    for message in dir_problems:
+        click.echo(f"PROBLEM {message}")
     for row in rows:
         click.echo(f"{row['file']} ({row['kind']})")
         for cert in row["certificates"]:
@@ -525,10 +546,11 @@ def _reloader(cfg: config_mod.Config) -> Reloader:
 
     r = cfg.reload
     sig = parse_signal(r.signal)
+    if r.pidfile:      # (with reload.process too: the pid must be that process)
+        owner = resolve_owner(cfg.owner, cfg.group)
+        return SignalByPidfile.for_files_of(Path(r.pidfile), sig, r.process, owner.uid, owner.gid)
     if r.process:
         return SignalByName(r.process, sig)
-    if r.pidfile:
-        return SignalByPidfile(Path(r.pidfile), sig)
     if r.command:
         return RunCommand(r.command, float(r.command_timeout))   # gets our environment minus Vault credentials
     return NoReload()
@@ -551,7 +573,7 @@ def _syncer_factory(certs_dir: str | None, metrics: Metrics, log: logging.Logger
 
 def _listen_addr(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) < 65536:
+    if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 <= int(port) < 65536:
         raise InputError(f"--metrics-addr {text!r} is not HOST:PORT (e.g. 127.0.0.1:9101, or :9101 for every interface)")
     return (host.strip("[]") or "0.0.0.0"), int(port)
 

@@ -14,38 +14,114 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
 from .crypto import KeyType, check_key_params
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, VaultpkiError
+from .files import NotReadable, read_regular
+from .issue import MAX_TTL_SECONDS
 from .layout import Mode, PkiNames, validate_username
 from .redact import redacted_repr
 from .renewal import RenewPolicy, parse_percent
 
-__all__ = ["HEADER_UNSAFE", "Config", "ReloadConfig", "VaultConfig", "dumps", "header_safe", "load", "parse", "parse_duration"]
+__all__ = [
+    "HEADER_UNSAFE", "MAX_CONFIG_BYTES", "MAX_DURATION_SECONDS", "Config", "ReloadConfig", "VaultConfig", "dumps",
+    "expand_path", "header_safe", "load", "parse", "parse_duration",
+]
 
 AUTH_METHODS = ("token", "approle", "cert")
 CA_TRUST = ("issuer", "root")
 ISSUE_METHODS = ("sign", "issue")
 DEFAULT_USER_CERTS_DIR = "~/.cockroach-certs"
-_DURATION = re.compile(r"(\d+)([smhd])")
+MAX_CONFIG_BYTES = 1 << 20
+# ASCII digits only: Python's \d and int() also take '１' (full-width) and other scripts' digits, which
+# Vault's Go duration parser refuses, and a duration must mean one thing to both.
+_DURATION = re.compile(r"([0-9]+)([smhd])")
+_SECONDS = re.compile(r"[0-9]+")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# No vaultpki duration (a ttl, a renewal window, a backoff, a timeout) needs more; a bound keeps every
+# later date computation inside what a datetime can hold.
+MAX_DURATION_SECONDS = 10 * 365 * 86400
+_MAX_DIGITS = 12
+# Vault's names for a role (its API path pattern: ASCII word characters, '-', '.', '@' inside) and a
+# mount (path segments of the same characters). Both go into a request's path.
+_ROLE_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.@-]*[A-Za-z0-9_])?")
+_MOUNT_SEGMENT = re.compile(r"[A-Za-z0-9_.@-]+")
 
 
 def parse_duration(text: str, key: str) -> int:
-    """Seconds in a Vault-style duration such as ``720h``, ``1h30m`` or ``90s``."""
+    """Seconds in a Vault-style duration such as ``720h``, ``1h30m`` or ``90s`` (ASCII digits only)."""
     text = str(text).strip()
-    if text.isdigit():
-        seconds = int(text)
+    if _SECONDS.fullmatch(text):
+        parts = [(text, "s")]
     else:
         parts = _DURATION.findall(text)
         if not parts or "".join(n + u for n, u in parts) != text:
             raise ConfigError(f"{key} = {text!r} is not a duration like '720h', '30m' or '1h30m'")
-        seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if any(len(n) > _MAX_DIGITS for n, _ in parts):
+        raise ConfigError(f"{key} is longer than {MAX_DURATION_SECONDS // 86400} days")
+    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
     if seconds <= 0:
         raise ConfigError(f"{key} must be longer than zero")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ConfigError(f"{key} = {text!r} is longer than {MAX_DURATION_SECONDS // 86400} days")
     return seconds
+
+
+def _parse_ttl(text: str | None) -> int | None:
+    """The leaf lifetime asked of Vault. Above the longest ``max_ttl`` of vaultpki's roles it could never
+    be honoured: Vault would cap it without a word, or refuse a value its Go duration cannot hold."""
+    if text is None:
+        return None
+    seconds = parse_duration(text, "ttl")
+    if seconds > MAX_TTL_SECONDS:
+        raise ConfigError(f"ttl = {text!r} is longer than any vaultpki role issues "
+                          f"(the longest max_ttl is {MAX_TTL_SECONDS // 3600}h)")
+    return seconds
+
+
+def expand_path(text: str, what: str, error: type[VaultpkiError] = ConfigError) -> Path:
+    """``text`` as a path, ``~`` and ``~user`` expanded; ``error`` naming ``what`` when it cannot be one."""
+    if "\x00" in text:
+        raise error(f"{what} {ascii(text)} has a NUL character, which no path can hold")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:        # ~nosuchuser, or ~ with neither $HOME nor a passwd entry
+        raise error(f"{what} {text!r}: {text.split('/', 1)[0]!r} names no user with a home directory") from None
+
+
+def _check_vault_addr(addr: str) -> None:
+    """An http(s) URL with a host and a valid port: what a connection can be made to."""
+    if not (re.fullmatch(r"https?://[^/\s]+(/\S*)?", addr) and addr.isascii() and addr.isprintable()):
+        raise ConfigError(f"vault.addr {addr!r} is not an http(s) URL")
+    try:
+        parts = urlsplit(addr)
+        port = parts.port       # raises for a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ConfigError(f"vault.addr {addr!r} is not a valid URL: {exc}") from None
+    if not parts.hostname:
+        raise ConfigError(f"vault.addr {addr!r} has no host")
+    if port == 0:
+        raise ConfigError(f"vault.addr {addr!r}: port 0 cannot be connected to")
+    if parts.query or parts.fragment or "?" in addr or "#" in addr:
+        raise ConfigError(f"vault.addr {addr!r} has a query or fragment; give the server's base URL")
+
+
+def _check_mount(value: str, key: str) -> str:
+    segments = value.split("/")
+    if not all(_MOUNT_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments):
+        raise ConfigError(f"{key} = {value!r} is not a Vault mount path (ASCII letters, digits, '_', '-', '.', '@', "
+                          "segments joined by '/')")
+    return value
+
+
+def _check_role(value: str, key: str) -> str:
+    if not _ROLE_NAME.fullmatch(value):
+        raise ConfigError(f"{key} = {value!r} is not a Vault role name (ASCII letters, digits, '_', and '-', '.', '@' "
+                          "inside)")
+    return value
 
 
 def header_safe(value: str) -> bool:
@@ -132,7 +208,17 @@ class _Table:
         value = self.raw.pop(key, default)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise ConfigError(f"{self._key(key)} must be a non-empty string")
+        if value is not None and "\x00" in value:
+            raise ConfigError(f"{self._key(key)} has a NUL character")
         return value
+
+    def mount(self, key: str, default: str | None = None) -> str | None:
+        value = self.text(key, default)
+        return None if value is None else _check_mount(value, self._key(key))
+
+    def role(self, key: str, default: str | None = None) -> str | None:
+        value = self.text(key, default)
+        return None if value is None else _check_role(value, self._key(key))
 
     def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
         value = self.text(key, default)
@@ -156,6 +242,8 @@ class _Table:
         value = self.raw.pop(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise ConfigError(f"{self._key(key)} must be a list of non-empty strings")
+        if any("\x00" in v for v in value):
+            raise ConfigError(f"{self._key(key)} has a NUL character")
         return tuple(value)
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -215,11 +303,11 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config
     key_type, key_bits = check_key_params(top.text("key_type", "ec") or "ec", top.integer("key_bits"))
     ttl = top.text("ttl")
     config = Config(
-        certs_dir=Path(certs_dir).expanduser() if certs_dir else None,
+        certs_dir=expand_path(certs_dir, "certs_dir") if certs_dir else None,
         mode=Mode(mode_name),
         key_type=key_type,
         key_bits=key_bits,
-        ttl_seconds=parse_duration(ttl, "ttl") if ttl else None,
+        ttl_seconds=_parse_ttl(ttl),
         owner=top.text("owner"),
         group=top.text("group"),
         ca_trust=top.choice("ca_trust", CA_TRUST, "issuer"),
@@ -241,6 +329,11 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config
         raise ConfigError("pki.ui_mount is set but ui.hosts is empty")
     if config.mode is Mode.SPLIT_CA and not config.pki.client_mount:
         raise ConfigError("mode = 'split-ca' needs pki.client_mount (the client CA's mount)")
+    if config.vault.auth == "cert" and config.mode is not Mode.STANDARD:
+        # A node's login is bound to the subject OU of its own standard-mode node.crt (docs/security.md).
+        raise ConfigError(f"vault.auth = 'cert' works in mode = 'standard' only: in {config.mode.value} node.crt is a "
+                          "server certificate Vault refuses for login, and client.node.crt is the same on every node; "
+                          "use auth = 'approle'")
     return config
 
 
@@ -284,9 +377,11 @@ def _parse_reload(t: _Table) -> ReloadConfig:
         verify_timeout=parse_duration(t.text("verify_timeout", "15s") or "15s", "reload.verify_timeout"),
         rollback_on_failure=t.boolean("rollback_on_failure", False),
     )
+    # process and pidfile go together: the pid in the pidfile must then be that process.
     chosen = [k for k, v in (("process", reload.process), ("pidfile", reload.pidfile), ("command", reload.command)) if v]
-    if len(chosen) > 1:
-        raise ConfigError(f"reload: set only one of process, pidfile or command (got {', '.join(chosen)})")
+    if len(chosen) > 1 and chosen != ["process", "pidfile"]:
+        raise ConfigError(f"reload: set only one of process, pidfile or command (got {', '.join(chosen)}; "
+                          "process and pidfile may go together)")
     if reload.verify is not None:
         from .probe import parse_endpoint  # validates postgres:// and tls:// endpoints (ssl: only when needed)
 
@@ -302,8 +397,7 @@ def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
     if not addrs:
         raise ConfigError("no Vault address: set vault.addr or $VAULT_ADDR")
     for addr in addrs:
-        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", addr):
-            raise ConfigError(f"vault.addr {addr!r} is not an http(s) URL")
+        _check_vault_addr(addr)
     addrs = tuple(a.rstrip("/") for a in addrs)
     addr = addrs[0]
     vault = VaultConfig(
@@ -316,11 +410,11 @@ def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
         retry_for=float(parse_duration(t.text("retry_for", "60s") or "60s", "vault.retry_for")),
         token=env.get("VAULT_TOKEN") or None,
         token_file=t.text("token_file"),
-        approle_mount=t.text("approle_mount", "approle") or "approle",
+        approle_mount=t.mount("approle_mount", "approle") or "approle",
         role_id=t.text("role_id"),
         role_id_file=t.text("role_id_file"),
         secret_id_file=t.text("secret_id_file"),
-        cert_mount=t.text("cert_mount", "cert") or "cert",
+        cert_mount=t.mount("cert_mount", "cert") or "cert",
         cert_role=t.text("cert_role"),
         cert_file=t.text("cert_file"),
         key_file=t.text("key_file"),
@@ -343,14 +437,14 @@ def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
 
 def _parse_pki(t: _Table) -> PkiNames:
     return PkiNames(
-        mount=t.text("mount", "pki-crdb") or "pki-crdb",
-        client_mount=t.text("client_mount"),
-        node_role=t.text("node_role", "node") or "node",
-        client_node_role=t.text("client_node_role", "client-node") or "client-node",
-        user_role=t.text("user_role", "user") or "user",
-        ui_mount=t.text("ui_mount"),
-        ui_role=t.text("ui_role", "ui"),
-        root_role=t.text("root_role", "root") or "root",
+        mount=t.mount("mount", "pki-crdb") or "pki-crdb",
+        client_mount=t.mount("client_mount"),
+        node_role=t.role("node_role", "node") or "node",
+        client_node_role=t.role("client_node_role", "client-node") or "client-node",
+        user_role=t.role("user_role", "user") or "user",
+        ui_mount=t.mount("ui_mount"),
+        ui_role=t.role("ui_role", "ui"),
+        root_role=t.role("root_role", "root") or "root",
     )
 
 
@@ -360,17 +454,20 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
     chosen = path or env.get("VAULTPKI_CONFIG")
     if not chosen:
         raise ConfigError("no configuration: pass --config FILE or set $VAULTPKI_CONFIG")
+    shown = str(chosen) if str(chosen).isprintable() else ascii(str(chosen))    # one line, whatever the name
     try:
-        with open(chosen, "rb") as fh:
-            raw = tomllib.load(fh)
+        data, _ = read_regular(chosen, MAX_CONFIG_BYTES)      # not /dev/zero, a FIFO, or a file filling memory
+        raw = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"config file {chosen} does not exist") from None
+        raise ConfigError(f"config file {shown} does not exist") from None
     except OSError as exc:
-        raise ConfigError(f"config file {chosen} cannot be read: {exc.strerror}") from exc
+        raise ConfigError(f"config file {shown} cannot be read: {exc.strerror}") from exc
+    except NotReadable as exc:
+        raise ConfigError(f"config file {shown} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {chosen} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"config file {shown} is not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {chosen} is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
+        raise ConfigError(f"config file {shown} is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
     return parse(raw, env, source=str(chosen))
 
 

@@ -24,11 +24,15 @@ if TYPE_CHECKING:     # the port's types only: this module never loads hvac
     from .vault import CaMaterial, IssuedCert, VaultPort
 
 __all__ = [
-    "IssueOptions", "IssuedLeaf", "IssuedSet", "SignRequest", "default_issuer", "fetch_anchors", "fetch_materials", "obtain",
-    "obtain_partial", "trust_anchors",
+    "MAX_TTL_SECONDS", "IssueOptions", "IssuedLeaf", "IssuedSet", "SignRequest", "default_issuer", "fetch_anchors",
+    "fetch_materials", "obtain", "obtain_partial", "trust_anchors",
 ]
 
 MAX_PARALLEL = 8
+# The longest max_ttl of any role in data/roles.json (tests/unit/test_config_sync.py keeps the two equal).
+# No role issues longer, so a longer ttl is refused as a configuration error, and when none is asked
+# (the role's default applies) no honest certificate lives longer than this.
+MAX_TTL_SECONDS = 2160 * 3600
 # Requests a streamed bulk run keeps in flight. One thread does all of the client's work: while it judges
 # and writes a batch of answers, the server should still have requests to sign. 16 beat 8 by ~15 % on
 # 1,000 users (interleaved runs, same server); 32 gave nothing more.
@@ -143,7 +147,7 @@ def _judge_one(
             raise IssuanceRefused(f"refusing {spec.cert_file} from {where}: {exc}") from exc
     leaf = _parse(issued.certificate, f"{spec.cert_file} from {where}")[0]
     chain = [leaf, *(c for c in _intermediates(issued.ca_chain) if c != leaf)]
-    problems = check_issued(spec, chain, key, anchors, now)
+    problems = check_issued(spec, chain, key, anchors, now, dt.timedelta(seconds=options.ttl_seconds or MAX_TTL_SECONDS))
     if problems:
         details = "; ".join(p.message for p in problems)
         raise IssuanceRefused(f"refusing {spec.cert_file} from {where}: {details}")

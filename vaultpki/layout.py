@@ -151,10 +151,14 @@ def split_hosts(hosts: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]
 
 
 def validate_username(name: str) -> str:
-    """Return ``name`` if CockroachDB would accept it as a new SQL user name, else raise InputError.
+    """Return ``name`` if vaultpki may issue a client certificate for it, else raise InputError.
 
-    CockroachDB's creation rule is ``^[\\p{Ll}0-9_][-\\p{Ll}0-9_.]*$`` and at most 63 bytes.
-    We check it before any path is built: a name such as ``/../../x`` would otherwise
+    CockroachDB's creation rule is ``^[\\p{Ll}0-9_][-\\p{Ll}0-9_.]*$`` and at most 63 bytes; vaultpki
+    takes its ASCII part, ``[a-z0-9_][-a-z0-9_.]*``. A non-ASCII name cannot be issued as itself alone:
+    Vault and OpenBao copy the CN into the DNS SANs in punycode (``m\\u0430rc`` gets ``xn--mrc-6cd``),
+    and CockroachDB takes every DNS SAN of a client certificate as one more user it may log in as;
+    and look-alikes of ``root`` (full-width, Greek) are names no Vault policy can list.
+    We check before any path is built: a name such as ``/../../x`` would otherwise
     escape the certs-dir through ``client.<name>.crt``.
     """
     shown = ascii(name)
@@ -167,6 +171,12 @@ def validate_username(name: str) -> str:
     for i, char in enumerate(name):
         if _is_name_char(char, first=(i == 0)):
             continue
+        if not char.isascii():
+            raise InputError(
+                f"user name {shown} has the non-ASCII character {ascii(char)}: vaultpki issues ASCII user names"
+                " only (Vault would add its punycode form as a second SQL identity); map such a user with"
+                " CockroachDB's --cert-principal-map"
+            )
         where = "start with" if i == 0 else "contain"
         raise InputError(
             f"user name {shown} is not a valid CockroachDB user name: it may not {where} {ascii(char)}"
@@ -177,10 +187,11 @@ def validate_username(name: str) -> str:
     return name
 
 
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
 def _is_name_char(char: str, *, first: bool) -> bool:
-    if char in "0123456789_" or unicodedata.category(char) == "Ll":
-        return True
-    return not first and char in "-."
+    return char in _NAME_CHARS or (not first and char in "-.")
 
 
 def _require(value: str | None, key: str, why: str) -> str:

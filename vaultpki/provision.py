@@ -8,6 +8,7 @@ use the Terraform module in ``terraform/``. Both read the same role definitions
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,8 @@ from .errors import ConfigError
 from .layout import Mode, PkiNames, split_hosts
 from .policy import POLICY_NAMES, render
 
-__all__ = ["ProvisionSpec", "Provisioned", "load_roles", "policy_variables", "provision", "role_body"]
+__all__ = ["ProvisionSpec", "Provisioned", "cert_auth_role", "load_roles", "policy_variables", "provision", "role_body",
+           "static_node_policy_variables"]
 
 INTERMEDIATE_TTL = "43800h"
 
@@ -32,17 +34,35 @@ def load_roles() -> dict[str, Any]:
     return dict(json.loads(text))
 
 
-def role_body(template: str, domains: Sequence[str], *, openbao: bool, ip_cidrs: Sequence[str] = ()) -> dict[str, Any]:
-    """The API body for one role: common fields, then the template's, then the domains."""
+def role_body(template: str, domains: Sequence[str], *, openbao: bool, ip_cidrs: Sequence[str] = (),
+              node: str | None = None) -> dict[str, Any]:
+    """The API body for one role: common fields, then the template's, then the domains.
+
+    ``node`` names the node a per-node role is made for: it fills the node's own subject OU.
+    """
     roles = load_roles()
     body = {k: v for k, v in {**roles["common"], **roles["roles"][template]}.items() if not k.startswith("_")}
+    if "ou" in body:
+        _node_ou(body, node)
     if not body.get("allow_any_name"):
         body["allowed_domains"] = list(domains)
+    if body.get("allow_ip_sans") and not ip_cidrs:
+        # A host list without an IP means no IP SAN: with allow_ip_sans on, an empty
+        # allowed_ip_sans_cidr lets a role sign any IP (another node's, 8.8.8.8, ::1).
+        body["allow_ip_sans"] = False
     if openbao:
         body.update(roles["openbao_only"])
-        if body.get("allow_ip_sans") and ip_cidrs:
+        if body.get("allow_ip_sans"):
             body["allowed_ip_sans_cidr"] = list(ip_cidrs)
     return body
+
+
+def _node_ou(body: dict[str, Any], node: str | None) -> None:
+    """Fill in "{node}" of the node role's OU; a role shared by every node gets no OU (it names no one)."""
+    if node:
+        body["ou"] = [ou.replace("{node}", node) for ou in body["ou"]]
+    else:
+        del body["ou"]
 
 
 class ProvisionSpec(msgspec.Struct, frozen=True):
@@ -56,6 +76,9 @@ class ProvisionSpec(msgspec.Struct, frozen=True):
     nodes: Mapping[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
     # Policies from policies/, an AppRole role per node, userpass + the self-service role.
     access: bool = False
+    # Standard mode, with nodes and access: each node also logs in with its own node.crt
+    # (auth/cert/certs/node-<name>, bound to the node's OU) and gets a static policy of its own.
+    cert_auth: bool = False
     policies_dir: Path | None = None
 
 
@@ -64,6 +87,7 @@ class Provisioned(msgspec.Struct, frozen=True):
     policies: Mapping[str, str] = msgspec.field(default_factory=dict)     # name -> rendered text
     approle_accessor: str | None = None
     userpass_accessor: str | None = None
+    cert_roles: tuple[str, ...] = ()                                      # auth/cert/certs/node-<name>
 
 
 USER_SELF_ROLE = "user-self"
@@ -123,6 +147,7 @@ def policy_variables(spec: ProvisionSpec, approle_accessor: str) -> dict[str, di
 
 def provision(client: hvac.Client, addr: str, spec: ProvisionSpec) -> Provisioned:
     """Create every mount and role the configured mode needs (and, with ``access``, policies and auth)."""
+    _check_cert_auth(spec)
     admin = VaultAdmin(client, addr)
     openbao = admin.is_openbao()
     pki = spec.pki
@@ -158,14 +183,19 @@ def provision(client: hvac.Client, addr: str, spec: ProvisionSpec) -> Provisione
         roles.append((client_mount, USER_SELF_ROLE, "user-self",
                       [f"{{{{identity.entity.aliases.{userpass}.name}}}}"], []))
     made = []
+    node_of = {f"{pki.node_role}-{name}": name for name in spec.nodes}     # per-node role -> its node
     for mount, role, template, domains, role_cidrs in roles:
-        admin.write(f"{mount}/roles/{role}", **role_body(template, domains, openbao=openbao, ip_cidrs=role_cidrs))
+        admin.write(f"{mount}/roles/{role}", **role_body(template, domains, openbao=openbao, ip_cidrs=role_cidrs,
+                                                         node=node_of.get(role)))
         made.append(f"{mount}/roles/{role}")
     policies: dict[str, str] = {}
+    cert_roles: tuple[str, ...] = ()
     if spec.access:
         assert approle is not None
         policies = _write_access(admin, spec, approle)
-    return Provisioned(tuple(made), policies, approle, userpass)
+        if spec.cert_auth:
+            cert_roles = _write_cert_auth(admin, spec, approle, policies)
+    return Provisioned(tuple(made), policies, approle, userpass, cert_roles)
 
 
 def _write_access(admin: VaultAdmin, spec: ProvisionSpec, approle_accessor: str) -> dict[str, str]:
@@ -185,3 +215,61 @@ def _write_access(admin: VaultAdmin, spec: ProvisionSpec, approle_accessor: str)
                     token_ttl="1h", token_max_ttl="24h", secret_id_num_uses=0)
     assert set(policies) <= set(POLICY_NAMES)
     return policies
+
+
+# Terraform's rule for var.nodes: a node name goes into an OU that cert auth matches as a glob
+# pattern, so it must never hold a glob character ("*") or a separator.
+_NODE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+def _check_cert_auth(spec: ProvisionSpec) -> None:
+    """Refuse a cert-auth set-up that could not tell one node from another (before anything is made)."""
+    if not spec.cert_auth:
+        return
+    if spec.mode is not Mode.STANDARD:
+        raise ConfigError("cert auth needs mode = standard: in split layouts node.crt is a server certificate "
+                          "and client.node.crt names no node")
+    if not spec.nodes or not spec.access:
+        raise ConfigError("cert auth needs one role per node (nodes) and the node policies (access)")
+    bad = sorted(name for name in spec.nodes if not _NODE_NAME.fullmatch(name))
+    if bad:
+        raise ConfigError(f"cert auth: node names are lower-case DNS labels, not {', '.join(map(repr, bad))}")
+
+
+def cert_auth_role(node: str) -> dict[str, Any]:
+    """The roles.json part of node ``node``'s cert-auth role: CN=node *and* the OU only its own PKI role sets.
+
+    Names cannot tell nodes apart (every node certificate has CN=node; nodes share ``localhost`` or a
+    load balancer name, or have only IPs), so the login is bound to the node role's subject OU.
+    """
+    body = {k: v for k, v in load_roles()["cert_auth"].items() if not k.startswith("_")}
+    body["allowed_organizational_units"] = role_body("node", [], openbao=False, node=node)["ou"]
+    return body
+
+
+def static_node_policy_variables(spec: ProvisionSpec, approle_accessor: str, node: str) -> dict[str, object]:
+    """The crdb-node policy's variables for one node's static copy (Terraform's node_static): its own role."""
+    return {**policy_variables(spec, approle_accessor)["crdb-node"], "node_role": f"{spec.pki.node_role}-{node}"}
+
+
+def _write_cert_auth(admin: VaultAdmin, spec: ProvisionSpec, approle_accessor: str,
+                     policies: dict[str, str]) -> tuple[str, ...]:
+    """Cert auth with one role per node, each with a static copy of the node policy naming its own PKI role.
+
+    The trusted certificate is the node CA mount's chain (what Terraform pins: the intermediate and
+    its issuer). A static policy, because a cert-auth token has no per-node identity to template on.
+    """
+    admin.enable_auth("cert")
+    issuer = admin.read(f"{spec.pki.mount}/issuer/default/json")
+    chain = "\n".join(issuer.get("ca_chain") or [issuer["certificate"]])
+    template = (spec.policies_dir or default_policies_dir()) / "crdb-node.hcl.tftpl"
+    made = []
+    for name in spec.nodes:
+        policy = f"crdb-node-{name}"
+        policies[policy] = render(template.read_text(encoding="utf-8"),
+                                  static_node_policy_variables(spec, approle_accessor, name))
+        admin.policy(policy, policies[policy])
+        admin.write(f"auth/cert/certs/node-{name}", **cert_auth_role(name), certificate=chain,
+                    token_policies=[policy], token_ttl="1h", token_max_ttl="24h")
+        made.append(f"auth/cert/certs/node-{name}")
+    return tuple(made)

@@ -23,6 +23,7 @@ import msgspec
 
 from .errors import ConfigError, ReloadError
 from .redact import redacted_repr
+from .store import describe_user
 
 __all__ = [
     "NoReload",
@@ -41,8 +42,11 @@ COMM_LEN = 15
 PIDFILE_MAX = 4096
 #: Longest stderr excerpt quoted in an error.
 STDERR_TAIL = 200
-#: Variables never handed to a reload command whose caller did not build its environment.
+#: Variables never handed to a reload command whose caller did not build its environment (in any
+#: letter case), nor any other variable that carries one of their values.
 SECRET_ENV_PREFIXES = ("VAULT_", "BAO_", "VAULTPKI_")
+#: prctl(2) option: whether the process may be dumped, ptraced, or have its /proc files read by its user.
+PR_SET_DUMPABLE = 4
 
 
 class ReloadOutcome(msgspec.Struct, frozen=True):
@@ -158,12 +162,17 @@ class SignalByName(msgspec.Struct, frozen=True):
         return found
 
     def _matches(self, proc: ProcessHandle) -> bool:
-        current = proc.name()
-        if current == self.name:
-            return True
-        if len(self.name) <= COMM_LEN or current[:COMM_LEN] != self.name[:COMM_LEN]:
-            return False
-        return self.name in (_basename(proc.cmdline), _basename(lambda: [proc.exe()]))
+        return _is_named(proc, self.name)
+
+
+def _is_named(proc: ProcessHandle, name: str) -> bool:
+    """Whether ``proc`` is the process called ``name`` (see SignalByName for the 15-character rule)."""
+    current = proc.name()
+    if current == name:
+        return True
+    if len(name) <= COMM_LEN or current[:COMM_LEN] != name[:COMM_LEN]:
+        return False
+    return name in (_basename(proc.cmdline), _basename(lambda: [proc.exe()]))
 
 
 def _basename(read: Callable[[], list[str]]) -> str:
@@ -177,14 +186,35 @@ def _basename(read: Callable[[], list[str]]) -> str:
 
 
 class SignalByPidfile(msgspec.Struct, frozen=True):
-    """Signal the pid on the first line of *path* (postmaster.pid and ordinary pidfiles).
+    """Signal the pid on the first line of *path* (postmaster.pid and ordinary pidfiles), only if
+    that pid is the database as far as we can tell:
 
-    A pidfile cannot prove the pid still belongs to the database (pids are reused), so
-    keep it where only the database writes it, as its own data dir does.
+    - never pid 1 (the init process) nor this process;
+    - a process of the database's user: ``uid`` (None: the user running vaultpki), or, with
+      ``gid`` set, a process in that group (a root-owned key read through the group);
+    - with ``process`` set, a process of that name (compared as SignalByName compares).
+
+    Anything else is refused with one line and nothing is signalled. The process is held by a pidfd
+    from before the checks to the signal, so a pid reused in between cannot receive it. A process
+    of the right user and name can still be the wrong one: keep the pidfile where only the database
+    writes it, as its own data dir does.
     """
 
     path: Path
     sig: signal.Signals = signal.SIGHUP
+    process: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+    @classmethod
+    def for_files_of(cls, path: Path, sig: signal.Signals, process: str | None,
+                     owner_uid: int | None, owner_gid: int | None) -> SignalByPidfile:
+        """The database is whoever reads the keys we write: their owner (``owner``; None: us), or the
+        group when the owner is root and a group is set (the key is then 0640: read through the group)."""
+        uid = os.geteuid() if owner_uid is None else owner_uid
+        if uid == 0 and owner_gid is not None:
+            return cls(path, sig, process, None, owner_gid)
+        return cls(path, sig, process, uid, None)
 
     def describe(self) -> str:
         return f"{self.sig.name} to the pid in {self.path}"
@@ -193,13 +223,48 @@ class SignalByPidfile(msgspec.Struct, frozen=True):
         pid = self._read_pid()
         if pid == os.getpid():
             raise ReloadError(f"pidfile {self.path} names this process (pid {pid}), not the database")
+        if pid == 1:
+            raise ReloadError(f"pidfile {self.path} names pid 1, the init process, not the database: "
+                              "nothing signalled")
         try:
-            os.kill(pid, self.sig)
+            handle = os.pidfd_open(pid)
         except ProcessLookupError:
+            raise ReloadError(f"no process with pid {pid}: stale pidfile {self.path}") from None
+        try:
+            self._check(pid)
+            signal.pidfd_send_signal(handle, self.sig)
+        except ProcessLookupError:          # gone since the pidfd was opened: whatever has the pid now is not it
             raise ReloadError(f"no process with pid {pid}: stale pidfile {self.path}") from None
         except PermissionError:
             raise ReloadError(_not_permitted(pid, self.sig)) from None
+        finally:
+            os.close(handle)
         return ReloadOutcome((pid,), f"sent {self.sig.name} to pid {pid} from {self.path}")
+
+    def _check(self, pid: int) -> None:
+        """ReloadError unless ``pid`` runs as the database's user and, if given, under its name."""
+        ids = _process_ids(pid)
+        if ids is None:
+            raise ProcessLookupError(pid)
+        uids, gids, groups = ids
+        if self.gid is not None:
+            if self.gid != gids[1] and self.gid not in groups:
+                raise ReloadError(f"pid {pid} from pidfile {self.path} is not in group {_group_name(self.gid)}, "
+                                  "through which the keys are read: nothing signalled")
+        else:
+            expected = os.geteuid() if self.uid is None else self.uid
+            if uids[0] != expected or uids[1] != expected:
+                raise ReloadError(f"pid {pid} from pidfile {self.path} runs as {describe_user(uids[1])}, but the keys "
+                                  f"are written for {describe_user(expected)}: nothing signalled")
+        if self.process is not None:
+            psutil = _psutil()
+            try:
+                named = _is_named(psutil.Process(pid), self.process)
+            except psutil.NoSuchProcess:
+                raise ProcessLookupError(pid) from None
+            if not named:
+                raise ReloadError(f"pid {pid} from pidfile {self.path} is not the configured process "
+                                  f"{self.process!r}: nothing signalled")
 
     def _read_pid(self) -> int:
         try:
@@ -222,10 +287,12 @@ class SignalByPidfile(msgspec.Struct, frozen=True):
 class RunCommand(msgspec.Struct, frozen=True):
     """Run *argv* (no shell) and require exit 0 within *timeout* seconds.
 
-    The command gets *env* exactly as given. With ``env=None`` it inherits ours minus
-    VAULT_*/BAO_*/VAULTPKI_* variables, so a Vault token never reaches a reload
-    script by accident. It runs in its own session so a timeout kills whatever it
-    started, not only the direct child.
+    The command gets *env* exactly as given. With ``env=None`` it inherits ours minus the
+    Vault credentials (``scrubbed_environment``), so a Vault token never reaches a reload
+    script by accident. It runs as our user, which could read our own environment in
+    /proc/$PPID/environ: this process makes itself non-dumpable first (``_undumpable``), so
+    it cannot. It runs in its own session so a timeout kills whatever it started, not
+    only the direct child.
     """
 
     argv: Sequence[str]
@@ -247,9 +314,8 @@ class RunCommand(msgspec.Struct, frozen=True):
 
     def reload(self) -> ReloadOutcome:
         program = self.argv[0]
-        env = dict(self.env) if self.env is not None else {
-            k: v for k, v in os.environ.items() if not k.startswith(SECRET_ENV_PREFIXES)
-        }
+        env = dict(self.env) if self.env is not None else scrubbed_environment(os.environ)
+        _undumpable()
         try:
             proc = subprocess.Popen(
                 list(self.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -272,6 +338,48 @@ class RunCommand(msgspec.Struct, frozen=True):
             how = f"was killed by {_signal_name(-proc.returncode)}" if proc.returncode < 0 else f"exited {proc.returncode}"
             raise ReloadError(f"reload command {program!r} {how}" + (f": {tail}" if tail else ""))
         return ReloadOutcome((), f"ran {program!r} (exit 0)")
+
+
+def _process_ids(pid: int) -> tuple[tuple[int, ...], tuple[int, ...], frozenset[int]] | None:
+    """(real, effective, saved, fs uids), (the same gids) and the supplementary groups of ``pid``, from
+    /proc; None when it has gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    def numbers(key: str) -> tuple[int, ...]:
+        return tuple(int(n) for n in fields.get(key, "").split())
+    return numbers("Uid"), numbers("Gid"), frozenset(numbers("Groups"))
+
+
+def _group_name(gid: int) -> str:
+    import grp
+
+    try:
+        return f"{grp.getgrgid(gid).gr_name} (gid {gid})"
+    except KeyError:
+        return f"gid {gid}"
+
+
+def scrubbed_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without the Vault credentials: every VAULT_*, BAO_* and VAULTPKI_* variable in any letter
+    case, and any other variable holding one of their values (a token copied under another name)."""
+    secret = {k for k in env if k.upper().startswith(SECRET_ENV_PREFIXES)}
+    values = {env[k] for k in secret if len(env[k]) >= 8}     # shorter values (a "1", an "http") are no secret
+    return {k: v for k, v in env.items() if k not in secret and not any(s in v for s in values)}
+
+
+def _undumpable() -> None:
+    """Make this process non-dumpable: its /proc files (environ, mem) then belong to root, and a child
+    running as our user, such as a reload command, can neither read them nor ptrace us. (A child's own
+    dumpable flag is reset by exec, so the command itself is not affected.)"""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise ReloadError(f"cannot protect this process's environment from the reload command: {os.strerror(errno)}")
 
 
 def _kill_session(proc: subprocess.Popen[bytes]) -> None:

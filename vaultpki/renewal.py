@@ -32,7 +32,8 @@ from .errors import ConfigError
 __all__ = ["Decision", "RenewPolicy", "decide", "jitter_unit", "next_wake", "parse_percent", "renew_at"]
 
 MIN_LIFE_FRACTION = 0.5
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+# ASCII digits only: Python's \d and float() also take '５' and other scripts' digits.
+_PERCENT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*%\s*")
 
 
 class RenewPolicy(msgspec.Struct, frozen=True):
@@ -54,7 +55,7 @@ class Decision(msgspec.Struct, frozen=True):
 
 
 def parse_percent(text: str, key: str, *, allow_zero: bool) -> float:
-    match = _PERCENT.match(str(text))
+    match = _PERCENT.fullmatch(str(text))
     if not match:
         raise ConfigError(f"{key} = {text!r} is not a percentage like '5%'")
     value = float(match.group(1)) / 100

@@ -3,9 +3,10 @@
 The store takes the snapshot (``DirState``: every entry, its mode, owner and bytes); this module
 judges it without touching the disk:
 
-- ``judge()``: the whole dir, for ``vaultpki verify``: CockroachDB's loader rules (names, PEM
-  blocks, key files and their modes) plus what start-up and handshakes enforce later (cert/key
-  match, chains, EKUs, principals, dates);
+- ``judge()``: the whole dir, for ``vaultpki verify``: the directories the set rests on (who
+  besides root, the writer and the configured owner could change them), CockroachDB's loader
+  rules (names, PEM blocks, key files and their modes) plus what start-up and handshakes enforce
+  later (cert/key match, chains, EKUs, principals, dates);
 - ``judge_leaf()``: one planned leaf, for the daemon: may it stay, or is it due now?
 
 Apart from ``validate`` (a freshly issued leaf) so that issuing, which never reads a dir back,
@@ -27,7 +28,7 @@ from .errors import CertificateError
 from .layout import CA_CLIENT_FILE, CA_FILE, CertSpec, Eku, Mode, split_hosts
 from .validate import Problem, check_issued, date_problem, verify_chain
 
-__all__ = ["DirState", "Expectation", "FileState", "LeafJudgement", "judge", "judge_leaf", "key_mode_problem"]
+__all__ = ["DirProblem", "DirState", "Expectation", "FileState", "LeafJudgement", "judge", "judge_leaf", "key_mode_problem"]
 
 
 class FileState(msgspec.Struct, frozen=True):
@@ -44,11 +45,21 @@ class FileState(msgspec.Struct, frozen=True):
     read_error: str | None = None
 
 
+class DirProblem(msgspec.Struct, frozen=True):
+    """A directory the set rests on (the certs-dir, ``.vaultpki``, a generation) that another user could
+    change, or a ``current`` leading out of the state dir: the store finds these, the writer refuses them."""
+
+    subject: str                     # "certs-dir /var/lib/cockroach/certs", ".vaultpki/current", ...
+    message: str
+    severity: str = "error"          # "warning": owned by a user verify cannot tell from the service user
+
+
 class DirState(msgspec.Struct, frozen=True):
     path: str
     exists: bool
     entries: dict[str, FileState] = msgspec.field(default_factory=dict)
     service_gid: int = 0             # the gid of the process that will read the keys
+    dir_problems: tuple[DirProblem, ...] = ()
 
 
 class Expectation(msgspec.Struct, frozen=True):
@@ -124,7 +135,7 @@ def judge(state: DirState, now: dt.datetime, expect: Expectation | None = None) 
     """Every problem CockroachDB would have with this certs-dir, at start-up or at the first handshake."""
     if not state.exists:
         return [Problem(state.path, "certs-dir does not exist")]
-    problems: list[Problem] = []
+    problems = [Problem(p.subject, p.message, p.severity) for p in state.dir_problems]
     loaded: dict[str, _Loaded] = {}
     for entry in sorted(state.entries.values(), key=lambda e: e.name):
         if entry.is_dir and not entry.is_symlink:

@@ -21,9 +21,13 @@ from cryptography import x509
 from . import crypto
 from .layout import CertSpec, Eku, FileKind
 
-__all__ = ["Problem", "check_issued", "date_problem", "verify_chain"]
+__all__ = ["VAULT_BACKDATE", "Problem", "check_issued", "date_problem", "lifetime_problem", "verify_chain"]
 
 MAX_CHAIN_DEPTH = 8
+# How far Vault and OpenBao date a leaf's NotBefore back (a role's not_before_duration, default 30 s;
+# vaultpki's roles keep the default), so that a peer whose clock is a little behind accepts it.
+VAULT_BACKDATE = dt.timedelta(seconds=30)
+_ROUNDING = dt.timedelta(seconds=1)
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -106,11 +110,13 @@ def _identity_problems(info: crypto.CertInfo, spec: CertSpec) -> list[str]:
     problems = []
     if info.common_name != spec.common_name:
         problems.append(f"CN is {info.common_name!r}, expected {spec.common_name!r}")
-    want_dns = {d.lower() for d in spec.dns_sans}
-    got_dns = {d.lower() for d in info.dns_sans}
+    # Compared exactly, letter case included: vaultpki asks for lower-case names, and a role matches
+    # names ignoring case, so an upper-case SAN (NODE, LOCALHOST) is one nobody asked for.
+    want_dns = set(spec.dns_sans)
+    got_dns = set(info.dns_sans)
     missing = sorted(want_dns - got_dns)
     # Vault copies a hostname-like CN into the DNS SANs; that adds no new principal.
-    extra = sorted(got_dns - want_dns - {spec.common_name.lower()})
+    extra = sorted(got_dns - want_dns - {spec.common_name})
     if missing:
         problems.append(f"DNS SANs lack {', '.join(missing)}")
     if extra:
@@ -136,19 +142,48 @@ def _identity_problems(info: crypto.CertInfo, spec: CertSpec) -> list[str]:
     return problems
 
 
+def lifetime_problem(cert: x509.Certificate, ttl: dt.timedelta) -> str | None:
+    """Why ``cert`` lives longer than a ``ttl`` asked of Vault allows; None when it does not.
+
+    Vault dates NotBefore ``VAULT_BACKDATE`` back and NotAfter ``ttl`` ahead of the moment it signs:
+    an honest leaf lives at most their sum (and a second, as both are whole seconds read from the clock
+    at two moments). A longer one comes from a signer that ignores what it was asked, and would leave
+    a stolen key useful for that much longer."""
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    if lifetime <= ttl + VAULT_BACKDATE + _ROUNDING:
+        return None
+    return (f"is valid for {_span(lifetime)}, longer than a ttl of {_span(ttl)} allows "
+            f"(plus the {_span(VAULT_BACKDATE)} Vault dates NotBefore back)")
+
+
+def _span(delta: dt.timedelta) -> str:
+    """A time span as a vaultpki duration is written (``1461d30s``, ``1h``)."""
+    rest = int(delta.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
 def check_issued(
     spec: CertSpec,
     chain: Sequence[x509.Certificate],
     key: crypto.PrivateKey,
     anchors: Sequence[x509.Certificate],
     now: dt.datetime,
+    ttl: dt.timedelta | None = None,
 ) -> list[Problem]:
-    """Everything wrong with a freshly issued leaf; empty means it may be written."""
+    """Everything wrong with a freshly issued leaf; empty means it may be written. ``ttl``: the
+    lifetime asked for, when the caller asked for one (or knows the longest the role may give)."""
     leaf = chain[0]
     messages = []
     if not crypto.key_matches(leaf, key):
         messages.append("certificate does not match its private key")
     messages += _identity_problems(crypto.describe(leaf), spec)
+    if ttl is not None and (too_long := lifetime_problem(leaf, ttl)) is not None:
+        messages.append(too_long)
     chain_problem = verify_chain(chain, anchors, now, spec.ekus if spec.kind is not FileKind.UI else {Eku.SERVER_AUTH})
     if chain_problem:
         target = spec.trust.file or f"the CA of mount {spec.trust.mount}"

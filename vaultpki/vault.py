@@ -32,6 +32,7 @@ import msgspec.json
 
 from .config import HEADER_UNSAFE, VaultConfig, header_safe
 from .errors import ConfigError, VaultDenied, VaultpkiError, VaultRequestError, VaultUnavailable
+from .files import NotReadable, read_regular
 from .parallel import Parallel
 from .redact import redacted_repr
 from .wire import Wire, WireError
@@ -172,7 +173,10 @@ class HttpVault:
       used first next time.
     - The token is obtained lazily: from the environment or a file, or by logging in
       (AppRole, TLS certificate). A renewable token is renewed when a third of its
-      lease is left; an expired login token is replaced by logging in again.
+      lease is left; a login token is replaced by logging in again when its renewal
+      is denied or capped by its max TTL, or when a request is denied and Vault no
+      longer knows the token (``auth/token/lookup-self``). A request denied with a
+      token Vault still knows is a denial: reported as such, with no new login.
     - ``one_shot``: a command that ends within seconds does not look its static token
       up to learn its lease (one round trip less); the daemon does.
     - Thread-safe: the leaves of a set are signed in parallel over the same pools.
@@ -196,6 +200,10 @@ class HttpVault:
         self._lease: float | None = None          # seconds; None: the token never expires
         self._obtained = 0.0                      # clock() when the token was obtained or renewed
         self._renewable = False
+        self._login_lease: float | None = None    # the lease a login gave: a renewal that gives less is capped
+        # Whether this identity's tokens may read auth/token/lookup-self, which tells a token that is gone
+        # from one that is denied; None until Vault has said.
+        self._may_look_up: bool | None = None
 
     # --- plumbing -----------------------------------------------------------
 
@@ -295,6 +303,7 @@ class HttpVault:
         self._token = None
         response = self._call(f"logging in with {cfg.auth} auth at auth/{mount}", "POST", f"auth/{mount}/login", body)
         self._take_auth(response, f"Vault's {cfg.auth} login at auth/{mount}")
+        self._login_lease = self._lease
 
     def _take_auth(self, response: Any, what: str) -> None:
         try:
@@ -354,16 +363,25 @@ class HttpVault:
             return
         if (left := self.seconds_until_token_refresh()) is None or left > 0:
             return
-        if self._renewable:
-            try:
-                response = self._call("renewing the token", "POST", "auth/token/renew-self", {})
-                self._take_auth(response, "Vault's token renewal")
-                return
-            except VaultDenied:
-                if self._cfg.auth == "token":
-                    raise
+        if self._renewable and self._renew():
+            return
         if self._cfg.auth != "token":
             self._login()
+
+    def _renew(self) -> bool:
+        """Renew the token; False when a login token is better replaced by a new login: its renewal was
+        denied, or came back shorter than the login's lease (the token nears its max TTL, and renewing it
+        again would only wake the daemon ever more often until it expires)."""
+        try:
+            response = self._call("renewing the token", "POST", "auth/token/renew-self", {})
+        except VaultDenied:
+            if self._cfg.auth == "token":
+                raise
+            return False
+        self._take_auth(response, "Vault's token renewal")
+        if self._cfg.auth == "token" or self._login_lease is None:
+            return True
+        return self._lease is not None and self._lease >= self._login_lease
 
     def _approle_body(self) -> dict[str, str]:
         cfg = self._cfg
@@ -376,13 +394,52 @@ class HttpVault:
         try:
             response = self._call(what, method, path, body)
         except VaultDenied:
-            if self._cfg.auth == "token":
+            # A denial is the policy's unless the login token is really gone (expired or revoked): only
+            # then log in again, once, and ask again. Logging in on every 403 would use up secret-ids
+            # and turn the real denial into a login error.
+            if self._cfg.auth == "token" or not self._replaced_if_gone(used):
                 raise
-            with self._token_lock:     # a login token may have expired under us: log in once more (once for all)
-                if self._token == used:
-                    self._login()
-            response = self._call(what, method, path, body)
+            try:
+                response = self._call(what, method, path, body)
+            except VaultDenied:
+                self._learn_whether_tokens_may_look_up()
+                raise
         return _payload(response, what)
+
+    def _replaced_if_gone(self, used: str | None) -> bool:
+        """After a request made with ``used`` was denied: if that token is gone, log in again (once for
+        all threads) and say True; if Vault still knows it, the denial stands: False."""
+        with self._token_lock:
+            if self._token != used:
+                return True                   # another thread has already logged in again
+            if not self._token_is_gone():
+                return False
+            self._login()
+            return True
+
+    def _token_is_gone(self) -> bool:
+        """Ask Vault (auth/token/lookup-self): a token it no longer knows is refused even that. Where this
+        identity's tokens have been seen unable to look themselves up, only the known expiry can tell."""
+        if self._may_look_up is False:
+            return self._lease is not None and self._clock() >= self._obtained + self._lease
+        try:
+            self._call("looking up the token", "GET", "auth/token/lookup-self")
+        except VaultDenied:
+            return True
+        self._may_look_up = True
+        return False
+
+    def _learn_whether_tokens_may_look_up(self) -> None:
+        """A request was denied again with the token of a fresh login: if even that token may not look
+        itself up, the policy lacks the grant, and lookups can no longer tell a gone token from a denial."""
+        if self._may_look_up is not None:
+            return
+        with self._token_lock:
+            try:
+                self._call("looking up the token", "GET", "auth/token/lookup-self")
+                self._may_look_up = True
+            except VaultDenied:
+                self._may_look_up = False
 
     # --- the port -----------------------------------------------------------
 
@@ -626,18 +683,27 @@ def _issued(data: dict[str, Any], what: str) -> IssuedCert:
     return IssuedCert(certificate=cert, ca_chain=tuple(chain), serial=str(data.get("serial_number", "")))
 
 
+MAX_SECRET_BYTES = 1 << 16       # a token, role-id or secret-id is a few dozen bytes
+
+
 def _read_secret(path: str, key: str) -> str:
-    """Read a token or secret-id file, refusing one that others can read."""
+    """Read a token or secret-id file, refusing one that others can read. Judged by what was opened
+    (``files.read_regular``): a regular file of at most MAX_SECRET_BYTES, never a FIFO (whose open
+    would wait for a writer forever) or a device."""
     try:
-        st = os.stat(path)
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{key} {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
-        with open(path, encoding="utf-8") as fh:
-            value = fh.read().strip()
+        data, st = read_regular(path, MAX_SECRET_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"{key} {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"{key} {path} cannot be read: {exc.strerror}") from exc
+    except NotReadable as exc:
+        raise ConfigError(f"{key} {path} cannot be read: {exc}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{key} {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
+    try:
+        value = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key} {path} is not UTF-8 text") from None
     if not value:
         raise ConfigError(f"{key} {path} is empty")
     return value

@@ -99,6 +99,10 @@ run "split_ca_with_ui_and_self_service" {
     error_message = "node.crt comes from the node CA and is a pure server certificate"
   }
   assert {
+    condition     = alltrue([for r in vault_pki_secret_backend_role.role : length(r.ou) == 0])
+    error_message = "split layouts have no cert auth: no role sets a subject OU"
+  }
+  assert {
     condition     = vault_pki_secret_backend_role.role["user-self"].allowed_domains == tolist(["{{identity.entity.aliases.auth_userpass_mock.name}}"]) && vault_pki_secret_backend_role.role["user-self"].allowed_domains_template
     error_message = "self-service: a user's only allowed name is their own login"
   }
@@ -137,14 +141,32 @@ run "cert_auth_static_policies" {
   variables {
     mode      = "standard"
     cert_auth = { enabled = true }
+    # Shared names (localhost, a load balancer) and an IP-only node: names cannot tell these apart.
+    nodes = {
+      n1 = { hosts = ["n1.db.internal", "lb.db.internal", "localhost", "127.0.0.1"] }
+      n2 = { hosts = ["n2.db.internal", "lb.db.internal", "localhost", "127.0.0.1"] }
+      n3 = { hosts = ["10.0.0.3"] }
+    }
   }
   assert {
     condition     = strcontains(vault_policy.node_static["n2"].policy, "path \"pki-crdb/sign/node-n2\"") && !strcontains(vault_policy.node_static["n2"].policy, "{{identity")
     error_message = "cert-auth nodes get a static policy each (never an identity template: CN=node is shared)"
   }
   assert {
-    condition     = vault_cert_auth_backend_role.node["n1"].allowed_dns_sans == toset(["n1.db.internal", "localhost"]) && vault_cert_auth_backend_role.node["n1"].allowed_common_names == toset(["node"])
-    error_message = "n1's cert role accepts only n1's node certificate"
+    condition     = alltrue([for n in ["n1", "n2", "n3"] : vault_pki_secret_backend_role.role["node-${n}"].ou == tolist(["crdb-node-${n}"])])
+    error_message = "each node's PKI role puts that node's own OU into its certificates"
+  }
+  assert {
+    condition     = alltrue([for n in ["n1", "n2", "n3"] : vault_cert_auth_backend_role.node[n].allowed_organizational_units == toset(["crdb-node-${n}"]) && vault_cert_auth_backend_role.node[n].allowed_common_names == toset(["node"])])
+    error_message = "each node's cert role accepts only a node certificate carrying that node's own OU (IP-only n3 included)"
+  }
+  assert {
+    condition     = alltrue([for r in vault_cert_auth_backend_role.node : r.allowed_dns_sans == null && r.allowed_names == null && r.token_no_default_policy])
+    error_message = "no cert role binds a node by a DNS name (any one shared name would match), and none gets the default policy"
+  }
+  assert {
+    condition     = alltrue([for n in ["n1", "n2", "n3"] : vault_cert_auth_backend_role.node[n].token_policies == toset(["crdb-node-${n}"])])
+    error_message = "each node's cert login gets that node's static policy and nothing else"
   }
 }
 

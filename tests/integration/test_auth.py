@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import hvac
+import msgspec
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -121,21 +122,18 @@ def test_cert_auth_over_tls_with_the_node_certificate(tls_bao: DevServer, tmp_pa
     admin = hvac.Client(url=tls_bao.addr, token=tls_bao.root_token, verify=tls_bao.ca_cert)
     pki = PkiNames(mount="tls-crdb", client_mount=None, node_role="node", client_node_role="client-node",
                    user_role="user", ui_mount=None, ui_role=None)
+    # Cert auth as Terraform makes it: auth/cert/certs/node-n1, bound to the OU only n1's PKI role sets.
     provision(admin, tls_bao.addr, ProvisionSpec(mode=Mode.STANDARD, pki=pki, node_hosts=NODE_HOSTS,
-                                                 root_mount="tls-root"))
+                                                 root_mount="tls-root", nodes={"n1": NODE_HOSTS}, access=True,
+                                                 cert_auth=True))
     certs_dir = tmp_path / "certs"
-    dep = Deployment(tls_bao, Mode.STANDARD, pki, "tls-root", True)
+    dep = Deployment(tls_bao, Mode.STANDARD, msgspec.structs.replace(pki, node_role="node-n1"), "tls-root", True)
     dep.admin = admin
     config = dep.write_config(tmp_path / "vaultpki.toml", certs_dir, ca_trust="root")
     first = run_cli(["--config", str(config), "issue-node"],
                     {"VAULT_TOKEN": tls_bao.root_token, "VAULT_CACERT": tls_bao.ca_cert or ""})
     assert first.returncode == 0, first.stderr
 
-    admin.sys.enable_auth_method("cert")
-    admin.sys.create_or_update_acl_policy("node-n1", node_policy(dep).replace("{web}", "none"))
-    admin.write_data("auth/cert/certs/node-n1", data={
-        "certificate": (certs_dir / "ca.crt").read_text(), "allowed_common_names": ["node"],
-        "allowed_dns_sans": [NODE_HOSTS[0]], "token_policies": ["node-n1"], "token_ttl": "10m"})
     serial_before = (certs_dir / "node.crt").read_bytes()
     config.write_text(config.read_text().replace('auth = "token"', (
         f'auth = "cert"\ncert_role = "node-n1"\ncert_file = "{certs_dir / "node.crt"}"\n'

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -289,3 +291,138 @@ def test_verify_reports_problems_one_per_line(populated: tuple[Deployment, Path,
     assert "node.key: key file mode 0644 is too open" in result.stderr
     ok_lines = [line for line in result.stdout.splitlines() if line.startswith("ok:")]
     assert ok_lines == []
+
+
+# --- issue 16, section 7: bounded, one clear line, nothing written -----------------------------------------
+
+ADDRESS_SPACE = 1 << 30      # what a command reading its input may map: plenty for vaultpki, nowhere near a whole /dev/zero
+
+
+def run_capped(args: list[str], stdin: int | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """``run_cli`` with the address space capped: an input read whole fails within a second as a MemoryError,
+    instead of taking the shared machine's memory, and a command that bounds its reads is not affected."""
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "VAULTPKI_", "BAO_"))}
+    return subprocess.run([sys.executable, "-m", "vaultpki", *args], env=env, stdin=stdin, capture_output=True,
+                          text=True, timeout=timeout, check=False, preexec_fn=cap)
+
+
+@pytest.mark.parametrize(("top", "table", "needles"), [
+    pytest.param({"certs_dir": "/var/lib/new\x00certs"}, {}, ["certs_dir", "NUL"], id="certs-dir-nul"),
+    pytest.param({"certs_dir": "~nosuchuser-vaultpki/certs"}, {}, ["certs_dir", "'~nosuchuser-vaultpki' names no user"],
+                 id="certs-dir-unknown-user"),
+    pytest.param({}, {"vault": {"addr": "http://127.0.0.1:99999"}}, ["vault.addr", "Port out of range"], id="addr-port-99999"),
+    pytest.param({}, {"vault": {"addr": "http://[::1"}}, ["vault.addr", "Invalid IPv6 URL"], id="addr-open-bracket"),
+    pytest.param({}, {"pki": {"mount": "standard-crdb\r\nX-Evil: 1"}}, ["pki.mount", "not a Vault mount path"], id="mount-crlf"),
+    pytest.param({}, {"pki": {"mount": "standard crdb"}}, ["pki.mount", "not a Vault mount path"], id="mount-space"),
+    pytest.param({}, {"pki": {"mount": "standard-crdb\x00"}}, ["pki.mount", "NUL"], id="mount-nul"),
+    pytest.param({"ttl": "\uff11h"}, {}, ["ttl", "is not a duration"], id="ttl-full-width-digit"),
+    pytest.param({"ttl": "2161h"}, {}, ["ttl", "longer than any vaultpki role issues", "2160h"], id="ttl-above-max-ttl"),
+    pytest.param({"ttl": "3000000h"}, {}, ["ttl", "longer than"], id="ttl-beyond-vault"),
+])
+def test_a_bad_config_value_is_one_line_before_any_request(
+        populated: tuple[Deployment, Path, Path], tmp_path: Path, top: dict[str, str], table: dict[str, dict[str, str]],
+        needles: list[str]) -> None:
+    """Each was an "internal error", a request Vault refused (exit 1), or a certificate silently other than
+    asked for (issue 16). Now: exit 2, one line, before anything is minted or written."""
+    dep, certs_dir, _ = populated
+    doc = {**dep.config_doc(certs_dir), **top}
+    doc["vault"]["retry_for"] = "2s"
+    for name, values in table.items():
+        doc[name].update(values)
+    config = tmp_path / "bad.toml"
+    config.write_text(toml_dump(doc))
+    before, minted = tree(certs_dir), dep.serials()
+    result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token}, timeout=60)
+    one_error_line(result, 2, *needles)
+    assert tree(certs_dir) == before and dep.serials() == minted
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(["issue-user", "marc"], id="issue-user"),
+    pytest.param(["verify"], id="verify"),
+    pytest.param(["status"], id="status"),
+    pytest.param(["issue-node"], id="issue-node"),
+])
+def test_certs_dir_option_naming_no_user_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    config = tmp_path / "vaultpki.toml"
+    config.write_text(f'[vault]\naddr = "http://127.0.0.1:{free_port()}"\n[node]\nhosts = ["db1"]\n')
+    result = run_cli(["--config", str(config), *command, "--certs-dir", "~nosuchuser-vaultpki/certs"],
+                     {"VAULT_TOKEN": "unused"})
+    one_error_line(result, 2, "--certs-dir", "'~nosuchuser-vaultpki' names no user")
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[Path]:
+    """A FIFO no one writes to; whatever is stuck opening it is let go at the end."""
+    path = tmp_path / "fifo"
+    os.mkfifo(path, 0o600)
+    yield path
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_config_that_is_not_a_regular_file_is_one_line(tmp_path: Path, fifo: Path, special: str) -> None:
+    """--config /dev/zero was read whole (a MemoryError); a FIFO hung in open() for ever."""
+    path = str(fifo) if special == "fifo" else special
+    started = time.monotonic()
+    result = run_capped(["--config", path, "issue-node", "--certs-dir", str(tmp_path / "certs")])
+    one_error_line(result, 2, f"config file {path} cannot be read", "not a regular file")
+    assert time.monotonic() - started < 20 and not (tmp_path / "certs").exists()
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo", "stdin-dev-zero"])
+def test_from_file_that_is_not_a_regular_file_is_one_line(tmp_path: Path, fifo: Path, special: str) -> None:
+    """--from-file /dev/zero (or stdin from it) was read whole; a FIFO hung. A list is a regular file or
+    stdin, read up to 32 MiB."""
+    config = tmp_path / "vaultpki.toml"
+    config.write_text(f'[vault]\naddr = "http://127.0.0.1:{free_port()}"\n')
+    source = {"fifo": str(fifo), "stdin-dev-zero": "-"}.get(special, special)
+    target = tmp_path / "certs"
+    args = ["--config", str(config), "issue-user", "--from-file", source, "--certs-dir", str(target)]
+    with open("/dev/zero", "rb") as zero:
+        result = run_capped(args, stdin=zero.fileno() if special == "stdin-dev-zero" else None)
+    needle = "larger than 33,554,432 bytes" if special == "stdin-dev-zero" else "not a regular file"
+    one_error_line(result, 2, f"cannot read --from-file {source}", needle)
+    assert not target.exists()
+
+
+def test_token_file_that_is_a_fifo_is_one_line(populated: tuple[Deployment, Path, Path], fifo: Path) -> None:
+    """A token file that is a FIFO: before, the command waited in open() for a writer, for ever."""
+    dep, certs_dir, config = populated
+    config.write_text(config.read_text().replace('auth = "token"', f'auth = "token"\ntoken_file = "{fifo}"'))
+    before = tree(certs_dir)
+    result = run_cli(["--config", str(config), "issue-node"], timeout=30)
+    one_error_line(result, 2, f"vault.token_file {fifo} cannot be read", "it is a FIFO, not a regular file")
+    assert tree(certs_dir) == before
+
+
+def test_from_file_of_200000_names_is_read_in_linear_time(tmp_path: Path) -> None:
+    """Duplicates were found by a scan of the list so far, O(n²): 200,000 names took minutes. The bad name
+    at the end stops the command before any request; the point is how long reaching it takes."""
+    listing = tmp_path / "users.txt"
+    listing.write_text("".join(f"user{i}\n" for i in range(200_000)) + "user7\nBad\n")
+    config = tmp_path / "vaultpki.toml"
+    config.write_text(f'[vault]\naddr = "http://127.0.0.1:{free_port()}"\n')
+    started = time.monotonic()
+    result = run_cli(["--config", str(config), "issue-user", "--from-file", str(listing), "--certs-dir",
+                      str(tmp_path / "certs")], timeout=60)
+    elapsed = time.monotonic() - started
+    one_error_line(result, 2, "line 200002", "'Bad'")
+    assert elapsed < 10, elapsed
+    assert not (tmp_path / "certs").exists()
+
+
+@pytest.mark.parametrize("addr", [
+    pytest.param(":\u00b2", id="superscript-two"),            # isdigit() said yes, int() then raised: an internal error
+    pytest.param(":\uff19\uff11\uff10\uff11", id="full-width-digits"),
+])
+def test_metrics_addr_port_of_other_digits_is_one_line(tmp_path: Path, addr: str) -> None:
+    config = tmp_path / "vaultpki.toml"
+    config.write_text(f'[vault]\naddr = "http://127.0.0.1:{free_port()}"\n[node]\nhosts = ["db1"]\n')
+    result = run_cli(["--config", str(config), "sync", "--metrics-addr", addr, "--certs-dir", str(tmp_path / "certs")])
+    one_error_line(result, 2, "--metrics-addr", "is not HOST:PORT")
+    assert not (tmp_path / "certs").exists()

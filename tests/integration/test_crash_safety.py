@@ -420,12 +420,14 @@ def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, 
           f"by op {dict(tally.ops_killed)}; stray temporary links left: {stray}")
     assert killed_runs >= 200
     assert tally.killed["fault"] == len(tally.kill_points) == sum(len(c) for c in counted.values())
-    # Each sweep really took its path: files fsynced one by one, or the generation by one syncfs.
+    # Each sweep really took its path: files fsynced one by one, or the generation by one syncfs. Both
+    # open the new generation's directory as they make it (every file is created relative to it).
     durability_steps = ("begin_generation:open", "write_into:", "finish_generation/make_durable:")
     synced = {d: sorted({c for c in calls if c.startswith(durability_steps)}) for d, calls in counted.items()}
-    assert synced == {"fsync": ["finish_generation/make_durable:close", "finish_generation/make_durable:fsync"],
-                      "syncfs": ["begin_generation:open", "finish_generation/make_durable:close",
-                                 "finish_generation/make_durable:syncfs", "write_into:close"]}, synced
+    assert synced == {"fsync": ["begin_generation:open", "finish_generation/make_durable:close",
+                                "finish_generation/make_durable:fsync"],
+                      "syncfs": ["begin_generation:open", "finish_generation/make_durable:syncfs",
+                                 "write_into:close"]}, synced
     assert mid_write >= RANDOM_KILLS // 4, f"too few random kills fell inside write_set: {dict(tally.when)}"
     # Kills landed on both sides of the switch, by timing as well as by hook.
     for key in ("random-old", "random-new", "fault-old", "fault-new"):
@@ -633,8 +635,8 @@ def test_certs_dir_swapped_for_a_symlink_mid_write(issued: IssuedSets, tmp_path:
     other_before = tree(other)
     finish = CertsDir._finish_generation
 
-    def finish_then_swap(self: CertsDir, stage: Stage) -> None:
-        finish(self, stage)
+    def finish_then_swap(self: CertsDir, state_fd: int, stage: Stage) -> None:
+        finish(self, state_fd, stage)
         os.rename(certs_dir, moved)
         os.symlink(other, certs_dir)
 

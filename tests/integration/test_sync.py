@@ -198,7 +198,10 @@ while True:
 """
 
     def __init__(self, base: Path, cert: Path, key: Path) -> None:
-        self.pidfile = base / "stubborn.pid"
+        # It runs as postgres, the user the keys are written for: vaultpki signals no other user's pid.
+        self._dir = make_shared_tempdir("stubborn-")
+        shutil.chown(self._dir, "postgres")
+        self.pidfile = self._dir / "stubborn.pid"
         self._args = [str(cert), str(key), str(self.pidfile)]
         self.port = 0
         self._proc: object = None
@@ -206,7 +209,8 @@ while True:
     def __enter__(self) -> StubbornTls:
         import subprocess
         import sys
-        self._proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT, *self._args])
+        self._proc = subprocess.Popen(["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups",
+                                       sys.executable, "-c", self.SCRIPT, *self._args])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             lines = self.pidfile.read_text().splitlines() if self.pidfile.exists() else []
@@ -222,6 +226,7 @@ while True:
     def __exit__(self, *exc: object) -> None:
         self._proc.send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
         self._proc.wait()  # type: ignore[attr-defined]
+        shutil.rmtree(self._dir)
 
 
 def test_sighup_rereads_the_config_and_runs_a_pass_now(deploy: Callable[..., Deployment], shared_dir: Path) -> None:

@@ -22,13 +22,21 @@ import pytest
 
 from vaultpki.layout import Mode, PkiNames, split_hosts
 from vaultpki.policy import render
-from vaultpki.provision import ProvisionSpec, load_roles, policy_variables, role_body
+from vaultpki.provision import (
+    ProvisionSpec,
+    cert_auth_role,
+    load_roles,
+    policy_variables,
+    role_body,
+    static_node_policy_variables,
+)
 
 from .conftest import REPO_ROOT, run_terraform
 
 MODULE = REPO_ROOT / "terraform"
 EXAMPLES = sorted(p.name for p in (MODULE / "examples").iterdir() if p.is_dir())
-NODES = {"n1": ["n1.db.internal", "10.0.0.1", "localhost", "127.0.0.1"], "n2": ["n2.db.internal", "10.0.0.2"]}
+NODES = {"n1": ["n1.db.internal", "10.0.0.1", "localhost", "127.0.0.1"], "n2": ["n2.db.internal", "10.0.0.2"],
+         "n3": ["n3.db.internal", "localhost"]}
 
 
 def test_terraform_fmt(tf_env: dict[str, str]) -> None:
@@ -91,9 +99,9 @@ def expected_roles(mode: Mode) -> dict[str, dict[str, object]]:
     node_template = "node" if mode is Mode.STANDARD else "node-server"
     out: dict[str, dict[str, object]] = {}
     for name, hosts in NODES.items():
-        dns, _ = split_hosts(hosts)
+        dns, ips = split_hosts(hosts)
         out[f"{node_template}-{name}"] = role_body(node_template, ["node", *dns] if mode is Mode.STANDARD else list(dns),
-                                                   openbao=False)
+                                                   openbao=False, node=name, ip_cidrs=[f"{ip}/32" for ip in ips])
     if mode is not Mode.STANDARD:
         out["client-node"] = role_body("client-node", ["node"], openbao=False)
     out["user"] = role_body("user", [], openbao=False)
@@ -149,6 +157,128 @@ run "same_values" {{
 ''')
     result = run_terraform(["test"], module_copy, tf_env)
     assert result.returncode == 0 and "1 passed, 0 failed" in result.flat_output, result.output
+
+
+# Names cannot tell these nodes apart: n1 and n2 share localhost and a load balancer name; n3 has only an IP.
+SHARING = {"n1": ["n1.db.internal", "lb.db.internal", "localhost", "127.0.0.1"],
+           "n2": ["n2.db.internal", "lb.db.internal", "localhost", "127.0.0.1"], "n3": ["10.0.0.3"]}
+
+
+def test_terraform_makes_the_provisioners_cert_auth_roles(tf_env: dict[str, str], module_copy: Path) -> None:
+    """Each node's cert-auth role and static policy, as Terraform computes them, are exactly what the embedded
+    provisioner applies to the real OpenBao in tests/integration/test_node_identity.py: CN=node, the node's
+    own OU (the value its PKI role sets), no DNS-name binding, no default policy."""
+    accessor = "auth_approle_mock"
+    (module_copy / "tests" / "module.tftest.hcl").unlink()
+    pki = PkiNames(mount="pki-crdb", client_mount=None, node_role="node", client_node_role="client-node",
+                   user_role="user", ui_mount=None, ui_role=None)
+    spec = ProvisionSpec(mode=Mode.STANDARD, pki=pki, node_hosts=(), nodes={n: tuple(h) for n, h in SHARING.items()},
+                         access=True, cert_auth=True)
+    expected = {name: cert_auth_role(name) for name in SHARING}
+    assert len({tuple(e["allowed_organizational_units"]) for e in expected.values()}) == len(SHARING)
+    (module_copy / "tests" / "expected-cert-roles.json").write_text(json.dumps(expected))
+    template = (REPO_ROOT / "policies" / "crdb-node.hcl.tftpl").read_text()
+    for name in SHARING:
+        text = render(template, static_node_policy_variables(spec, accessor, name))
+        (module_copy / "tests" / f"expected-crdb-node-{name}.hcl").write_text(text)
+    nodes = "\n".join(f'    {n} = {{ hosts = {json.dumps(h)} }}' for n, h in SHARING.items())
+    (module_copy / "tests" / "crosscheck.tftest.hcl").write_text(f'''
+mock_provider "vault" {{
+  override_during = plan
+  mock_resource "vault_auth_backend" {{
+    defaults = {{ accessor = "{accessor}" }}
+  }}
+}}
+
+run "same_cert_roles" {{
+  command = plan
+  variables {{
+    mode         = "standard"
+    aia_base_url = "https://vault.internal:8200"
+    root_mount   = "pki-root"
+    cert_auth    = {{ enabled = true }}
+    nodes = {{
+{nodes}
+    }}
+  }}
+  assert {{
+    condition = alltrue([for n, want in jsondecode(file("tests/expected-cert-roles.json")) :
+      alltrue([for field, value in want : jsonencode(vault_cert_auth_backend_role.node[n][field]) == jsonencode(value)])])
+    error_message = "Terraform and the embedded provisioner make different cert-auth roles"
+  }}
+  assert {{
+    condition     = alltrue([for n, r in vault_cert_auth_backend_role.node : r.allowed_dns_sans == null && r.allowed_names == null])
+    error_message = "a cert role binds a node by a name"
+  }}
+  assert {{
+    condition = alltrue([for n, r in vault_cert_auth_backend_role.node :
+      r.token_policies == toset([vault_policy.node_static[n].name])
+      && vault_policy.node_static[n].policy == file("tests/expected-crdb-node-${{n}}.hcl")])
+    error_message = "Terraform and the embedded provisioner render the static node policies differently"
+  }}
+}}
+''')
+    result = run_terraform(["test"], module_copy, tf_env)
+    assert result.returncode == 0 and "1 passed, 0 failed" in result.flat_output, result.output
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=[m.value for m in Mode])
+def test_terraform_allows_no_ip_san_where_a_host_list_has_no_ip(tf_env: dict[str, str], module_copy: Path,
+                                                                mode: Mode) -> None:
+    """Issue 16 §3: with allow_ip_sans on, Vault signs any IP. A node or UI role whose hosts hold no IP
+    gets allow_ip_sans = false, exactly as role_body (and so the provisioner) computes it; one with IPs
+    keeps it (Terraform cannot pin the IPs: the provider has no allowed_ip_sans_cidr)."""
+    (module_copy / "tests" / "module.tftest.hcl").unlink()
+    node_template = "node" if mode is Mode.STANDARD else "node-server"
+    for hosts in (["n3.db.internal"], ["n1.db.internal", "10.0.0.1"]):
+        dns, ips = split_hosts(hosts)
+        assert role_body(node_template, dns, openbao=False, ip_cidrs=[f"{ip}/32" for ip in ips])["allow_ip_sans"] is bool(ips)
+    mounts = '{ node = "pki-crdb", client = "pki-crdb-client", ui = "pki-web" }'
+    runs = []
+    for label, ui_hosts, ui_ip in (("ui_without_ip", ["console.db.internal"], "false"),
+                                   ("ui_with_ip", ["console.db.internal", "10.9.0.1"], "true")):
+        runs.append(f'''
+run "{label}" {{
+  command = plan
+  variables {{
+    mode         = "{mode.value}"
+    aia_base_url = "https://vault.internal:8200"
+    root_mount   = "pki-root"
+    mounts       = {mounts}
+    ui_hosts     = {json.dumps(ui_hosts)}
+    nodes = {{
+      n1 = {{ hosts = ["n1.db.internal", "10.0.0.1", "localhost"] }}
+      n3 = {{ hosts = ["n3.db.internal", "localhost"] }}
+      n4 = {{ hosts = ["10.0.0.4"] }}
+    }}
+  }}
+  assert {{
+    condition     = alltrue([for n in ["n1", "n4"] : vault_pki_secret_backend_role.role["node-${{n}}"].allow_ip_sans])
+    error_message = "a node whose hosts hold an IP may sign IP SANs"
+  }}
+  assert {{
+    condition     = vault_pki_secret_backend_role.role["node-n3"].allow_ip_sans == false
+    error_message = "a node whose hosts hold no IP signs no IP SAN"
+  }}
+  assert {{
+    condition     = vault_pki_secret_backend_role.role["ui"].allow_ip_sans == {ui_ip}
+    error_message = "the UI role signs IP SANs exactly when ui_hosts holds an IP"
+  }}
+  assert {{
+    condition = alltrue([for k, r in vault_pki_secret_backend_role.role :
+      r.allow_ip_sans == output.role_arguments[r.name].allow_ip_sans])
+    error_message = "role_arguments (what the cross-check compares) and the roles differ on allow_ip_sans"
+  }}
+  assert {{
+    condition     = alltrue([for k in ["user", "root"] : !vault_pki_secret_backend_role.role[k].allow_ip_sans])
+    error_message = "client roles never sign IP SANs"
+  }}
+}}
+''')
+    (module_copy / "tests" / "ip_sans.tftest.hcl").write_text(
+        'mock_provider "vault" {\n  override_during = plan\n}\n' + "".join(runs))
+    result = run_terraform(["test"], module_copy, tf_env)
+    assert result.returncode == 0 and "2 passed, 0 failed" in result.flat_output, result.output
 
 
 def test_every_role_in_roles_json_is_used_by_the_module() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,9 @@ from vaultpki import config as config_mod
 from vaultpki.config import Config, load, parse, parse_duration
 from vaultpki.crypto import KeyType
 from vaultpki.errors import ConfigError
+from vaultpki.issue import MAX_TTL_SECONDS
 from vaultpki.layout import Mode, PkiNames
+from vaultpki.provision import load_roles
 
 ADDR = "https://vault.example.com:8200"
 
@@ -74,9 +78,9 @@ key_type = "ec"
 key_bits = 384
 [vault]
 addr = "https://vault:8200"
-auth = "cert"
-cert_file = "/c.pem"
-key_file = "/c.key"
+auth = "approle"
+role_id = "r-1"
+secret_id_file = "/etc/vaultpki/secret-id"
 [pki]
 mount = "pki-crdb"
 client_mount = "pki-crdb-client"
@@ -168,8 +172,7 @@ def test_split_ca_config() -> None:
     assert cfg.mode is Mode.SPLIT_CA
     assert (cfg.key_type, cfg.key_bits) == (KeyType.EC, 384)
     assert cfg.pki.client_mount == "pki-crdb-client"
-    assert cfg.vault.auth == "cert"
-    assert (cfg.vault.cert_file, cfg.vault.key_file) == ("/c.pem", "/c.key")
+    assert cfg.vault.auth == "approle"
 
 
 def test_certs_dir_expands_user(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -285,6 +288,8 @@ def _with(section: str | None, **values: Any) -> dict[str, Any]:
         pytest.param(_with("vault", timeout=0), {}, ["vault.timeout", "positive"], id="timeout-zero"),
         pytest.param(_with("vault", timeout="10"), {}, ["vault.timeout"], id="timeout-string"),
         pytest.param(_with(None, mode="split-ca"), {}, ["split-ca", "client_mount"], id="split-ca-no-client-mount"),
+        pytest.param(_with("vault", auth="cert", cert_file="/c", key_file="/k", addr="https://v:8200") | {"mode": "split-node"},
+                     {}, ["vault.auth = 'cert'", "standard", "approle"], id="cert-auth-outside-standard"),
         pytest.param(_with("pki", ui_mount="pki-ui"), {}, ["ui_mount", "ui.hosts"], id="ui-mount-without-ui-hosts"),
         pytest.param(_with("node", hosts="db1"), {}, ["node.hosts", "list"], id="hosts-not-a-list"),
         pytest.param(_with("node", hosts=["db1", ""]), {}, ["node.hosts"], id="hosts-empty-entry"),
@@ -294,6 +299,41 @@ def _with(section: str | None, **values: Any) -> dict[str, Any]:
         pytest.param(_with(None), {"VAULT_TOKEN": " s.x"}, ["$VAULT_TOKEN", "HTTP header"], id="token-leading-space"),
         pytest.param(_with("vault", namespace="team\u00e9"), {}, ["vault.namespace", "HTTP header"], id="namespace-non-ascii"),
         pytest.param(_with(None), {"VAULT_NAMESPACE": "a\nb"}, ["$VAULT_NAMESPACE", "HTTP header"], id="env-namespace-newline"),
+        # Each of these was an "internal error" (or a request Vault could not make sense of): issue 16.
+        pytest.param(_with(None, certs_dir="/var/lib/a\x00b"), {}, ["certs_dir", "NUL"], id="certs-dir-nul"),
+        pytest.param(_with(None, certs_dir="~nosuchuser-vaultpki/certs"), {}, ["certs_dir", "~nosuchuser-vaultpki", "no user"],
+                     id="certs-dir-unknown-user"),
+        pytest.param(_with("vault", token_file="/run/t\x00k"), {}, ["vault.token_file", "NUL"], id="token-file-nul"),
+        pytest.param(_with("reload", command=["kill", "-HUP\x00"]), {}, ["reload.command", "NUL"], id="reload-command-nul"),
+        pytest.param(_with("vault", addr="http://127.0.0.1:99999"), {}, ["vault.addr", "99999", "Port out of range"],
+                     id="addr-port-99999"),
+        pytest.param(_with("vault", addr="http://127.0.0.1:0"), {}, ["vault.addr", "port 0"], id="addr-port-0"),
+        pytest.param(_with("vault", addr="http://127.0.0.1:x1"), {}, ["vault.addr", "not a valid URL"], id="addr-port-word"),
+        pytest.param(_with("vault", addr="http://[::1"), {}, ["vault.addr", "Invalid IPv6 URL"], id="addr-open-bracket"),
+        pytest.param(_with("vault", addr="http://:8200"), {}, ["vault.addr", "no host"], id="addr-no-host"),
+        pytest.param(_with("vault", addr="https://vault\u00e9:8200"), {}, ["vault.addr", "http(s) URL"], id="addr-non-ascii"),
+        pytest.param(_with("vault", addr="https://vault:8200/?x=1"), {}, ["vault.addr", "query"], id="addr-query"),
+        pytest.param({"node": {"hosts": ["db1"]}}, {"VAULT_ADDR": "https://v:70000"}, ["vault.addr", "70000"],
+                     id="env-addr-port-70000"),
+        pytest.param(_with("pki", mount="pki\r\nX-Evil: 1"), {}, ["pki.mount", "not a Vault mount path"], id="mount-crlf"),
+        pytest.param(_with("pki", mount="pki crdb"), {}, ["pki.mount", "not a Vault mount path"], id="mount-space"),
+        pytest.param(_with("pki", mount="pki\x00crdb"), {}, ["pki.mount", "NUL"], id="mount-nul"),
+        pytest.param(_with("pki", mount="../sys"), {}, ["pki.mount", "not a Vault mount path"], id="mount-dotdot"),
+        pytest.param(_with("pki", client_mount="pki/"), {}, ["pki.client_mount"], id="client-mount-trailing-slash"),
+        pytest.param(_with("pki", ui_mount="pki?x"), {}, ["pki.ui_mount"], id="ui-mount-query"),
+        pytest.param(_with("vault", approle_mount="app role"), {}, ["vault.approle_mount"], id="approle-mount-space"),
+        pytest.param(_with("vault", cert_mount="cert\n"), {}, ["vault.cert_mount"], id="cert-mount-newline"),
+        pytest.param(_with("pki", node_role="node/../../sys"), {}, ["pki.node_role", "not a Vault role name"], id="role-slash"),
+        pytest.param(_with("pki", user_role="user "), {}, ["pki.user_role", "not a Vault role name"], id="role-trailing-space"),
+        pytest.param(_with("pki", root_role="r\u043eot"), {}, ["pki.root_role"], id="role-cyrillic"),
+        pytest.param(_with(None, ttl="\uff11h"), {}, ["ttl", "not a duration"], id="ttl-full-width-digit"),
+        pytest.param(_with(None, ttl="\u0661\u0662h"), {}, ["ttl", "not a duration"], id="ttl-arabic-indic-digits"),
+        pytest.param(_with(None, ttl="\uff13\uff16\uff10\uff10"), {}, ["ttl", "not a duration"], id="ttl-full-width-seconds"),
+        pytest.param(_with(None, ttl="2161h"), {}, ["ttl", "2161h", "2160h"], id="ttl-above-longest-max-ttl"),
+        pytest.param(_with(None, ttl="3000000h"), {}, ["ttl", "longer than"], id="ttl-beyond-go-duration"),
+        pytest.param(_with(None, ttl="9" * 5000 + "h"), {}, ["ttl", "longer than"], id="ttl-5000-digits"),
+        pytest.param(_with("renew", before="\uff15%"), {}, ["renew.before", "not a percentage"], id="percent-full-width"),
+        pytest.param(_with("renew", ca_check="99999999999d"), {}, ["renew.ca_check", "longer than"], id="ca-check-huge"),
     ],
 )
 def test_parse_errors(raw: dict[str, Any], env: dict[str, str], fragments: list[str]) -> None:
@@ -355,6 +395,13 @@ def test_parse_duration(text: str, seconds: int) -> None:
         pytest.param("10y", id="years"),
         pytest.param("1h30", id="trailing-number"),
         pytest.param("-1h", id="negative"),
+        pytest.param("\uff11h", id="full-width-digit"),
+        pytest.param("\uff19\uff10", id="full-width-bare-seconds"),
+        pytest.param("\u00b2", id="superscript-two"),        # isdigit() says yes; int() says no
+        pytest.param("1\u0663h", id="arabic-indic-digit"),
+        pytest.param("3651d", id="above-ten-years"),
+        pytest.param("1" * 13 + "s", id="thirteen-digits"),
+        pytest.param("9" * 5000, id="5000-digits"),          # int() refuses more than 4300 digits
     ],
 )
 def test_parse_duration_refuses(text: str) -> None:
@@ -428,14 +475,98 @@ def test_load_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     path = tmp_path / "secret.toml"
     path.write_text(VALID_FILE)
 
-    def denied(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
-        raise PermissionError(errno.EACCES, "Permission denied", str(file))
+    real_open = os.open
 
-    monkeypatch.setattr(config_mod, "open", denied, raising=False)
+    def denied(file: str | os.PathLike[str], flags: int, *args: int, **kwargs: object) -> int:
+        if os.fspath(file) == str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, flags, *args)
+
+    monkeypatch.setattr(os, "open", denied)
     with pytest.raises(ConfigError) as info:
         load(path, env={})
     assert "cannot be read" in str(info.value)
     assert "Permission denied" in str(info.value)
+
+
+def test_ten_years_is_the_longest_duration() -> None:
+    assert parse_duration("3650d", "renew.retry_max") == config_mod.MAX_DURATION_SECONDS
+
+
+def test_the_ttl_bound_is_the_longest_max_ttl_of_the_roles() -> None:
+    """MAX_TTL_SECONDS (the config bound, and the lifetime allowed when no ttl is asked) is what roles.json,
+    the one definition of the roles, lets the longest-lived role issue."""
+    roles = load_roles()
+    max_ttls = [parse_duration({**roles["common"], **body}["max_ttl"], "max_ttl") for body in roles["roles"].values()]
+    assert MAX_TTL_SECONDS == max(max_ttls)
+
+
+def test_ttl_up_to_the_longest_role_max_ttl_is_accepted() -> None:
+    assert parse(_with(None, ttl="2160h"), {}).ttl_seconds == 2160 * 3600
+    assert parse(_with(None, ttl="90d"), {}).ttl_seconds == 2160 * 3600
+
+
+@pytest.mark.parametrize("name", ["pki-crdb", "team/pki_v2", "pki.crdb@eu", "a"])
+def test_mount_paths_vault_accepts_are_accepted(name: str) -> None:
+    raw = _with("pki", mount=name, client_mount=name + "-c", ui_mount=name + "-u", node_role="node-r.1@x")
+    cfg = parse({**raw, "ui": {"hosts": ["console.example.com"]}}, {})
+    assert (cfg.pki.mount, cfg.pki.node_role) == (name, "node-r.1@x")
+
+
+def test_certs_dir_tilde_is_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert parse(_with(None, certs_dir="~/certs"), {}).certs_dir == tmp_path / "certs"
+
+
+@pytest.mark.parametrize("special", [
+    pytest.param("/dev/zero", id="dev-zero"),          # read() never ends: a MemoryError before
+    pytest.param("/dev/null", id="dev-null"),
+    pytest.param("dir", id="directory"),
+])
+def test_load_refuses_what_is_not_a_regular_file(tmp_path: Path, special: str) -> None:
+    path = tmp_path if special == "dir" else Path(special)
+    with pytest.raises(ConfigError, match="cannot be read: it is a .*, not a regular file"):
+        load(path, env={})
+
+
+def test_load_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """open() of a FIFO waits for a writer: before, `--config FIFO` hung forever."""
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            load(fifo, env={})
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))   # let the stuck open return
+        worker.join(10)
+        pytest.fail("load() blocked on a FIFO")
+    assert isinstance(outcome[0], ConfigError) and "it is a FIFO, not a regular file" in str(outcome[0])
+
+
+def test_load_refuses_a_file_larger_than_the_bound(tmp_path: Path) -> None:
+    path = tmp_path / "huge.toml"
+    with path.open("wb") as fh:
+        fh.write(VALID_FILE.encode())
+        fh.truncate(config_mod.MAX_CONFIG_BYTES + 1)      # sparse: no disk or memory spent on it
+    with pytest.raises(ConfigError, match="larger than 1,048,576 bytes"):
+        load(path, env={})
+
+
+def test_load_follows_a_link_to_a_regular_file(tmp_path: Path) -> None:
+    """A configuration delivered as a link (a Kubernetes ConfigMap is one) is still read."""
+    (tmp_path / "real.toml").write_text(VALID_FILE)
+    (tmp_path / "link.toml").symlink_to(tmp_path / "real.toml")
+    assert load(tmp_path / "link.toml", env={}).vault.addr == ADDR
 
 
 def test_load_invalid_utf8_is_a_config_error(tmp_path: Path) -> None:

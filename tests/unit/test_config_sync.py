@@ -129,8 +129,13 @@ def test_reload_values(reload: dict[str, Any], field: str, value: object) -> Non
     assert getattr(config(reload=reload).reload, field) == value
 
 
+def test_reload_process_and_pidfile_go_together() -> None:
+    """The pid in the pidfile must then be that process (reload.SignalByPidfile checks it)."""
+    r = config(reload={"process": "cockroach", "pidfile": "/run/c.pid"}).reload
+    assert (r.process, r.pidfile) == ("cockroach", "/run/c.pid")
+
+
 @pytest.mark.parametrize("reload", [
-    pytest.param({"process": "cockroach", "pidfile": "/run/c.pid"}, id="process+pidfile"),
     pytest.param({"process": "cockroach", "command": ["true"]}, id="process+command"),
     pytest.param({"pidfile": "/run/c.pid", "command": ["true"]}, id="pidfile+command"),
     pytest.param({"process": "cockroach", "pidfile": "/run/c.pid", "command": ["true"]}, id="all-three"),

@@ -26,6 +26,7 @@ PKI = PkiNames(mount="pki-crdb", client_mount=None, node_role="node", client_nod
 HOSTS = ("node1.internal", "127.0.0.1")
 K = TypeVar("K")
 OPTIONS = IssueOptions(key_type=crypto.KeyType.EC, key_bits=256, ttl_seconds=3600)
+BACKDATE = dt.timedelta(seconds=30)
 
 
 def pem(issued: Issued) -> str:
@@ -57,12 +58,14 @@ class FakeVault:
             sans = []
         sans += [x509.DNSName(d) for d in self.extra_dns]
         issuer: Issued = getattr(self.cas, self.signer)
-        not_after = self.not_after or self.pki.now + 30 * DAY
+        # As Vault dates a leaf: NotAfter the ttl asked for (else the role's default) ahead, NotBefore 30 s back.
+        lifetime = dt.timedelta(seconds=int(ttl.removesuffix("s"))) if ttl else 30 * DAY
+        not_after = self.not_after or self.pki.now + lifetime
         builder = (x509.CertificateBuilder()
                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
                    .issuer_name(issuer.cert.subject).public_key(request.public_key())
                    .serial_number(x509.random_serial_number())
-                   .not_valid_before(self.not_before or min(self.pki.now, not_after) - DAY).not_valid_after(not_after)
+                   .not_valid_before(self.not_before or min(self.pki.now, not_after) - BACKDATE).not_valid_after(not_after)
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                    .add_extension(x509.ExtendedKeyUsage([SERVER, CLIENT] if role == "node" else [CLIENT]),
                                   critical=False))
@@ -138,6 +141,35 @@ def test_misbehaving_vault_is_refused(pki: Pki, cas: CaSet, now: dt.datetime, kn
     with pytest.raises(IssuanceRefused, match=needle) as info:
         obtain(plan_user(Mode.STANDARD, PKI, "marc"), vault, OPTIONS, lambda: now)
     assert str(info.value).startswith("refusing client.marc.crt from pki-crdb/sign/user")
+
+
+FOUR_YEARS = 4 * 365 * DAY
+
+
+@pytest.mark.parametrize(("ttl", "allowed"), [
+    pytest.param(3600, "1h", id="ttl-1h"),
+    pytest.param(None, "90d", id="role-default-bounded-by-the-longest-max-ttl"),
+])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_certificate_living_longer_than_asked_is_refused(
+        pki: Pki, cas: CaSet, now: dt.datetime, ttl: int | None, allowed: str, streamed: bool) -> None:
+    """A lying signer returns a four-year user certificate (issue 16): refused, whether a ttl was asked
+    for or the role's default applied (no role of data/roles.json issues longer than 90 days)."""
+    vault = FakeVault(pki, cas, not_before=now - BACKDATE, not_after=now - BACKDATE + FOUR_YEARS)
+    options = IssueOptions(key_type=crypto.KeyType.EC, key_bits=256, ttl_seconds=ttl)
+    handed: list[object] = []
+    issued, failed = obtain_partial(bulk_plan(["marc"]), vault, options, lambda: now, None, sink=handed.append,
+                                    streamed=streamed)
+    message = str(failed["client.marc.crt"])
+    assert f"is valid for 1460d, longer than a ttl of {allowed} allows" in message, message
+    assert message.startswith("refusing client.marc.crt from pki-crdb/sign/user")
+    assert issued.leaves == () and handed == []                      # nothing reaches the disk
+
+
+def test_a_certificate_of_exactly_the_ttl_plus_backdating_is_accepted(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+    vault = FakeVault(pki, cas, not_before=now - BACKDATE, not_after=now + dt.timedelta(seconds=3600))
+    result = obtain(plan_user(Mode.STANDARD, PKI, "marc"), vault, OPTIONS, lambda: now)
+    assert [leaf.spec.common_name for leaf in result.leaves] == ["marc"]
 
 
 def test_root_trust_without_a_root_in_the_chain_is_refused(pki: Pki, cas: CaSet, now: dt.datetime) -> None:

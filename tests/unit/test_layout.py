@@ -56,10 +56,7 @@ def by_stem(certs: tuple[CertSpec, ...]) -> dict[str, CertSpec]:
         pytest.param("a.b-c", id="dot-dash"),
         pytest.param("_x", id="leading-underscore"),
         pytest.param("0day", id="leading-digit"),
-        pytest.param("\u00e9", id="e-acute-nfc"),
-        pytest.param("\uff4d\uff41\uff52\uff43", id="fullwidth-lowercase-is-Ll"),
         pytest.param("a" * 63, id="63-bytes"),
-        pytest.param("a" + "\u00e9" * 31, id="63-bytes-multibyte"),
         pytest.param("x.", id="trailing-dot"),
         pytest.param("x-", id="trailing-dash"),
         pytest.param("nodes", id="node-prefix"),
@@ -96,6 +93,11 @@ def test_username_accepted(name: str) -> None:
         pytest.param("\u0661", id="arabic-indic-digit"),
         pytest.param("a:b", id="colon"),
         pytest.param("a*", id="glob"),
+        # CockroachDB accepts these (\p{Ll}); vaultpki does not: Vault would add a punycode DNS SAN.
+        pytest.param("\u00e9", id="e-acute-nfc"),
+        pytest.param("\uff4d\uff41\uff52\uff43", id="fullwidth-lowercase"),
+        pytest.param("m\u0430rc", id="cyrillic-a"),
+        pytest.param("r\u03bf\u03bft", id="greek-omicron"),
     ],
 )
 def test_username_refused(name: str) -> None:
@@ -120,6 +122,7 @@ def test_property_accepted_names_are_safe_path_parts(name: str) -> None:
     except InputError:
         return
     assert result == name
+    assert name.isascii()
     assert "/" not in name
     assert "\x00" not in name
     assert not name.startswith((".", "-"))

@@ -385,13 +385,151 @@ def test_pidfile_of_another_users_process_is_a_permission_error(spawn_hup: Calla
         pidfile.write_text(f"{root_child.pid}\n")
         pidfile.chmod(0o644)
 
-        message = as_nobody(lambda: SignalByPidfile(pidfile).reload())
+        # The database is root's (uid=0), so the checks pass: the kernel refuses the signal.
+        message = as_nobody(lambda: SignalByPidfile(pidfile, uid=0).reload())
     finally:
         shutil.rmtree(shared)
 
     assert message == (f"not permitted to send SIGHUP to pid {root_child.pid}: "
                        "the signal must come from the same user as the process, or root")
     assert root_child.signals() == []
+
+
+# ----------------------------------------------------------------- SignalByPidfile: is it the database?
+# A pidfile names a pid; nothing proves that pid is the database. Whoever can write or swap the pidfile
+# could aim our signal at init or another user's process: each is refused with one line, and the process
+# named is shown to have received nothing.
+
+PID1_SCRIPT = """
+import json, signal, subprocess, sys, time
+got = []
+signal.signal(signal.SIGHUP, lambda *_: got.append(1))
+pidfile, repo = sys.argv[1:3]
+open(pidfile, "w").write("1\\n")
+attempt = (
+    "import sys\\nfrom pathlib import Path\\nfrom vaultpki.errors import ReloadError\\n"
+    "from vaultpki.reload import SignalByPidfile\\n"
+    "try:\\n    SignalByPidfile(Path(sys.argv[1])).reload()\\n    print('signalled')\\n"
+    "except ReloadError as exc:\\n    print(exc)\\n")
+child = subprocess.run([sys.executable, "-c", attempt, pidfile], capture_output=True, text=True,
+                       env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"})
+time.sleep(0.3)
+print(json.dumps({"said": child.stdout.strip(), "stderr": child.stderr, "got": len(got)}))
+"""
+
+
+def test_a_pidfile_naming_pid_1_is_refused_and_init_gets_nothing(tmp_path: Path) -> None:
+    """In a PID namespace of its own, a recorder is pid 1 (init); the reload runs inside it."""
+    import vaultpki
+
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare (util-linux) is needed to give the test an init process of its own"
+    repo = str(Path(vaultpki.__file__).resolve().parent.parent)
+    result = subprocess.run([unshare, "--pid", "--fork", "--mount-proc", sys.executable, "-c", PID1_SCRIPT,
+                             str(tmp_path / "db.pid"), repo], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["said"] == f"pidfile {tmp_path / 'db.pid'} names pid 1, the init process, not the database: " \
+                             "nothing signalled", report
+    assert report["got"] == 0
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another uid can write to (tmp_path's parents are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="vaultpki-reload-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def spawn_hup_as(shared_dir: Path, children: list[subprocess.Popen[bytes]]) -> Callable[..., HupChild]:
+    """A HUP recorder running as ``uid``:``gid`` (with ``groups``), recording into the shared dir."""
+    def spawn(comm: str, uid: int, gid: int, groups: tuple[int, ...] = ()) -> HupChild:
+        tag = secrets.token_hex(4)
+        out, ready = shared_dir / f"{tag}.signals", shared_dir / f"{tag}.ready"
+        drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}",
+                f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"]
+        proc = subprocess.Popen([*drop, sys.executable, "-c", HUP_CHILD, str(out), str(ready), comm],
+                                stdin=subprocess.DEVNULL)        # setpriv execs: the pid is the recorder's
+        children.append(proc)
+        wait_until(ready.exists, what="child to install its handler")
+        return HupChild(proc, out)
+    return spawn
+
+
+def pidfile_of(directory: Path, pid: int) -> Path:
+    path = directory / f"{secrets.token_hex(4)}.pid"
+    path.write_text(f"{pid}\n")
+    return path
+
+
+def test_a_pid_of_another_user_is_refused_and_gets_nothing(spawn_hup_as: Callable[..., HupChild], tmp_path: Path) -> None:
+    """We run as root; the keys are root's (no owner configured): a process of nobody is not the database,
+    although root could signal it."""
+    other = spawn_hup_as("", NOBODY, NOBODY)
+    pidfile = pidfile_of(tmp_path, other.pid)
+    with pytest.raises(ReloadError) as caught:
+        SignalByPidfile(pidfile).reload()
+    assert str(caught.value) == (f"pid {other.pid} from pidfile {pidfile} runs as nobody (uid {NOBODY}), but the keys "
+                                 "are written for root (uid 0): nothing signalled")
+    time.sleep(0.2)
+    assert other.signals() == []
+
+
+def test_the_configured_owner_is_the_expected_user(spawn_hup_as: Callable[..., HupChild], tmp_path: Path) -> None:
+    """owner = nobody: nobody's process is signalled, root's own is refused."""
+    theirs = spawn_hup_as("", NOBODY, NOBODY)
+    reloader = SignalByPidfile.for_files_of(pidfile_of(tmp_path, theirs.pid), signal.SIGHUP, None, NOBODY, None)
+    assert reloader.reload().signalled == (theirs.pid,)
+    theirs.wait_for_signal()
+    mine = subprocess.Popen([SLEEP, "30"])
+    try:
+        with pytest.raises(ReloadError, match=r"runs as root \(uid 0\), but the keys are written for nobody"):
+            SignalByPidfile.for_files_of(pidfile_of(tmp_path, mine.pid), signal.SIGHUP, None, NOBODY, None).reload()
+        assert mine.poll() is None
+    finally:
+        mine.kill()
+        mine.wait()
+
+
+def test_a_root_owned_key_read_through_a_group_expects_a_process_in_that_group(
+        spawn_hup_as: Callable[..., HupChild], tmp_path: Path) -> None:
+    """owner = root, group = G: the key is 0640 and the database reads it through G."""
+    group = 4242
+    member = spawn_hup_as("", NOBODY, NOBODY, (group,))
+    outsider = spawn_hup_as("", NOBODY, NOBODY)
+    assert SignalByPidfile.for_files_of(pidfile_of(tmp_path, member.pid), signal.SIGHUP, None, 0, group).reload() \
+        .signalled == (member.pid,)
+    member.wait_for_signal()
+    with pytest.raises(ReloadError, match=f"pid {outsider.pid} from pidfile .* is not in group gid {group}, through which"):
+        SignalByPidfile.for_files_of(pidfile_of(tmp_path, outsider.pid), signal.SIGHUP, None, 0, group).reload()
+    time.sleep(0.2)
+    assert outsider.signals() == []
+
+
+def test_with_reload_process_the_pid_must_be_that_process(spawn_hup: Callable[[str], HupChild], tmp_path: Path) -> None:
+    name = unique_name()
+    database, impostor = spawn_hup(name), spawn_hup(unique_name())
+    assert SignalByPidfile(pidfile_of(tmp_path, database.pid), process=name).reload().signalled == (database.pid,)
+    database.wait_for_signal()
+    pidfile = pidfile_of(tmp_path, impostor.pid)
+    with pytest.raises(ReloadError) as caught:
+        SignalByPidfile(pidfile, process=name).reload()
+    assert str(caught.value) == (f"pid {impostor.pid} from pidfile {pidfile} is not the configured process {name!r}: "
+                                 "nothing signalled")
+    time.sleep(0.2)
+    assert impostor.signals() == []
+
+
+def test_the_expected_user_follows_owner_and_group() -> None:
+    me = os.geteuid()
+    path = Path("/run/db.pid")
+    assert SignalByPidfile.for_files_of(path, signal.SIGHUP, None, None, None) == SignalByPidfile(path, uid=me)
+    assert SignalByPidfile.for_files_of(path, signal.SIGHUP, None, 999, 5) == SignalByPidfile(path, uid=999)
+    assert SignalByPidfile.for_files_of(path, signal.SIGHUP, "cockroach", 0, 5) == \
+        SignalByPidfile(path, process="cockroach", gid=5)
 
 
 # ----------------------------------------------------------------- RunCommand
@@ -421,6 +559,51 @@ def test_command_without_env_inherits_ours_minus_vault_secrets(tmp_path: Path, m
               "sys.exit(3 if leaked or os.environ.get('RELOAD_HINT') != 'kept' else 0)")
 
     RunCommand([sys.executable, "-c", script], timeout=30).reload()
+
+
+def test_command_environment_carries_no_vault_credential_in_any_case_or_under_another_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "s.0123456789abcdef"
+    secrets_ = {"VAULT_TOKEN": token, "vault_token": "s.lower-case-token", "Bao_Token": "s.mixed-case-token",
+                "VAULTPKI_SECRET": "a-vaultpki-secret", "VAULT_SKIP": "1"}
+    for name, value in {**secrets_, "DB_RELOAD_AUTH": f"Bearer {token}", "RELOAD_HINT": "kept", "SHORT": "1"}.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "env.json"
+    script = "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))"
+    RunCommand([sys.executable, "-c", script, str(out)], timeout=30).reload()
+    env = json.loads(out.read_text())
+    assert env["RELOAD_HINT"] == "kept" and env["SHORT"] == "1"
+    leaked = {k: v for k, v in env.items()
+              if k.upper().startswith(("VAULT", "BAO_")) or any(len(s) > 1 and s in v for s in secrets_.values())}
+    assert leaked == {}
+
+
+READ_PARENT = """
+import os, sys
+from vaultpki.errors import ReloadError
+from vaultpki.reload import RunCommand
+out = sys.argv[1]
+try:
+    RunCommand(["sh", "-c", f"cat /proc/$PPID/environ > {out}"], timeout=30).reload()
+    print("read")
+except ReloadError as exc:
+    print(exc)
+"""
+
+
+def test_a_reload_command_cannot_read_the_token_from_our_environ(shared_dir: Path) -> None:
+    """vaultpki runs as an unprivileged user with $VAULT_TOKEN set (as a deployment that ignores the advice
+    may); the reload command, running as the same user, tries /proc/$PPID/environ."""
+    import vaultpki
+
+    out = shared_dir / "environ"
+    repo = str(Path(vaultpki.__file__).resolve().parent.parent)
+    env = {"VAULT_TOKEN": "s.the-daemons-token", "PYTHONPATH": repo, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable,
+                             "-c", READ_PARENT, str(out)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Permission denied" in result.stdout, result.stdout          # cat could not open it
+    assert out.exists() and b"the-daemons-token" not in out.read_bytes()
 
 
 def test_failing_command_reports_exit_code_and_last_stderr_line() -> None:

@@ -787,3 +787,133 @@ def test_staged_holds_the_dir_lock_while_the_set_is_being_produced(tmp_path: Pat
             os.close(fd)
         stage.add(FileContent("ca.crt", b"ca new", secret=False))
     assert (root / "ca.crt").read_bytes() == b"ca new"
+
+
+# --- other local users: loose or foreign directories, links that lead out (issue 16) ------------------
+# The real attacks, by a second uid racing each step, are tests/integration/test_local_attacks.py.
+
+OTHER_UID = 65534
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770, 0o757], ids=["0777", "1777", "group-writable", "0757"])
+def test_refuses_a_certs_dir_group_or_others_can_write(tmp_path: Path, leaves, mode: int) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "certs"
+    root.mkdir()
+    root.chmod(mode)
+    before = tree(tmp_path)
+    with pytest.raises(StoreError, match=rf"certs-dir {root} is writable by group or others \(mode {mode:04o}\)"):
+        CertsDir(root).write_set(files_of({"node": leaves["new_node"]}))
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", ["certs-dir", "state-dir", "generation"])
+def test_refuses_a_directory_another_user_owns(managed: Path, leaves, now, where: str) -> None:  # type: ignore[no-untyped-def]
+    if os.geteuid() != 0:
+        pytest.fail("chown to another uid needs root; this suite runs as root")
+    state = managed / STATE_DIR
+    target = {"certs-dir": managed, "state-dir": state, "generation": state / os.readlink(state / "current")}[where]
+    os.chown(target, OTHER_UID, -1)
+    before = tree(managed)
+    with pytest.raises(StoreError, match=rf"{target} is owned by .*uid {OTHER_UID}"):
+        CertsDir(managed).write_set(files_of({"node": leaves["new_node"]}))
+    assert tree(managed) == before
+    # verify, which cannot tell a stranger from the service user without an owner, warns
+    role = {"certs-dir": "certs-dir", "state-dir": "state dir", "generation": "current generation"}[where]
+    problems = judge(CertsDir(managed).snapshot(), now)
+    assert [(p.severity, p.file) for p in problems] == [("warning", f"{role} {target}")]
+    # ... unless that user is the configured owner, the one the keys are written for
+    CertsDir(managed, Owner(OTHER_UID, None)).write_set(files_of({"node": leaves["new_node"]}))
+    assert (managed / "node.crt").read_bytes() == leaves["new_node"].cert_pem
+
+
+def test_a_lock_that_is_a_link_is_refused_not_followed(tmp_path: Path, managed: Path, leaves) -> None:  # type: ignore[no-untyped-def]
+    victim = tmp_path / "somefile"
+    (managed / STATE_DIR / "lock").unlink()
+    os.symlink(victim, managed / STATE_DIR / "lock")
+    before = tree(managed)
+    with pytest.raises(StoreError, match="lock is a symlink"):
+        CertsDir(managed).write_set(files_of({"node": leaves["new_node"]}))
+    assert not victim.exists()
+    with pytest.raises(StoreError, match="lock is a symlink"):
+        CertsDir(managed).rollback()
+    assert tree(managed) == before
+
+
+@pytest.mark.parametrize("target", ["absolute", "../elsewhere", "gen-x/../../elsewhere"])
+def test_current_must_name_a_generation_inside_the_state_dir(tmp_path: Path, managed: Path, leaves, now,  # type: ignore[no-untyped-def]
+                                                             target: str) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "shadow").write_bytes(b"secret")
+    link = str(elsewhere) if target == "absolute" else target
+    state = managed / STATE_DIR
+    os.symlink(link, state / ".swap")
+    os.replace(state / ".swap", state / "current")
+    before = tree(tmp_path)
+    with pytest.raises(StoreError, match=f"current points at {link}, not at a generation"):
+        CertsDir(managed).write_set(files_of({"node": leaves["new_node"]}))
+    assert tree(tmp_path) == before
+    assert os.stat(elsewhere / "shadow").st_nlink == 1, "nothing was hard-linked from where current points"
+    problems = [str(p) for p in judge(CertsDir(managed).snapshot(), now)]
+    assert f".vaultpki/current: points at {link}, not at a generation inside .vaultpki: CockroachDB loads its " \
+           "files from there" in problems
+
+
+def test_a_key_with_other_hard_links_is_not_adopted(tmp_path: Path, leaves) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "certs"
+    _plain(root, {"node.crt": leaves["old_node"].cert_pem, "node.key": leaves["old_node"].key_pem})
+    os.link(root / "node.key", tmp_path / "kept-elsewhere.key")
+    before = tree(tmp_path)
+    with pytest.raises(StoreError, match="node.key has 2 hard links; refusing to adopt"):
+        CertsDir(root).write_set(files_of({"node": leaves["new_node"]}))
+    assert tree(tmp_path) == before
+
+
+def test_adoption_reads_through_in_dir_links_only(tmp_path: Path, leaves) -> None:  # type: ignore[no-untyped-def]
+    """node.crt -> ..data/node.crt, ..data -> ..2025 (Kubernetes) is adopted; a link in the chain that
+    leaves the dir is refused, wherever in the chain it is."""
+    root = tmp_path / "certs"
+    (root / "..2025").mkdir(parents=True)
+    (root / "..2025" / "node.crt").write_bytes(leaves["old_node"].cert_pem)
+    os.symlink("..2025", root / "..data")
+    os.symlink("..data/./node.crt", root / "node.crt")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "node.crt").write_bytes(b"not ours")
+    os.symlink("../outside", root / "..evil")
+    os.symlink("..evil/node.crt", root / "node.key")
+    with pytest.raises(StoreError, match=f"{root}/node.key is a symlink to .*outside the certs-dir"):
+        CertsDir(root).write_set(files_of({"node": leaves["new_node"]}))
+    os.unlink(root / "node.key")
+    CertsDir(root).write_set(files_of({"node": leaves["new_node"]}))
+    gens = [g for g in os.listdir(root / STATE_DIR) if g.startswith("gen-")]
+    assert any((root / STATE_DIR / g / "node.crt").read_bytes() == leaves["old_node"].cert_pem for g in gens)
+    assert (root / "node.crt").read_bytes() == leaves["new_node"].cert_pem
+
+
+@pytest.mark.parametrize("where", ["certs-dir", "state-dir", "generation"])
+def test_snapshot_names_loose_directories(managed: Path, now, where: str) -> None:  # type: ignore[no-untyped-def]
+    state = managed / STATE_DIR
+    gen = state / os.readlink(state / "current")
+    target = {"certs-dir": managed, "state-dir": state, "generation": gen}[where]
+    target.chmod(0o777)
+    role = {"certs-dir": "certs-dir", "state-dir": "state dir", "generation": "current generation"}[where]
+    errors = [str(p) for p in judge(CertsDir(managed).snapshot(), now) if p.severity == "error"]
+    assert errors == [f"{role} {target}: is writable by group or others (mode 0777), so another local user could "
+                      "change what CockroachDB loads (chmod go-w it)"]
+    target.chmod(0o700)
+    assert judge(CertsDir(managed).snapshot(), now) == []
+
+
+def test_snapshot_never_blocks_on_a_fifo(managed: Path) -> None:
+    """A FIFO planted as ``client.x.crt`` (or swapped in after the stat) must not hang verify/status/the daemon."""
+    import threading
+
+    os.mkfifo(managed / "client.x.crt")
+    states = []
+    reader = threading.Thread(target=lambda: states.append(CertsDir(managed).snapshot()), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert states, "snapshot blocked on the FIFO"
+    entry = states[0].entries["client.x.crt"]
+    assert entry.data is None and not entry.target_is_regular

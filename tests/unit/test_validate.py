@@ -261,6 +261,33 @@ def test_check_issued_chain_problem_names_the_trust_target(pki, cas, now) -> Non
     assert "the CA of mount pki-crdb-client" in problem.message
 
 
+# A lying signer (issue 16): the lifetime asked for, plus Vault's 30 s back-dating (and a second of
+# rounding), is the most an honest leaf lives.
+@pytest.mark.parametrize(("ttl", "lifetime", "ok"), [
+    pytest.param(dt.timedelta(hours=1), dt.timedelta(hours=1, seconds=30), True, id="ttl-plus-backdate"),
+    pytest.param(dt.timedelta(hours=1), dt.timedelta(hours=1, seconds=31), True, id="plus-a-second-of-rounding"),
+    pytest.param(dt.timedelta(hours=1), dt.timedelta(minutes=10), True, id="shorter-capped-by-the-role"),
+    pytest.param(dt.timedelta(hours=1), dt.timedelta(hours=1, seconds=32), False, id="two-seconds-over"),
+    pytest.param(dt.timedelta(days=90), 4 * 365 * DAY, False, id="four-years-for-a-90-day-role"),
+])
+def test_check_issued_refuses_a_lifetime_beyond_the_ttl(pki, cas, now, ttl, lifetime, ok) -> None:  # type: ignore[no-untyped-def]
+    not_before = now - dt.timedelta(seconds=30)
+    leaf = _client(pki, cas, not_before=not_before, not_after=not_before + lifetime)
+    problems = check_issued(spec("client.marc"), [leaf.cert], leaf.key, [cas.root.cert], now, ttl)
+    if ok:
+        assert problems == []
+        return
+    (problem,) = problems
+    assert problem.message.startswith("is valid for ") and "longer than a ttl of" in problem.message, problem.message
+    assert "Vault dates NotBefore back" in problem.message
+
+
+def test_check_issued_without_a_ttl_does_not_judge_the_lifetime(pki, cas, now) -> None:  # type: ignore[no-untyped-def]
+    """snapshot.judge() (verify) calls it without one: a certs-dir's leaf is judged by its dates, not by a request."""
+    leaf = _client(pki, cas, not_before=now - DAY, not_after=now + 4 * 365 * DAY)
+    assert check_issued(spec("client.marc"), [leaf.cert], leaf.key, [cas.root.cert], now) == []
+
+
 # --- judge: building blocks -------------------------------------------------------------
 
 class Dir:

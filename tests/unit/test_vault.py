@@ -316,3 +316,97 @@ def test_an_error_while_making_a_request_stops_sign_many(server: Any) -> None:
 
     with pytest.raises(OSError, match="no entropy"):
         list(vault_for(addr).sign_many(requests(), 2))
+
+
+# ------------------------------------------------------------------------------------- login tokens and denials
+# A login token is replaced only when it is really gone (Vault no longer knows it); a denial with a token
+# Vault still knows is the policy's, reported as it is. Against a real OpenBao: integration/test_relogin.py.
+
+class FakeLogins:
+    """A Vault whose logins hand out s.1, s.2, ...; ``alive`` is the set of tokens it still knows, and
+    ``lookup`` whether its tokens may read auth/token/lookup-self. Signing is allowed to nobody."""
+
+    def __init__(self, lookup: bool = True) -> None:
+        self.logins = 0
+        self.alive: set[str] = set()
+        self.lookup = lookup
+
+    def __call__(self, method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, str], Any]:
+        token = headers.get("x-vault-token", "")
+        if path.endswith("/login"):
+            self.logins += 1
+            self.alive.add(f"s.{self.logins}")
+            return 200, {}, {"auth": {"client_token": f"s.{self.logins}", "lease_duration": 3600, "renewable": True}}
+        if path == "/v1/auth/token/lookup-self" and token in self.alive and self.lookup:
+            return 200, {}, {"data": {"ttl": 3000}}
+        return 403, {}, {"errors": ["permission denied"]}
+
+
+def approle_vault(addr: str, tmp_path: Path) -> HttpVault:
+    secret = tmp_path / "secret-id"
+    secret.write_text("s3cret")
+    secret.chmod(0o600)
+    return vault_for(addr, secret_id_file=secret)
+
+
+def test_a_denial_with_a_live_login_token_is_reported_with_no_new_login(server: Any, tmp_path: Path) -> None:
+    vault_ = FakeLogins()
+    addr, rec = server(vault_)
+    with pytest.raises(VaultDenied, match="^Vault denied signing with pki/sign/user: permission denied$"):
+        approle_vault(addr, tmp_path).sign("pki", "user", "CSR", "marc", None)
+    assert [r[1] for r in rec.requests] == ["/v1/auth/approle/login", "/v1/pki/sign/user", "/v1/auth/token/lookup-self"]
+
+
+def test_a_login_token_vault_no_longer_knows_is_replaced_by_one_login(server: Any, tmp_path: Path) -> None:
+    vault_ = FakeLogins()
+    addr, rec = server(vault_)
+    client = approle_vault(addr, tmp_path)
+    with pytest.raises(VaultDenied):
+        client.sign("pki", "user", "CSR", "marc", None)        # logs in (s.1)
+    vault_.alive.clear()                                         # s.1 revoked
+    with pytest.raises(VaultDenied):
+        client.sign("pki", "user", "CSR", "marc", None)
+    paths = [r[1] for r in rec.requests]
+    assert paths.count("/v1/auth/approle/login") == 2 and vault_.logins == 2
+    # denied -> Vault no longer knows s.1 -> one login -> asked again with s.2 (still denied: a real denial)
+    assert paths[-4:] == ["/v1/pki/sign/user", "/v1/auth/token/lookup-self", "/v1/auth/approle/login",
+                          "/v1/pki/sign/user"]
+    assert rec.requests[-1][2]["x-vault-token"] == "s.2"
+
+
+def test_tokens_that_may_not_look_themselves_up_cost_at_most_one_extra_login(server: Any, tmp_path: Path) -> None:
+    """A policy without the lookup-self grant: the first denial cannot be told from a gone token, so it logs
+    in once more; seeing that even a fresh token may not look itself up, later denials log in no more."""
+    vault_ = FakeLogins(lookup=False)
+    addr, _ = server(vault_)
+    client = approle_vault(addr, tmp_path)
+    for _ in range(5):
+        with pytest.raises(VaultDenied, match="Vault denied signing"):
+            client.sign("pki", "user", "CSR", "marc", None)
+    assert vault_.logins == 2
+
+
+def test_a_renewal_capped_by_the_max_ttl_is_followed_by_a_new_login(server: Any, tmp_path: Path) -> None:
+    now = [0.0]
+    renewals: list[str] = []
+
+    def handler(method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, str], Any]:
+        if path.endswith("/login"):
+            return 200, {}, {"auth": {"client_token": "s.login", "lease_duration": 60, "renewable": True}}
+        if path.endswith("/renew-self"):
+            renewals.append(headers["x-vault-token"])
+            lease = 60 if len(renewals) == 1 else 20                # the second renewal reaches the max TTL
+            return 200, {}, {"auth": {"client_token": "s.login", "lease_duration": lease, "renewable": True}}
+        return 200, {}, SIGNED
+    addr, rec = server(handler)
+    secret = tmp_path / "secret-id"
+    secret.write_text("s3cret")
+    secret.chmod(0o600)
+    cfg = parse({"vault": {"addr": addr, "auth": "approle", "role_id": "r", "secret_id_file": str(secret)}}, {}).vault
+    client = HttpVault(cfg, clock=lambda: now[0], env={})
+    client.ensure_token()
+    for at in (41.0, 82.0):                                       # two thirds of each 60 s lease
+        now[0] = at
+        client.ensure_token()
+    assert [r[1].rsplit("/", 1)[-1] for r in rec.requests] == ["login", "renew-self", "renew-self", "login"]
+    assert client.seconds_until_token_refresh() == pytest.approx(40.0)
