@@ -5,14 +5,12 @@ PY     := $(VENV)/bin/python
 MODE   ?= standard
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint clean schema bench
+.PHONY: demo test test-quick lint clean schema bench
 
-# editable_mode=compat: the checkout goes on sys.path through a plain .pth line, as a wheel's files
-# are found, instead of setuptools' import-hook finder, which costs every command ~8 ms to load.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 demo: $(STAMP)
@@ -23,8 +21,14 @@ demo: $(STAMP)
 schema: $(STAMP)
 	tools/fetch-vault-schema.sh $(VENV)/cache >/dev/null
 
+# The whole suite: what CI runs, and what must pass before a change goes in.
 test: $(STAMP) schema
 	$(PY) -m pytest -q
+
+# Day-to-day: everything but the tests marked `slow` (those that wait in real time for renewals,
+# elections and outages). One test: $(PY) -m pytest tests/unit/test_config.py::test_parse_errors
+test-quick: $(STAMP) schema
+	$(PY) -m pytest -q -m "not slow"
 
 # Speed and memory, measured side by side against the same OpenBao in one run (never in a timed test).
 # vaultpki runs from a second venv holding only its own dependencies, as a user's install does: the dev
@@ -36,7 +40,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 $(BENCH_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e . --config-settings editable_mode=compat
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e .
 	touch $@
 
 bench: $(STAMP) $(BENCH_STAMP)

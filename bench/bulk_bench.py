@@ -14,9 +14,6 @@ All of them run side by side in ONE run against the SAME throw-away OpenBao dev 
    use_csr_common_name=false); sequential, then with a pool of 8 threads and one of 16 (vaultpki keeps
    16 requests in flight, so the raw loop gets as many). Nothing is parsed or written: this is the
    issue's limit, and the target is set against the best of the three.
-4. raw stream (a reference, no target): the same requests from one thread, as many in flight as vaultpki
-   keeps, over keep-alive connections, through ``vaultpki.stream`` (asyncio + httptools, what vaultpki's bulk
-   path uses): how fast the server signs when the client does almost nothing per certificate.
 
 vaultpki and the three raw loops run ``--rounds`` times each (default 3), the order rotating from round
 to round, since the dev server's store grows with every certificate and would otherwise favour
@@ -57,10 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import PY, interpreter, median  # noqa: E402
 from vaultpki.devserver import DevServer, find_bao  # noqa: E402
-from vaultpki.issue import STREAM_IN_FLIGHT  # noqa: E402
 from vaultpki.layout import Mode, PkiNames  # noqa: E402
 from vaultpki.provision import ProvisionSpec, provision  # noqa: E402
-from vaultpki.stream import Endpoint, Post, exchange  # noqa: E402
 
 MOUNT = "pki-crdb"
 ROLE = "user"
@@ -214,27 +209,6 @@ def bench_raw_threaded(server: DevServer, csrs: list[tuple[str, str]], threads: 
     return elapsed
 
 
-def bench_raw_stream(server: DevServer, csrs: list[tuple[str, str]], parallel: int) -> float:
-    """The raw requests from one thread, ``parallel`` in flight (vaultpki.stream); any failure is fatal."""
-    headers = (("X-Vault-Token", server.root_token), ("Content-Type", "application/json"))
-    posts = (Post(cn, f"v1/{MOUNT}/sign/{ROLE}", json.dumps({"csr": csr, "common_name": cn}).encode(), headers)
-             for cn, csr in csrs)
-
-    def judge(post: Post[str], status: int, body: bytes) -> bool:
-        if status != 200 or "certificate" not in json.loads(body).get("data", {}):
-            raise RuntimeError(f"sign {post.tag}: HTTP {status}: {body[:200]!r}")
-        return True
-
-    def slow(post: Post[str]) -> bool:
-        raise RuntimeError(f"sign {post.tag}: the connection failed")
-
-    start = time.perf_counter()
-    done = sum(1 for _ in exchange(Endpoint.at(server.addr, None, 60.0), posts, parallel, judge, slow))
-    elapsed = time.perf_counter() - start
-    assert done == len(csrs)
-    return elapsed
-
-
 def create_cost_us(directory: Path, count: int = 500) -> float:
     """Microseconds per small file created (and closed) in ``directory``: the filesystem's state.
 
@@ -273,7 +247,7 @@ def main() -> int:
     parser.add_argument("--bao-sample", type=int, default=20)
     parser.add_argument("--threads", default="8,16", help="thread counts of the raw threaded loops (default 8,16)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of vaultpki / raw sequential / raw threaded / raw stream, in rotating order (default 3)")
+                        help="rounds of vaultpki / raw sequential / raw threaded, in rotating order (default 3)")
     args = parser.parse_args()
     n = args.users
     thread_counts = [int(t) for t in args.threads.split(",")]
@@ -295,14 +269,14 @@ def main() -> int:
         # Pre-generated CSRs for the raw variants (not timed): one per user, variant and round.
         gen_start = time.perf_counter()
         csrs = {(kind, r): [(f"{kind}{r}-{i:04d}", make_csr(f"{kind}{r}-{i:04d}")) for i in range(1, n + 1)]
-                for kind in ("seq", *(f"thr{t}" for t in thread_counts), "str") for r in range(args.rounds)}
+                for kind in ("seq", *(f"thr{t}" for t in thread_counts)) for r in range(args.rounds)}
         out("bulk_csr_pregeneration_s", time.perf_counter() - gen_start)
         # Warm the server up (first requests after provisioning) so that no variant pays for it.
         bench_raw_sequential(server, [(f"warm{i}", make_csr(f"warm{i}")) for i in range(20)])
 
         # Every variant signs n certificates per round against the same server, whose store grows
         # as the run goes on: rotating the order gives none of them the emptier server.
-        rates: dict[str, list[float]] = {"vaultpki": [], "seq": [], **{f"thr{t}": [] for t in thread_counts}, "str": []}
+        rates: dict[str, list[float]] = {"vaultpki": [], "seq": [], **{f"thr{t}": [] for t in thread_counts}}
         client_cpu: dict[str, list[float]] = {k: [] for k in rates}
         server_cpu: dict[str, list[float]] = {k: [] for k in rates}
         on_disk_all: list[int] = []
@@ -339,11 +313,7 @@ def main() -> int:
                 rates[f"thr{threads}"].append(n / bench_raw_threaded(server, csrs[(f"thr{threads}", r)], threads))
             return run
 
-        def run_stream(r: int) -> None:
-            rates["str"].append(n / bench_raw_stream(server, csrs[("str", r)], STREAM_IN_FLIGHT))
-
-        variants = [("vaultpki", run_vaultpki), ("seq", run_seq), *((f"thr{t}", run_thr(t)) for t in thread_counts),
-                    ("str", run_stream)]
+        variants = [("vaultpki", run_vaultpki), ("seq", run_seq), *((f"thr{t}", run_thr(t)) for t in thread_counts)]
         for r in range(args.rounds):
             for kind, variant in variants[r % len(variants):] + variants[:r % len(variants)]:
                 measured(kind, variant, r)
@@ -370,14 +340,11 @@ def main() -> int:
         best_raw = max(raw_seq_rate, *raw_thr_rates.values())
         out("bulk_raw_sign_best_certs_per_s", best_raw)
         out("bulk_raw_sign_note", "CSR pre-generated, response checked for a certificate, nothing parsed or written")
-        raw_stream_rate = rate_line(f"bulk_raw_stream{STREAM_IN_FLIGHT}_certs_per_s", rates["str"])
-        out("bulk_raw_stream_note", "a reference, no target: the same raw requests from one thread (vaultpki.stream)")
 
         # Where the CPU goes, per certificate: both sides share this machine's cores, so a client that
         # does more per certificate (key, CSR, validation, two durable files) leaves less for the server.
         for kind, label in (("vaultpki", "vaultpki"), ("seq", "raw_sign_sequential"),
-                            *((f"thr{t}", f"raw_sign_threads{t}") for t in thread_counts),
-                            ("str", f"raw_stream{STREAM_IN_FLIGHT}")):
+                            *((f"thr{t}", f"raw_sign_threads{t}") for t in thread_counts)):
             c, srv = median(client_cpu[kind]), median(server_cpu[kind])
             out(f"bulk_{label}_cpu_ms_per_cert", f"client {c:.2f}, server {srv:.2f}, both {c + srv:.2f} (medians)")
 
@@ -388,7 +355,6 @@ def main() -> int:
         out("met_bao_write", "yes" if ratio_bao >= TARGET_BAO_RATIO else "no")
         out("ratio_vaultpki_over_raw_sign_best", ratio_raw)
         out("ratio_vaultpki_over_raw_sign_sequential", vaultpki_rate / raw_seq_rate)
-        out("ratio_vaultpki_over_raw_stream", vaultpki_rate / raw_stream_rate)
         out("target_ratio_raw_sign_min", TARGET_RAW_FRACTION)
         out("met_raw_sign", "yes" if ratio_raw >= TARGET_RAW_FRACTION else "no")
         out("met", "yes" if ratio_bao >= TARGET_BAO_RATIO and ratio_raw >= TARGET_RAW_FRACTION

@@ -1,4 +1,4 @@
-"""The deployment examples and the README's configuration examples are checked, not just written."""
+"""The deployment examples and the docs (README.md, CHANGELOG.md, docs/*.md) are checked, not just written."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import tomllib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,27 +20,53 @@ ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "systemd" / "vaultpki-sync.service"
 K8S = ROOT / "deploy" / "kubernetes" / "cockroachdb-with-vaultpki.yaml"
 ENV = {"VAULT_ADDR": "https://vault.internal:8200"}
+DOCS = ROOT / "docs"
+REFERENCE = DOCS / "configuration.md"         # the configuration reference: every key
 
 
 def toml_blocks(markdown: str) -> list[str]:
-    return re.findall(r"```toml\n(.*?)```", markdown, re.DOTALL)
+    """The ```toml blocks of a page, dedented (a block inside a list item is indented)."""
+    return [textwrap.dedent(m.group(2)) for m in re.finditer(r"^([ \t]*)```toml\n(.*?)^\1```", markdown, re.DOTALL | re.MULTILINE)]
 
 
-@pytest.mark.parametrize("index", range(len(toml_blocks((ROOT / "README.md").read_text()))))
-def test_every_readme_config_example_parses(index: int) -> None:
-    block = toml_blocks((ROOT / "README.md").read_text())[index]
-    parsed = config.parse(tomllib.loads(block), ENV, source=f"README block {index}")
+def example_blocks() -> list[tuple[str, str]]:
+    """(page:index, block) for every TOML example of the README and of docs/*.md."""
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    return [(f"{page.relative_to(ROOT)}:{i}", block) for page in pages for i, block in enumerate(toml_blocks(page.read_text()))]
+
+
+EXAMPLES = example_blocks()
+
+
+@pytest.mark.parametrize("block", [b for _, b in EXAMPLES], ids=[name for name, _ in EXAMPLES])
+def test_every_config_example_in_the_docs_parses(block: str) -> None:
+    parsed = config.parse(tomllib.loads(block), ENV, source="docs example")
     assert parsed.vault.addr.startswith("https://")
 
 
-def test_readme_documents_every_config_key() -> None:
-    readme = (ROOT / "README.md").read_text()
-    for table, keys in config._KEYS.items():
-        for key in keys:
-            if key in config._KEYS:           # a table name, documented by its keys
-                continue
-            name = f"{table}.{key}" if table else key
-            assert re.search(rf"`{re.escape(name)}[`,]", readme), f"README does not document {name}"
+def test_the_docs_hold_config_examples() -> None:
+    pages = {name.split(":")[0] for name, _ in EXAMPLES}
+    assert {"README.md", "docs/configuration.md"} <= pages, pages
+    assert sum(name.startswith("docs/configuration.md:") for name, _ in EXAMPLES) >= 4   # one per layout, and cert auth
+
+
+def test_the_reference_documents_every_config_key() -> None:
+    reference = REFERENCE.read_text()
+    for name in config.config_keys():         # every key of the schema, dotted; a table by its keys
+        assert re.search(rf"`{re.escape(name)}[`,]", reference), f"docs/configuration.md does not document {name}"
+
+
+def test_the_reference_documents_no_key_that_does_not_exist() -> None:
+    """The first column of the reference's key table names only real keys: a removed key leaves the docs too."""
+    rows = [line for line in REFERENCE.read_text().splitlines() if line.startswith("| `")]
+    named = {name for row in rows for name in re.findall(r"`([^`]+)`", row.split("|")[1])}
+    assert len(rows) >= 40 and named, "the key table of docs/configuration.md is missing"
+    assert named <= set(config.config_keys()), sorted(named - set(config.config_keys()))
+
+
+def test_readme_stays_short() -> None:
+    """Issue 17: a README a newcomer reads in one go; the details live under docs/."""
+    assert len((ROOT / "README.md").read_bytes()) <= 10 * 1024
 
 
 def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
@@ -139,3 +167,53 @@ def test_every_test_the_docs_cite_exists() -> None:
     assert cited, "the docs cite no test at all"
     missing = sorted(f"{doc}: {name}" for doc, name in cited if name not in defined)
     assert not missing, f"the docs cite tests that do not exist: {missing}"
+
+
+def _without_code(markdown: str) -> str:
+    """The page without fenced blocks and code spans: neither holds links or headings."""
+    text = re.sub(r"^([ \t]*)```.*?^\1```[^\n]*$", "", markdown, flags=re.DOTALL | re.MULTILINE)
+    return re.sub(r"`[^`\n]*`", "code", text)
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: its text, lower case, punctuation dropped, spaces as '-'."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).replace("`", "").strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    text = re.sub(r"^([ \t]*)```.*?^\1```[^\n]*$", "", page.read_text(), flags=re.DOTALL | re.MULTILINE)
+    seen: Counter[str] = Counter()
+    found = set()
+    for heading in re.findall(r"^#{1,6}[ \t]+(.+?)[ \t]*$", text, re.MULTILINE):
+        slug = github_slug(heading)
+        found.add(slug if not seen[slug] else f"{slug}-{seen[slug]}")     # GitHub numbers repeated headings
+        seen[slug] += 1
+    return found
+
+
+def test_github_slug() -> None:
+    assert github_slug("`ca_trust`: what a CA file trusts") == "ca_trust-what-a-ca-file-trusts"
+    assert github_slug("A node is only ever itself: what binds a node's TLS-certificate login") == \
+        "a-node-is-only-ever-itself-what-binds-a-nodes-tls-certificate-login"
+    assert github_slug("Bad input, and what each gets") == "bad-input-and-what-each-gets"
+
+
+def test_every_link_between_the_docs_resolves() -> None:
+    """Every relative link of README.md, CHANGELOG.md and docs/*.md names a file that exists, and an #anchor a heading."""
+    broken = []
+    links = 0
+    for page in _docs():
+        for target in re.findall(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)", _without_code(page.read_text())):
+            if re.match(r"[a-z]+:", target):                  # https:, mailto:: not ours to check offline
+                continue
+            links += 1
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(ROOT)}: ({target})"
+            if not dest.exists() or ROOT not in dest.parents:
+                broken.append(f"{where}: no such file")
+            elif anchor and (dest.suffix != ".md" or anchor not in anchors(dest)):
+                broken.append(f"{where}: no heading #{anchor}")
+    assert links >= 20, "the docs link to each other, or a page went missing"
+    assert not broken, "\n".join(broken)

@@ -1,21 +1,16 @@
 """Admin calls to Vault for the dev/test provisioner and the CA-rotation commands.
 
 These run with an operator's or an admin's token, never on a node; every call is
-translated into the vaultpki error hierarchy like the node-side adapter's.
+translated into the vaultpki error hierarchy by the same ``transport.translate_errors`` as the node side's.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import hvac
-import hvac.exceptions as hvac_errors
-import requests
 
-from .errors import VaultDenied, VaultRequestError, VaultUnavailable
-from .vault import conn_reason, one_line, ssl_reason
+from .transport import translate_errors
 
 __all__ = ["VaultAdmin"]
 
@@ -43,11 +38,8 @@ class VaultAdmin:
     def patch(self, path: str, **data: Any) -> None:
         """A partial update: a POST to issuer/<ref> resets every field it does not name."""
         with translate_errors(self.addr, f"updating {path}"):
-            response = self.client.session.patch(
-                f"{self.addr}/v1/{path}", json=data, timeout=30,
-                headers={"X-Vault-Token": self.client.token or "", "Content-Type": "application/merge-patch+json"})
-        if not response.ok:
-            raise VaultRequestError(f"Vault refused updating {path}: HTTP {response.status_code} {response.text[:200]}")
+            self.client.adapter.request("patch", f"/v1/{path}", json=data,
+                                        headers={"Content-Type": "application/merge-patch+json"})
 
     def enable_pki(self, mount: str) -> None:
         with translate_errors(self.addr, f"mounting {mount}"):
@@ -70,30 +62,3 @@ class VaultAdmin:
         with translate_errors(self.addr, "reading the server version"):
             version = str(self.client.sys.read_health_status(method="GET").get("version", ""))
         return version.startswith("2.")
-
-
-def _vault_reason(exc: hvac_errors.VaultError) -> str:
-    errors = getattr(exc, "errors", None) or [str(exc.args[0]) if exc.args else type(exc).__name__]
-    return one_line("; ".join(str(e) for e in errors)).replace("1 error occurred: ", "")
-
-
-@contextlib.contextmanager
-def translate_errors(addr: str, what: str) -> Iterator[None]:
-    """Re-raise hvac/requests failures as the most specific vaultpki error, chained (as the node side does)."""
-    try:
-        yield
-    except requests.exceptions.SSLError as exc:
-        raise VaultUnavailable(f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(exc)}") from exc
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise VaultUnavailable(f"cannot reach Vault at {addr} while {what}: {conn_reason(exc)}") from exc
-    except (hvac_errors.Forbidden, hvac_errors.Unauthorized) as exc:
-        raise VaultDenied(f"Vault denied {what}: {_vault_reason(exc)}") from exc
-    except (hvac_errors.VaultDown, hvac_errors.InternalServerError, hvac_errors.BadGateway,
-            hvac_errors.RateLimitExceeded, hvac_errors.VaultNotInitialized) as exc:
-        raise VaultUnavailable(f"Vault at {addr} is unavailable while {what}: {_vault_reason(exc)}") from exc
-    except hvac_errors.InvalidPath as exc:
-        raise VaultRequestError(f"Vault has no such path while {what} (is the mount or role provisioned?)") from exc
-    except hvac_errors.VaultError as exc:
-        raise VaultRequestError(f"Vault refused {what}: {_vault_reason(exc)}") from exc
-    except requests.exceptions.RequestException as exc:
-        raise VaultUnavailable(f"request to Vault at {addr} failed while {what}: {one_line(str(exc))}") from exc

@@ -9,30 +9,40 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
+import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import click
+import hvac
 import msgspec
+from cryptography import x509
 
 from . import config as config_mod
-from . import crypto
+from . import crypto, ocsp
+from .certnames import BadFilename, classify
+from .clock import SystemClock
+from .daemon import Daemon, Syncer
 from .errors import ConfigError, InputError, VaultpkiError
-from .issue import IssuedSet, IssueOptions, obtain
+from .files import NotReadable, read_limited, read_regular
+from .issue import IssuedSet, IssueOptions, obtain, obtain_partial
 from .layout import FileContent, Plan, plan_node, plan_user, validate_username
+from .logs import setup
+from .metrics import Metrics, MetricsServer
+from .probe import EndpointProber
+from .provision import ProvisionSpec
+from .provision import provision as run_provision
+from .reload import NoReload, Reloader, RunCommand, SignalByName, SignalByPidfile, parse_signal
+from .rotation import Revoked, activate, ca_status, retire, revoke_serial, rotate
+from .rotation import revoke_user as revoke_user_in_vault
+from .snapshot import DirState, Expectation, judge
 from .store import PROCESS_OWNER, CertsDir, Stage, resolve_owner
-from .validate import Problem
-
-if TYPE_CHECKING:     # each loads only in the commands that use it
-    import logging
-
-    from .daemon import Syncer
-    from .metrics import Metrics
-    from .reload import Reloader
-    from .snapshot import DirState, Expectation
-    from .vault import HttpVault
+from .validate import Problem, verify_chain
+from .vault import HttpVault
 
 DEFAULT_USER_DIR = "~/.cockroach-certs"
 
@@ -51,7 +61,6 @@ class _Ctx(msgspec.Struct):
 
 def _fail(exc: BaseException, debug: bool) -> NoReturn:
     if debug:
-        import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, VaultpkiError):
@@ -63,7 +72,6 @@ def _fail(exc: BaseException, debug: bool) -> NoReturn:
 
 class _Group(click.Group):
     """Maps every error, click's usage errors included, to one line and its exit code."""
-
     def main(self, *args: Any, **kwargs: Any) -> NoReturn:
         kwargs["standalone_mode"] = False
         try:
@@ -107,8 +115,6 @@ def _options(cfg: config_mod.Config) -> IssueOptions:
 
 def _vault(cfg: config_mod.Config) -> HttpVault:
     """Vault for a command that ends within seconds: its token's lease is not tracked."""
-    from .vault import HttpVault  # urllib3 loads only for commands that talk to Vault
-
     return HttpVault(cfg.vault, one_shot=True)
 
 
@@ -119,9 +125,7 @@ def _issue_and_write(cfg: config_mod.Config, plan: Plan, target: CertsDir) -> Is
 
 
 def _echo_json(doc: object) -> None:
-    """A ``--json`` answer. ``json`` loads here: a command without ``--json`` does not pay for it."""
-    import json
-
+    """A ``--json`` answer."""
     click.echo(json.dumps(doc, indent=2))
 
 
@@ -195,8 +199,6 @@ MAX_USER_LIST_BYTES = 32 << 20      # half a million names of the longest kind
 def _read_user_list(source: str) -> str:
     """The text of a --from-file list: stdin (``-``) or a regular file, at most MAX_USER_LIST_BYTES
     (``/dev/zero`` or a huge file must not fill memory, nor a FIFO hang the open)."""
-    from .files import NotReadable, read_limited, read_regular
-
     shown = source if source.isprintable() else ascii(source)
     try:
         data = read_limited(sys.stdin.fileno(), MAX_USER_LIST_BYTES) if source == "-" else \
@@ -264,8 +266,6 @@ def _issue_many(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_json: b
     """Bulk issuance: concurrently over one connection pool; one failure does not stop the others; each
     success is written as soon as it is validated, and all become visible as one set; the exit code says
     whether anything failed."""
-    from .issue import obtain_partial
-
     show_bar = not as_json and sys.stderr.isatty()
     with (click.progressbar(length=len(plan.certs), label="issuing", file=sys.stderr) if show_bar else _NoBar() as bar,
           contextlib.ExitStack() as stack):
@@ -310,7 +310,6 @@ class _NoBar:
 
 
 def _expectation(cfg: config_mod.Config | None, certs_dir: Path, cfg_dir: Path | None) -> Expectation | None:
-    from .snapshot import Expectation  # verify and status only: issuing never reads the dir back
 
     if cfg is None or cfg_dir is None or certs_dir.resolve() != cfg_dir.resolve():
         return None
@@ -334,7 +333,7 @@ def _load_dir(obj: _Ctx, certs_dir: str | None) -> tuple[DirState, Expectation |
     return target.snapshot(), _expectation(cfg, target.path, cfg.certs_dir if cfg else None)
 
 
-def _ca_bundles(state: DirState) -> list[tuple[str, list[Any]]]:
+def _ca_bundles(state: DirState) -> list[tuple[str, list[x509.Certificate]]]:
     """The dir's CA files that parse, as (name, certificates), client CA first."""
     bundles = []
     for name in ("ca-client.crt", "ca.crt", "ca-ui.crt"):
@@ -347,18 +346,16 @@ def _ca_bundles(state: DirState) -> list[tuple[str, list[Any]]]:
     return bundles
 
 
-def _issuer_of(leaf_chain: Sequence[Any], bundles: Sequence[tuple[str, list[Any]]]) -> Any | None:
+def _issuer_of(leaf_chain: Sequence[x509.Certificate],
+               bundles: Sequence[tuple[str, list[x509.Certificate]]]) -> x509.Certificate | None:
     """The certificate that signed a leaf: the next one in its file, else one in the dir's CA files."""
     candidates = [*leaf_chain[1:], *(c for _, certs in bundles for c in certs)]
     return next((c for c in candidates if crypto.is_issued_by(leaf_chain[0], c)), None)
 
 
-def _ocsp_states(state: DirState) -> dict[str, Any]:
+def _ocsp_states(state: DirState) -> dict[str, ocsp.OcspResult | str]:
     """Per leaf file: the OcspResult from the responder named in the certificate, or why there is none."""
-    from . import ocsp
-    from .certnames import BadFilename, classify
-
-    results: dict[str, Any] = {}
+    results: dict[str, ocsp.OcspResult | str] = {}
     bundles = _ca_bundles(state)
     for name, entry in sorted(state.entries.items()):
         try:
@@ -378,7 +375,7 @@ def _ocsp_states(state: DirState) -> dict[str, Any]:
     return results
 
 
-def _ocsp_problems(results: dict[str, Any]) -> list[Problem]:
+def _ocsp_problems(results: dict[str, ocsp.OcspResult | str]) -> list[Problem]:
     problems = []
     for name, result in results.items():
         if isinstance(result, str):
@@ -392,10 +389,8 @@ def _ocsp_problems(results: dict[str, Any]) -> list[Problem]:
 
 
 def _judged(obj: _Ctx, certs_dir: str | None, check_ocsp: bool,
-            now: dt.datetime) -> tuple[DirState, list[Problem], dict[str, Any]]:
+            now: dt.datetime) -> tuple[DirState, list[Problem], dict[str, ocsp.OcspResult | str]]:
     """A certs-dir, its problems, and (with ``check_ocsp``) each leaf's OCSP answer."""
-    from .snapshot import judge
-
     state, expect = _load_dir(obj, certs_dir)
     problems = judge(state, now, expect)
     ocsp_results = _ocsp_states(state) if check_ocsp else {}
@@ -467,7 +462,6 @@ def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
 
 
 def _status_rows(state: DirState, problems: Sequence[Problem], now: dt.datetime) -> list[dict[str, Any]]:
-    from .certnames import BadFilename, classify
 
     rows = []
     bundles = _ca_bundles(state)
@@ -496,11 +490,9 @@ def _status_rows(state: DirState, problems: Sequence[Problem], now: dt.datetime)
     return rows
 
 
-def _chains_to(data: bytes | None, bundles: Sequence[tuple[str, list[Any]]], now: dt.datetime) -> str | None:
+def _chains_to(data: bytes | None, bundles: Sequence[tuple[str, list[x509.Certificate]]], now: dt.datetime) -> str | None:
     """Which CA of which bundle a leaf verifies to ('subject (ca.crt #2)'): during a CA rotation,
     this shows which leaves still hang on the old CA."""
-    from .validate import verify_chain
-
     if not data:
         return None
     try:
@@ -542,7 +534,6 @@ def rollback(obj: _Ctx, certs_dir: str | None) -> None:
 
 
 def _reloader(cfg: config_mod.Config) -> Reloader:
-    from .reload import NoReload, RunCommand, SignalByName, SignalByPidfile, parse_signal
 
     r = cfg.reload
     sig = parse_signal(r.signal)
@@ -559,9 +550,6 @@ def _reloader(cfg: config_mod.Config) -> Reloader:
 def _syncer_factory(certs_dir: str | None, metrics: Metrics, log: logging.Logger,
                     now: Callable[[], dt.datetime]) -> Callable[[config_mod.Config], Syncer]:
     def build(cfg: config_mod.Config) -> Syncer:
-        from .daemon import Syncer
-        from .probe import EndpointProber
-        from .vault import HttpVault
 
         prober = EndpointProber(cfg.reload.verify) if cfg.reload.verify else None
         store = CertsDir(_node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))
@@ -588,12 +576,6 @@ def _listen_addr(text: str) -> tuple[str, int]:
 def sync(obj: _Ctx, once: bool, certs_dir: str | None, metrics_addr: str | None, log_format: str,
          dry_run: bool) -> None:
     """Keep this node's certs-dir fresh: renew what is due, reload the database, verify it took."""
-    from .clock import SystemClock
-    from .daemon import Daemon
-    from .logs import setup
-    from .metrics import Metrics, MetricsServer
-    from .vault import HttpVault
-
     listen = _listen_addr(metrics_addr) if metrics_addr else None
     log = setup(log_format)
     clock = SystemClock()
@@ -653,7 +635,7 @@ def _all_mounts(cfg: config_mod.Config) -> list[str]:
     return list(dict.fromkeys(m for m in mounts if m))
 
 
-def _print_revoked(revoked: list[Any], as_json: bool) -> None:
+def _print_revoked(revoked: list[Revoked], as_json: bool) -> None:
     if as_json:
         _echo_json([{"mount": r.mount, "serial": r.serial, "common_name": r.common_name,
                      "not_after": r.not_after.isoformat(), "revocation_time": r.revocation_time}
@@ -671,11 +653,9 @@ def _print_revoked(revoked: list[Any], as_json: bool) -> None:
 @click.pass_obj
 def revoke_user(obj: _Ctx, user: str, as_json: bool) -> None:
     """Revoke every unexpired certificate Vault issued for SQL user USER (found by serial in Vault)."""
-    from .rotation import revoke_user as run
-
     user = validate_username(user) if user != "node" else user
     cfg = obj.config()
-    _print_revoked(run(_vault(cfg), _user_mounts(cfg), user, _now()), as_json)
+    _print_revoked(revoke_user_in_vault(_vault(cfg), _user_mounts(cfg), user, _now()), as_json)
 
 
 @main.command()
@@ -685,8 +665,6 @@ def revoke_user(obj: _Ctx, user: str, as_json: bool) -> None:
 @click.pass_obj
 def revoke(obj: _Ctx, serial: str, mount: str | None, as_json: bool) -> None:
     """Revoke one certificate by serial."""
-    from .rotation import revoke_serial
-
     cfg = obj.config()
     _print_revoked([revoke_serial(_vault(cfg), [mount] if mount else _all_mounts(cfg), serial)], as_json)
 
@@ -696,13 +674,13 @@ def ca() -> None:
     """CA rotation with Vault's multiple issuers: rotate, then activate, then retire (admin token)."""
 
 
-def _admin(cfg: config_mod.Config) -> Any:
-    import hvac
-
+def _admin(cfg: config_mod.Config) -> hvac.Client:
+    """hvac's API over vaultpki's one Vault client (failover, deadline, caps, redirects), with the admin token."""
     if not cfg.vault.token:
         raise ConfigError("CA rotation needs an admin token in $VAULT_TOKEN")
-    return hvac.Client(url=cfg.vault.addr, token=cfg.vault.token, verify=cfg.vault.ca_cert or True,
-                       namespace=cfg.vault.namespace)
+    vault = HttpVault(cfg.vault, one_shot=True)
+    vault.ensure_token()
+    return vault.client()
 
 
 @ca.command("rotate")
@@ -712,8 +690,6 @@ def _admin(cfg: config_mod.Config) -> Any:
 @click.pass_obj
 def ca_rotate(obj: _Ctx, mount: str | None, root_mount: str | None, ttl: str) -> None:
     """Step 1: add a new issuer (not yet the default); CA files become new + old at each node's next check."""
-    from .rotation import rotate
-
     cfg = obj.config()
     target = mount or cfg.pki.mount
     issuer = rotate(_admin(cfg), cfg.vault.addr, target, root_mount, ttl, _now())
@@ -727,8 +703,6 @@ def ca_rotate(obj: _Ctx, mount: str | None, root_mount: str | None, ttl: str) ->
 @click.pass_obj
 def ca_activate(obj: _Ctx, mount: str | None, min_age: str) -> None:
     """Step 2: the newest issuer becomes the default; daemons re-issue their leaves from it."""
-    from .rotation import activate
-
     cfg = obj.config()
     target = mount or cfg.pki.mount
     age = dt.timedelta(seconds=0 if min_age == "0" else config_mod.parse_duration(min_age, "--min-age"))
@@ -743,8 +717,6 @@ def ca_activate(obj: _Ctx, mount: str | None, min_age: str) -> None:
 @click.pass_obj
 def ca_retire(obj: _Ctx, mount: str | None, force: bool) -> None:
     """Step 3: set the old issuers read-only (they leave every CA file) once none of their leaves is valid."""
-    from .rotation import retire
-
     cfg = obj.config()
     target = mount or cfg.pki.mount
     retired = retire(_admin(cfg), cfg.vault.addr, target, _now(), force)
@@ -757,8 +729,6 @@ def ca_retire(obj: _Ctx, mount: str | None, force: bool) -> None:
 @click.pass_obj
 def ca_status_cmd(obj: _Ctx, mount: str | None, as_json: bool) -> None:
     """Every issuer of the mount: default or not, usage, validity, valid leaves it signed."""
-    from .rotation import ca_status
-
     cfg = obj.config()
     target = mount or cfg.pki.mount
     rows = ca_status(_admin(cfg), cfg.vault.addr, target, _now())
@@ -779,10 +749,7 @@ def ca_status_cmd(obj: _Ctx, mount: str | None, as_json: bool) -> None:
 @click.pass_obj
 def provision(obj: _Ctx, root_mount: str, no_intermediate: bool) -> None:
     """Set up a DEV/TEST Vault (mounts, CAs, roles) for the configured mode. Production: use terraform/."""
-    import hvac
 
-    from .provision import ProvisionSpec
-    from .provision import provision as run_provision
 
     cfg = obj.config()
     token = cfg.vault.token

@@ -1,19 +1,23 @@
 """Configuration: a TOML file plus the usual ``VAULT_*`` variables, parsed into frozen values.
 
-``parse()`` is pure (dict + environment in, ``Config`` out); ``load()`` is the only
-place that reads the file and ``os.environ``. Unknown keys are errors: a misspelt
-``client_mount`` must not silently produce a non-split layout.
+Two layers: msgspec checks the document against the schema (``ConfigFile``: which keys exist, their
+types and defaults; an unknown key is an error, so a misspelt ``client_mount`` cannot silently produce
+a non-split layout), then small functions judge what the values mean (durations, mounts, URLs, the
+keys that go together) and build ``Config``. Either way an error is one line naming the dotted key.
+``parse()`` is pure (dict + environment in, ``Config`` out); ``load()`` is the only place that reads
+the file and ``os.environ``.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeGuard, get_args, get_origin
 from urllib.parse import urlsplit
 
 import msgspec
@@ -23,18 +27,19 @@ from .errors import ConfigError, InputError, VaultpkiError
 from .files import NotReadable, read_regular
 from .issue import MAX_TTL_SECONDS
 from .layout import Mode, PkiNames, validate_username
+from .probe import parse_endpoint
 from .redact import redacted_repr
+from .reload import parse_signal
 from .renewal import RenewPolicy, parse_percent
 
 __all__ = [
-    "HEADER_UNSAFE", "MAX_CONFIG_BYTES", "MAX_DURATION_SECONDS", "Config", "ReloadConfig", "VaultConfig", "dumps",
-    "expand_path", "header_safe", "load", "parse", "parse_duration",
+    "HEADER_UNSAFE", "MAX_CONFIG_BYTES", "MAX_DURATION_SECONDS", "Config", "ConfigFile", "ReloadConfig", "VaultConfig",
+    "config_keys", "dumps", "expand_path", "header_safe", "load", "parse", "parse_duration",
 ]
 
-AUTH_METHODS = ("token", "approle", "cert")
-CA_TRUST = ("issuer", "root")
-ISSUE_METHODS = ("sign", "issue")
-DEFAULT_USER_CERTS_DIR = "~/.cockroach-certs"
+AuthMethod = Literal["token", "approle", "cert"]
+CaTrust = Literal["issuer", "root"]
+IssueMethod = Literal["sign", "issue"]
 MAX_CONFIG_BYTES = 1 << 20
 # ASCII digits only: Python's \d and int() also take '１' (full-width) and other scripts' digits, which
 # Vault's Go duration parser refuses, and a duration must mean one thing to both.
@@ -192,139 +197,253 @@ class Config(msgspec.Struct, frozen=True):
     node_users: tuple[str, ...] = ()   # SQL users whose client certs the node's certs-dir also holds
 
 
-class _Table:
-    """One TOML table being consumed; leftover keys are reported as unknown."""
-
-    def __init__(self, raw: Any, name: str) -> None:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"[{name}] must be a table")
-        self.raw = dict(raw)
-        self.name = name
-
-    def _key(self, key: str) -> str:
-        return f"{self.name}.{key}" if self.name else key
-
-    def text(self, key: str, default: str | None = None) -> str | None:
-        value = self.raw.pop(key, default)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise ConfigError(f"{self._key(key)} must be a non-empty string")
-        if value is not None and "\x00" in value:
-            raise ConfigError(f"{self._key(key)} has a NUL character")
-        return value
-
-    def mount(self, key: str, default: str | None = None) -> str | None:
-        value = self.text(key, default)
-        return None if value is None else _check_mount(value, self._key(key))
-
-    def role(self, key: str, default: str | None = None) -> str | None:
-        value = self.text(key, default)
-        return None if value is None else _check_role(value, self._key(key))
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.text(key, default)
-        if value not in choices:
-            raise ConfigError(f"{self._key(key)} = {value!r} is not one of: {', '.join(choices)}")
-        return value
-
-    def integer(self, key: str) -> int | None:
-        value = self.raw.pop(key, None)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ConfigError(f"{self._key(key)} must be an integer")
-        return value
-
-    def number(self, key: str, default: float) -> float:
-        value = self.raw.pop(key, default)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{self._key(key)} must be a positive number")
-        return float(value)
-
-    def str_list(self, key: str) -> tuple[str, ...]:
-        value = self.raw.pop(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise ConfigError(f"{self._key(key)} must be a list of non-empty strings")
-        if any("\x00" in v for v in value):
-            raise ConfigError(f"{self._key(key)} has a NUL character")
-        return tuple(value)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.raw.pop(key, default)
-        if not isinstance(value, bool):
-            raise ConfigError(f"{self._key(key)} must be true or false")
-        return value
-
-    def str_or_list(self, key: str) -> tuple[str, ...]:
-        value = self.raw.get(key)
-        if isinstance(value, str):
-            return (self.text(key) or "",)
-        return self.str_list(key)
-
-    def table(self, key: str) -> _Table:
-        return _Table(self.raw.pop(key, {}), self._key(key))
-
-    def done(self) -> None:
-        if self.raw:
-            names = ", ".join(sorted(self._key(k) for k in self.raw))
-            raise ConfigError(f"unknown configuration key(s): {names}")
+# --- the schema: which keys a file may hold, their types and defaults ----------------------------------
+# msgspec does the structural checking (a key no table names, a value of the wrong type) in one pass;
+# what a value means (a duration, a mount name, a URL) is judged afterwards, by the functions below.
 
 
-_KEYS: dict[str, frozenset[str]] = {
-    "": frozenset({"certs_dir", "mode", "key_type", "key_bits", "ttl", "owner", "group", "ca_trust",
-                   "issue_method", "vault", "pki", "node", "ui", "renew", "reload"}),
-    "vault": frozenset({"addr", "auth", "ca_cert", "namespace", "timeout", "retry_for", "token_file", "approle_mount", "role_id",
-                        "role_id_file", "secret_id_file", "cert_mount", "cert_role", "cert_file", "key_file"}),
-    "pki": frozenset({"mount", "client_mount", "node_role", "client_node_role", "user_role", "root_role", "ui_mount",
-                      "ui_role"}),
-    "node": frozenset({"hosts", "users"}),
-    "ui": frozenset({"hosts"}),
-    "renew": frozenset({"before", "jitter", "retry_initial", "retry_max", "ca_check", "ocsp_check", "revoke_replaced"}),
-    "reload": frozenset({"signal", "process", "pidfile", "command", "command_timeout", "verify", "verify_timeout",
-                         "rollback_on_failure"}),
-}
+class _Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A table of the configuration file: unknown keys are refused, not ignored, so that a misspelt
+    ``client_mount`` cannot silently produce a non-split layout."""
 
 
-def _check_keys(raw: Mapping[str, Any]) -> None:
-    """Name every unknown key before reading any value: a typo must not surface as its consequence."""
-    unknown = sorted(k for k in raw if k not in _KEYS[""])
-    for table in ("vault", "pki", "node", "ui", "renew", "reload"):
-        if isinstance(raw.get(table), dict):
-            unknown += sorted(f"{table}.{k}" for k in raw[table] if k not in _KEYS[table])
-    if unknown:
-        raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}")
+class VaultTable(_Table, frozen=True):
+    """``[vault]``: where Vault is and how vaultpki logs in (``$VAULT_*`` fill what is left out)."""
+
+    addr: str | tuple[str, ...] = ()         # one URL, a comma-separated string, or a list (HA)
+    auth: AuthMethod = "token"
+    ca_cert: str | None = None
+    namespace: str | None = None
+    timeout: float = 30.0
+    retry_for: str = "60s"
+    token_file: str | None = None
+    approle_mount: str = "approle"
+    role_id: str | None = None
+    role_id_file: str | None = None
+    secret_id_file: str | None = None
+    cert_mount: str = "cert"
+    cert_role: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class PkiTable(_Table, frozen=True):
+    """``[pki]``: the mounts and roles certificates are asked of."""
+
+    mount: str = "pki-crdb"
+    client_mount: str | None = None
+    node_role: str = "node"
+    client_node_role: str = "client-node"
+    user_role: str = "user"
+    root_role: str = "root"
+    ui_mount: str | None = None
+    ui_role: str = "ui"
+
+
+class NodeTable(_Table, frozen=True):
+    """``[node]``: the node certificate's host names, and the users whose client certs sit beside it."""
+
+    hosts: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+
+
+class UiTable(_Table, frozen=True):
+    """``[ui]``: the DB Console certificate's host names (split-node with a UI mount)."""
+
+    hosts: tuple[str, ...] = ()
+
+
+class RenewTable(_Table, frozen=True):
+    """``[renew]``: when ``sync`` renews, and how it waits while Vault is away."""
+
+    before: str = "33%"
+    jitter: str = "5%"
+    retry_initial: str = "1s"
+    retry_max: str = "5m"
+    ca_check: str = "1h"
+    ocsp_check: bool = True
+    revoke_replaced: bool = False
+
+
+class ReloadTable(_Table, frozen=True):
+    """``[reload]``: how ``sync`` makes the database pick up a new set."""
+
+    signal: str | None = None
+    process: str | None = None
+    pidfile: str | None = None
+    command: tuple[str, ...] = ()
+    command_timeout: str = "60s"
+    verify: str | None = None
+    verify_timeout: str = "15s"
+    rollback_on_failure: bool = False
+
+
+class ConfigFile(_Table, frozen=True):
+    """A configuration file as written: every key it may hold, with its default."""
+
+    certs_dir: str | None = None
+    mode: Mode = Mode.STANDARD
+    key_type: KeyType = KeyType.EC
+    key_bits: int | None = None
+    ttl: str | None = None
+    owner: str | None = None
+    group: str | None = None
+    ca_trust: CaTrust = "issuer"
+    issue_method: IssueMethod = "sign"
+    vault: VaultTable = VaultTable()
+    pki: PkiTable = PkiTable()
+    node: NodeTable = NodeTable()
+    ui: UiTable = UiTable()
+    renew: RenewTable = RenewTable()
+    reload: ReloadTable = ReloadTable()
+
+
+def config_keys() -> tuple[str, ...]:
+    """Every key a configuration file may hold, dotted (``vault.addr``): what the reference documents."""
+    return tuple(_dotted_keys(ConfigFile, ""))
+
+
+def _dotted_keys(table: type[_Table], prefix: str) -> list[str]:
+    keys: list[str] = []
+    for field in msgspec.structs.fields(table):
+        if _is_table(field.type):
+            keys += _dotted_keys(field.type, f"{prefix}{field.name}.")
+        else:
+            keys.append(prefix + field.name)
+    return keys
+
+
+def _is_table(kind: Any) -> TypeGuard[type[_Table]]:
+    return isinstance(kind, type) and issubclass(kind, _Table)
+
+
+# --- from msgspec's error to one line naming the key ------------------------------------------------------
+
+_ERROR_AT = re.compile(r"(?P<what>.*) - at `\$(?P<path>(?:\.[A-Za-z_]\w*)*)(?P<item>\[\d+\])?`", re.DOTALL)
+
+
+def _read_file(raw: Mapping[str, Any]) -> ConfigFile:
+    """The document checked against the schema; a ConfigError in today's words when it does not fit."""
+    try:
+        return msgspec.convert(raw, ConfigFile)
+    except msgspec.ValidationError as exc:
+        # Every unknown key first, before any value is judged: a typo must not surface as its consequence.
+        unknown = _unknown_keys(raw, ConfigFile, "")
+        if unknown:
+            raise ConfigError(f"unknown configuration key(s): {', '.join(sorted(unknown))}") from None
+        raise ConfigError(_wrong_value(str(exc), raw)) from None
+
+
+def _unknown_keys(raw: Mapping[str, Any], table: type[_Table], prefix: str) -> list[str]:
+    """Every key of ``raw`` (and of its known tables) that the schema does not name, dotted."""
+    fields = {field.name: field.type for field in msgspec.structs.fields(table)}
+    unknown = [_shown(prefix + str(key)) for key in raw if key not in fields]
+    for name, kind in fields.items():
+        if _is_table(kind) and isinstance(raw.get(name), dict):
+            unknown += _unknown_keys(raw[name], kind, f"{prefix}{name}.")
+    return unknown
+
+
+def _shown(name: str) -> str:
+    """A key name as it can stand in a one-line message (TOML lets a quoted key hold a line break)."""
+    return name if name.isprintable() else ascii(name)
+
+
+def _wrong_value(message: str, raw: Mapping[str, Any]) -> str:
+    """msgspec's ``Expected `int`, got `str` - at `$.vault.timeout``` in the words of this configuration."""
+    match = _ERROR_AT.fullmatch(message)
+    if not match or not match["path"]:
+        return f"configuration: {message}"
+    names = match["path"][1:].split(".")
+    key = ".".join(names)
+    kind: Any = ConfigFile
+    value: Any = raw
+    for name in names:
+        kind = {field.name: field.type for field in msgspec.structs.fields(kind)}[name]
+        value = value[name]
+    if _is_table(kind) and not match["item"]:
+        return f"[{key}] must be a table"
+    choices = _choices(kind)
+    if choices and message.startswith("Invalid enum value"):
+        return f"{key} = {value!r} is not one of: {', '.join(choices)}"
+    return f"{key} {_expected(kind)}"
+
+
+def _choices(kind: Any) -> tuple[str, ...]:
+    """The values a Literal or an Enum key takes, in their order."""
+    if get_origin(kind) is Literal:
+        return tuple(str(v) for v in get_args(kind))
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return tuple(str(member.value) for member in kind)
+    return ()
+
+
+def _expected(kind: Any) -> str:
+    """What a key of this schema type must be, said as the error message says it."""
+    if kind is bool:
+        return "must be true or false"
+    if kind is float:
+        return "must be a positive number"
+    if kind is int or int in get_args(kind):
+        return "must be an integer"
+    if get_origin(kind) is tuple or any(get_origin(arg) is tuple for arg in get_args(kind)):
+        return "must be a list of non-empty strings"
+    return "must be a non-empty string"
+
+
+def _check_strings(table: _Table, prefix: str = "") -> None:
+    """Every string of the file non-blank and free of NUL (no path, header or argument can hold one)."""
+    for field in msgspec.structs.fields(table):
+        key, value = prefix + field.name, getattr(table, field.name)
+        if isinstance(value, _Table):
+            _check_strings(value, f"{key}.")
+        elif isinstance(value, str):
+            if not value.strip():
+                raise ConfigError(f"{key} must be a non-empty string")
+            if "\x00" in value:
+                raise ConfigError(f"{key} has a NUL character")
+        elif isinstance(value, tuple):
+            if not all(item.strip() for item in value):
+                raise ConfigError(f"{key} must be a list of non-empty strings")
+            if any("\x00" in item for item in value):
+                raise ConfigError(f"{key} has a NUL character")
+
+
+# --- what the values mean ---------------------------------------------------------------------------------
 
 
 def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config>") -> Config:
     """Build a Config from a parsed TOML document and an environment (pure)."""
-    _check_keys(raw)
-    top = _Table(raw, "")
-    vault_t, pki_t, node_t, ui_t = top.table("vault"), top.table("pki"), top.table("node"), top.table("ui")
-    renew_t, reload_t = top.table("renew"), top.table("reload")
-    certs_dir = top.text("certs_dir")
-    mode_name = top.choice("mode", tuple(m.value for m in Mode), Mode.STANDARD.value)
-    key_type, key_bits = check_key_params(top.text("key_type", "ec") or "ec", top.integer("key_bits"))
-    ttl = top.text("ttl")
+    doc = _read_file(raw)
+    _check_strings(doc)
+    key_type, key_bits = check_key_params(doc.key_type.value, doc.key_bits)
     config = Config(
-        certs_dir=expand_path(certs_dir, "certs_dir") if certs_dir else None,
-        mode=Mode(mode_name),
+        certs_dir=expand_path(doc.certs_dir, "certs_dir") if doc.certs_dir else None,
+        mode=doc.mode,
         key_type=key_type,
         key_bits=key_bits,
-        ttl_seconds=_parse_ttl(ttl),
-        owner=top.text("owner"),
-        group=top.text("group"),
-        ca_trust=top.choice("ca_trust", CA_TRUST, "issuer"),
-        issue_method=top.choice("issue_method", ISSUE_METHODS, "sign"),
-        vault=_parse_vault(vault_t, env),
-        pki=_parse_pki(pki_t),
-        node_hosts=node_t.str_list("hosts"),
-        ui_hosts=ui_t.str_list("hosts"),
+        ttl_seconds=_parse_ttl(doc.ttl),
+        owner=doc.owner,
+        group=doc.group,
+        ca_trust=doc.ca_trust,
+        issue_method=doc.issue_method,
+        vault=_parse_vault(doc.vault, env),
+        pki=_parse_pki(doc.pki),
+        node_hosts=doc.node.hosts,
+        ui_hosts=doc.ui.hosts,
         source=source,
-        renew=_parse_renew(renew_t),
-        retry_initial=parse_duration(renew_t.text("retry_initial", "1s") or "1s", "renew.retry_initial"),
-        retry_max=parse_duration(renew_t.text("retry_max", "5m") or "5m", "renew.retry_max"),
-        reload=_parse_reload(reload_t),
-        node_users=_node_users(node_t.str_list("users")),
+        renew=_parse_renew(doc.renew),
+        retry_initial=parse_duration(doc.renew.retry_initial, "renew.retry_initial"),
+        retry_max=parse_duration(doc.renew.retry_max, "renew.retry_max"),
+        reload=_parse_reload(doc.reload),
+        node_users=_node_users(doc.node.users),
     )
-    for table in (vault_t, pki_t, node_t, ui_t, renew_t, reload_t, top):
-        table.done()
+    _check_combination(config)
+    return config
+
+
+def _check_combination(config: Config) -> None:
+    """Keys that are each fine alone but not together."""
     if config.pki.ui_mount and not config.ui_hosts:
         raise ConfigError("pki.ui_mount is set but ui.hosts is empty")
     if config.mode is Mode.SPLIT_CA and not config.pki.client_mount:
@@ -334,24 +453,19 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config
         raise ConfigError(f"vault.auth = 'cert' works in mode = 'standard' only: in {config.mode.value} node.crt is a "
                           "server certificate Vault refuses for login, and client.node.crt is the same on every node; "
                           "use auth = 'approle'")
-    return config
 
 
-def _parse_renew(t: _Table) -> RenewPolicy:
-    before = t.text("before", "33%") or "33%"
-    jitter = parse_percent(t.text("jitter", "5%") or "5%", "renew.jitter", allow_zero=True)
+def _parse_renew(t: RenewTable) -> RenewPolicy:
+    jitter = parse_percent(t.jitter, "renew.jitter", allow_zero=True)
     if jitter > 0.25:
         raise ConfigError("renew.jitter above 25% would no longer respect the renewal window")
-    ca_check_text = t.text("ca_check", "1h") or "1h"
-    ca_check = 0 if ca_check_text == "0" else parse_duration(ca_check_text, "renew.ca_check")
-    ocsp_check = t.boolean("ocsp_check", True)
-    revoke_replaced = t.boolean("revoke_replaced", False)
-    if "%" in before:
-        fraction, seconds = parse_percent(before, "renew.before", allow_zero=False), None
+    ca_check = 0 if t.ca_check == "0" else parse_duration(t.ca_check, "renew.ca_check")
+    if "%" in t.before:
+        fraction, seconds = parse_percent(t.before, "renew.before", allow_zero=False), None
     else:
-        fraction, seconds = None, parse_duration(before, "renew.before")
+        fraction, seconds = None, parse_duration(t.before, "renew.before")
     return RenewPolicy(before_fraction=fraction, before_seconds=seconds, jitter_fraction=jitter,
-                       ca_check=ca_check, ocsp_check=ocsp_check, revoke_replaced=revoke_replaced)
+                       ca_check=ca_check, ocsp_check=t.ocsp_check, revoke_replaced=t.revoke_replaced)
 
 
 def _node_users(users: tuple[str, ...]) -> tuple[str, ...]:
@@ -361,21 +475,16 @@ def _node_users(users: tuple[str, ...]) -> tuple[str, ...]:
         raise ConfigError(f"node.users: {exc}") from None
 
 
-def _parse_reload(t: _Table) -> ReloadConfig:
-    signal_name = t.text("signal")
-    if signal_name is not None:
-        from .reload import parse_signal  # subprocess and friends: only when there is a signal to check
-
-        signal_name = parse_signal(signal_name).name
+def _parse_reload(t: ReloadTable) -> ReloadConfig:
     reload = ReloadConfig(
-        signal=signal_name or "SIGHUP",
-        process=t.text("process"),
-        pidfile=t.text("pidfile"),
-        command=t.str_list("command"),
-        command_timeout=parse_duration(t.text("command_timeout", "60s") or "60s", "reload.command_timeout"),
-        verify=t.text("verify"),
-        verify_timeout=parse_duration(t.text("verify_timeout", "15s") or "15s", "reload.verify_timeout"),
-        rollback_on_failure=t.boolean("rollback_on_failure", False),
+        signal=parse_signal(t.signal).name if t.signal is not None else "SIGHUP",
+        process=t.process,
+        pidfile=t.pidfile,
+        command=t.command,
+        command_timeout=parse_duration(t.command_timeout, "reload.command_timeout"),
+        verify=t.verify,
+        verify_timeout=parse_duration(t.verify_timeout, "reload.verify_timeout"),
+        rollback_on_failure=t.rollback_on_failure,
     )
     # process and pidfile go together: the pid in the pidfile must then be that process.
     chosen = [k for k, v in (("process", reload.process), ("pidfile", reload.pidfile), ("command", reload.command)) if v]
@@ -383,42 +492,53 @@ def _parse_reload(t: _Table) -> ReloadConfig:
         raise ConfigError(f"reload: set only one of process, pidfile or command (got {', '.join(chosen)}; "
                           "process and pidfile may go together)")
     if reload.verify is not None:
-        from .probe import parse_endpoint  # validates postgres:// and tls:// endpoints (ssl: only when needed)
-
-        parse_endpoint(reload.verify)
+        parse_endpoint(reload.verify)       # a postgres:// or tls:// host:port, refused now rather than at reload
     return reload
 
 
-def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
-    configured = t.str_or_list("addr")
+def _vault_addrs(t: VaultTable, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The configured addresses (a string, a comma-separated string like $VAULT_ADDR, or a list), else
+    $VAULT_ADDR's; each checked, trailing slashes dropped."""
+    configured = (t.addr,) if isinstance(t.addr, str) else t.addr
     if len(configured) == 1 and "," in configured[0]:
-        configured = tuple(a.strip() for a in configured[0].split(","))     # "https://a,https://b", like $VAULT_ADDR
+        configured = tuple(a.strip() for a in configured[0].split(","))
     addrs = configured or tuple(a.strip() for a in env.get("VAULT_ADDR", "").split(",") if a.strip())
     if not addrs:
         raise ConfigError("no Vault address: set vault.addr or $VAULT_ADDR")
     for addr in addrs:
         _check_vault_addr(addr)
-    addrs = tuple(a.rstrip("/") for a in addrs)
-    addr = addrs[0]
+    return tuple(a.rstrip("/") for a in addrs)
+
+
+def _parse_vault(t: VaultTable, env: Mapping[str, str]) -> VaultConfig:
+    addrs = _vault_addrs(t, env)
+    if not (math.isfinite(t.timeout) and t.timeout > 0):
+        raise ConfigError("vault.timeout must be a positive number")
     vault = VaultConfig(
-        addr=addr,
+        addr=addrs[0],
         addrs=addrs,
-        auth=t.choice("auth", AUTH_METHODS, "token"),
-        ca_cert=t.text("ca_cert") or env.get("VAULT_CACERT") or None,
-        namespace=t.text("namespace") or env.get("VAULT_NAMESPACE") or None,
-        timeout=t.number("timeout", 30.0),
-        retry_for=float(parse_duration(t.text("retry_for", "60s") or "60s", "vault.retry_for")),
+        auth=t.auth,
+        ca_cert=t.ca_cert or env.get("VAULT_CACERT") or None,          # the file wins over $VAULT_*
+        namespace=t.namespace or env.get("VAULT_NAMESPACE") or None,
+        timeout=t.timeout,
+        retry_for=float(parse_duration(t.retry_for, "vault.retry_for")),
         token=env.get("VAULT_TOKEN") or None,
-        token_file=t.text("token_file"),
-        approle_mount=t.mount("approle_mount", "approle") or "approle",
-        role_id=t.text("role_id"),
-        role_id_file=t.text("role_id_file"),
-        secret_id_file=t.text("secret_id_file"),
-        cert_mount=t.mount("cert_mount", "cert") or "cert",
-        cert_role=t.text("cert_role"),
-        cert_file=t.text("cert_file"),
-        key_file=t.text("key_file"),
+        token_file=t.token_file,
+        approle_mount=_check_mount(t.approle_mount, "vault.approle_mount"),
+        role_id=t.role_id,
+        role_id_file=t.role_id_file,
+        secret_id_file=t.secret_id_file,
+        cert_mount=_check_mount(t.cert_mount, "vault.cert_mount"),
+        cert_role=t.cert_role,
+        cert_file=t.cert_file,
+        key_file=t.key_file,
     )
+    _check_vault_auth(vault)
+    return vault
+
+
+def _check_vault_auth(vault: VaultConfig) -> None:
+    """What each login method needs, and the values that go into headers."""
     # Checked here, before anything is sent, and never echoed: the value may be a token. ($VAULT_TOKEN only
     # where it is the one used: with a token file or another auth method it is ignored.)
     if vault.auth == "token" and not vault.token_file and vault.token is not None and not header_safe(vault.token):
@@ -430,21 +550,20 @@ def _parse_vault(t: _Table, env: Mapping[str, str]) -> VaultConfig:
             raise ConfigError("vault.auth = 'approle' needs vault.role_id (or role_id_file) and vault.secret_id_file")
     if vault.auth == "cert" and not (vault.cert_file and vault.key_file):
         raise ConfigError("vault.auth = 'cert' needs vault.cert_file and vault.key_file")
-    if vault.auth == "cert" and not all(a.startswith("https://") for a in addrs):
+    if vault.auth == "cert" and not all(a.startswith("https://") for a in vault.addrs):
         raise ConfigError("vault.auth = 'cert' needs an https:// Vault address (the certificate is sent in the TLS handshake)")
-    return vault
 
 
-def _parse_pki(t: _Table) -> PkiNames:
+def _parse_pki(t: PkiTable) -> PkiNames:
     return PkiNames(
-        mount=t.mount("mount", "pki-crdb") or "pki-crdb",
-        client_mount=t.mount("client_mount"),
-        node_role=t.role("node_role", "node") or "node",
-        client_node_role=t.role("client_node_role", "client-node") or "client-node",
-        user_role=t.role("user_role", "user") or "user",
-        ui_mount=t.mount("ui_mount"),
-        ui_role=t.role("ui_role", "ui"),
-        root_role=t.role("root_role", "root") or "root",
+        mount=_check_mount(t.mount, "pki.mount"),
+        client_mount=None if t.client_mount is None else _check_mount(t.client_mount, "pki.client_mount"),
+        node_role=_check_role(t.node_role, "pki.node_role"),
+        client_node_role=_check_role(t.client_node_role, "pki.client_node_role"),
+        user_role=_check_role(t.user_role, "pki.user_role"),
+        ui_mount=None if t.ui_mount is None else _check_mount(t.ui_mount, "pki.ui_mount"),
+        ui_role=_check_role(t.ui_role, "pki.ui_role"),
+        root_role=_check_role(t.root_role, "pki.root_role"),
     )
 
 

@@ -34,7 +34,7 @@ import msgspec
 from cryptography import x509
 from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, wait_exponential_jitter
 
-from . import crypto
+from . import crypto, ocsp
 from .config import Config
 from .errors import ReloadError, StoreError, VaultpkiError, VaultUnavailable
 from .issue import IssuedLeaf, IssueOptions, default_issuer, fetch_materials, obtain_partial, trust_anchors
@@ -169,8 +169,6 @@ class Syncer:
         if not (ask_ocsp and self.cfg.renew.ocsp_check and default is not None
                 and spec.kind in (FileKind.NODE, FileKind.CLIENT_NODE)):
             return None
-        from . import ocsp  # the check talks HTTP to the responder named in the certificate
-
         try:
             result = ocsp.query(leaf, default, timeout=5.0, now=now)
         except VaultpkiError as exc:
@@ -490,7 +488,7 @@ class Daemon:
         retrying = Retrying(
             # Anything but a stop or a SIGHUP is retried: the daemon outlives Vault outages and its own surprises.
             retry=retry_if_not_exception_type((_Stopped, _Rerun)),
-            wait=wait_exponential_jitter(initial=syncer.cfg.retry_initial, max=syncer.cfg.retry_max),
+            wait=wait_exponential_jitter(multiplier=syncer.cfg.retry_initial, max=syncer.cfg.retry_max),
             before_sleep=before_sleep, sleep=sleep, reraise=True,
         )
         try:

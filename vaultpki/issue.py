@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -17,7 +18,6 @@ from cryptography import x509
 from . import crypto
 from .errors import CertificateError, IssuanceRefused, VaultpkiError
 from .layout import CertSpec, FileContent, Plan, TrustSpec
-from .parallel import Parallel, Pending
 from .validate import check_issued
 
 if TYPE_CHECKING:     # the port's types only: this module never loads hvac
@@ -33,10 +33,9 @@ MAX_PARALLEL = 8
 # No role issues longer, so a longer ttl is refused as a configuration error, and when none is asked
 # (the role's default applies) no honest certificate lives longer than this.
 MAX_TTL_SECONDS = 2160 * 3600
-# Requests a streamed bulk run keeps in flight. One thread does all of the client's work: while it judges
-# and writes a batch of answers, the server should still have requests to sign. 16 beat 8 by ~15 % on
-# 1,000 users (interleaved runs, same server); 32 gave nothing more.
-STREAM_IN_FLIGHT = 16
+# Requests a bulk run keeps in flight: while this thread judges and writes answers, the server should
+# still have requests to sign.
+BULK_IN_FLIGHT = 16
 
 
 class IssueOptions(msgspec.Struct, frozen=True):
@@ -123,8 +122,8 @@ def _sign_request(spec: CertSpec, options: IssueOptions) -> tuple[crypto.Private
 
 
 def _request(
-    spec: CertSpec, vault: VaultPort, options: IssueOptions, pool: Parallel,
-) -> tuple[crypto.PrivateKey | None, Pending[IssuedCert]]:
+    spec: CertSpec, vault: VaultPort, options: IssueOptions, pool: ThreadPoolExecutor,
+) -> tuple[crypto.PrivateKey | None, Future[IssuedCert]]:
     """Start one leaf: the key and CSR are made here, in the calling thread, and only the request
     waits in the pool (``issue``: Vault makes the key, so there is none yet)."""
     if options.method == "sign":
@@ -167,7 +166,7 @@ def _intermediates(ca_chain: tuple[str, ...]) -> tuple[x509.Certificate, ...]:
 
 def fetch_materials(mounts: Sequence[str], vault: VaultPort) -> dict[str, CaMaterial]:
     """Every mount's CA material (in parallel)."""
-    with Parallel(min(MAX_PARALLEL, max(1, len(mounts)))) as pool:
+    with ThreadPoolExecutor(min(MAX_PARALLEL, max(1, len(mounts)))) as pool:
         return dict(zip(mounts, pool.map(vault.ca_material, mounts), strict=True))
 
 
@@ -211,19 +210,20 @@ def obtain_partial(
     the rest are still being signed. An exception from it stops the run: what is still queued is
     cancelled, and it propagates.
 
-    ``streamed`` (a bulk run, with ``sign``): the requests go out through ``VaultPort.sign_many``, from
-    this thread, each key made just before its request, each answer judged as it arrives. The CA
+    ``streamed`` (a bulk run, with ``sign``): the requests go out through ``VaultPort.sign_many``, each
+    key made in this thread just before its request, each answer judged as it arrives. The CA
     material is then fetched first; the result keeps the plan's order either way.
     """
     if streamed and options.method == "sign":
         return _obtain_streamed(plan, vault, options, clock, anchors, progress, sink)
-    with Parallel(min(MAX_PARALLEL, len(plan.certs) + 1)) as pool:
-        anchors_of: Pending[dict[str, list[x509.Certificate]]]
+    with ThreadPoolExecutor(min(MAX_PARALLEL, len(plan.certs) + 1)) as pool:
+        anchors_of: Future[dict[str, list[x509.Certificate]]]
         if anchors is None:
             anchors_of = pool.submit(fetch_anchors, sorted({t.mount for t in plan.trusts}), vault, options.ca_trust)
         else:
-            anchors_of = Pending.of(anchors)
-        started: list[tuple[crypto.PrivateKey | None, Pending[IssuedCert]]] = []
+            anchors_of = Future()
+            anchors_of.set_result(anchors)
+        started: list[tuple[crypto.PrivateKey | None, Future[IssuedCert]]] = []
         try:
             for spec in plan.certs:
                 started.append(_request(spec, vault, options, pool))
@@ -255,7 +255,7 @@ def _obtain_streamed(
             key, request = _sign_request(spec, options)
             yield (index, key), request
 
-    for (index, key), answer in vault.sign_many(requests(), STREAM_IN_FLIGHT):
+    for (index, key), answer in vault.sign_many(requests(), BULK_IN_FLIGHT):
         outcomes.settle(index, key, answer)
     return outcomes.result()
 

@@ -18,9 +18,9 @@ import enum
 import os
 import time
 from collections.abc import Callable
-from urllib.parse import SplitResult, urljoin, urlsplit
 
 import msgspec
+import requests
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, SignatureAlgorithmOID
 
+from . import transport
 from .crypto import format_serial
 from .errors import VaultpkiError
 
@@ -228,69 +229,23 @@ def parse_response(
 
 
 def http_post(url: str, body: bytes, timeout: float) -> HttpAnswer:
-    """POST like Go's ``http.DefaultClient`` (proxy variables honoured, redirects followed).
-
-    A responder reached directly over plain HTTP, as OCSP responders are (RFC 6960, A.1), is asked through
-    the standard library's ``http.client``, which a ``sync`` daemon has loaded anyway (prometheus_client
-    serves with it). A proxy, a redirect or ``https://`` go to urllib3, loaded only then: it would stay in
-    the daemon for good, ~2 MiB.
-    """
-    from .vault import proxy_for
-
-    parts = urlsplit(url)
-    if parts.scheme == "http" and proxy_for(url, os.environ) is None:
-        answer, location = _post_direct(parts, body, timeout)
-        if location is None:
-            return answer
-        url = urljoin(url, location)
-    return _post_urllib3(url, body, timeout)
-
-
-def _read_bounded(read: Callable[[int], bytes]) -> bytes:
-    """The body, read with either transport's ``read(n)``; a runaway one is refused, not buffered."""
-    data = read(MAX_RESPONSE_BYTES + 1)
-    if len(data) > MAX_RESPONSE_BYTES:
-        raise OcspError(f"response body exceeds {MAX_RESPONSE_BYTES} bytes")
-    return data
-
-
-def _post_direct(parts: SplitResult, body: bytes, timeout: float) -> tuple[HttpAnswer, str | None]:
-    """One POST on a connection of its own; the answer, or the Location of a redirect to follow."""
-    import http.client
-
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout)
+    """POST like Go's ``http.DefaultClient`` (proxy variables honoured, 307/308 redirects followed, never
+    from https to http), over the same HTTP as Vault's (``transport.send``): the whole exchange within
+    ``timeout``, the body capped at ``MAX_RESPONSE_BYTES``. An OCSP request carries nothing secret, so a
+    redirect may lead to any host."""
+    session = transport.new_session(transport.tls_context())
     try:
-        conn.request("POST", target, body=body, headers={"Content-Type": REQUEST_TYPE})
-        resp = conn.getresponse()
-        location = resp.getheader("Location")
-        if 300 <= resp.status < 400 and location:
-            return HttpAnswer(resp.status, None, b""), location
-        return HttpAnswer(resp.status, resp.getheader("Content-Type"), _read_bounded(resp.read)), None
-    except (OSError, http.client.HTTPException) as exc:
+        answer = transport.send(session, "POST", url, timeout=timeout, limit=MAX_RESPONSE_BYTES, env=os.environ,
+                                allowed=None, headers={"Content-Type": REQUEST_TYPE}, body=body)
+    except transport.BodyTooLarge as exc:
+        raise OcspError(f"response body exceeds {MAX_RESPONSE_BYTES} bytes") from exc
+    except requests.exceptions.RequestException as exc:
+        raise OcspError(f"{type(exc).__name__}: {transport.one_line(str(exc))[:300]}") from exc
+    except (OSError, ValueError) as exc:              # the system trust store unreadable
         raise OcspError(f"{type(exc).__name__}: {exc}") from exc
     finally:
-        conn.close()
-
-
-def _post_urllib3(url: str, body: bytes, timeout: float) -> HttpAnswer:
-    import urllib3
-
-    from .vault import pool_manager, redirects_only
-
-    pool = pool_manager(url, os.environ)
-    try:
-        resp = pool.request("POST", url, body=body, headers={"Content-Type": REQUEST_TYPE}, preload_content=False,
-                            timeout=urllib3.Timeout(total=timeout), retries=redirects_only())
-        try:
-            return HttpAnswer(resp.status, resp.headers.get("Content-Type"), _read_bounded(resp.read))
-        finally:
-            resp.release_conn()
-    except urllib3.exceptions.HTTPError as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise OcspError(f"{type(reason).__name__}: {reason}") from exc
-    finally:
-        pool.clear()
+        session.close()
+    return HttpAnswer(answer.status, answer.headers.get("Content-Type"), answer.body)
 
 
 def _one_line(text: str) -> str:

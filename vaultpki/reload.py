@@ -9,17 +9,16 @@ afterwards, which is why the sync daemon probes the endpoint after reloading
 
 from __future__ import annotations
 
-import importlib
 import os
 import shlex
 import signal
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Protocol
 
 import msgspec
+import psutil
 
 from .errors import ConfigError, ReloadError
 from .redact import redacted_repr
@@ -91,11 +90,6 @@ def parse_signal(name: str) -> signal.Signals:
         raise ConfigError(f"{name!r} is not a signal name or number (e.g. 'SIGHUP', 'HUP' or '1')") from None
 
 
-def _psutil() -> ModuleType:
-    """psutil, loaded on first use: only a reload by process name needs it (and its ~8 ms, ~3 MiB)."""
-    return importlib.import_module("psutil")
-
-
 def _not_permitted(pid: int, sig: signal.Signals) -> str:
     return (f"not permitted to send {sig.name} to pid {pid}: "
             "the signal must come from the same user as the process, or root")
@@ -126,7 +120,6 @@ class SignalByName(msgspec.Struct, frozen=True):
         return f"{self.sig.name} to every process named {self.name!r}"
 
     def reload(self) -> ReloadOutcome:
-        psutil = _psutil()
         me = os.getpid()
         signalled: list[int] = []
         denied: list[int] = []
@@ -151,7 +144,6 @@ class SignalByName(msgspec.Struct, frozen=True):
 
     def _matching(self) -> list[ProcessHandle]:
         """Snapshot first, signal after: a signal handler cannot change what we match."""
-        psutil = _psutil()
         found: list[ProcessHandle] = []
         for proc in (self.proc_iter or psutil.process_iter)():
             try:
@@ -177,7 +169,6 @@ def _is_named(proc: ProcessHandle, name: str) -> bool:
 
 def _basename(read: Callable[[], list[str]]) -> str:
     """Basename of the first element *read* returns; '' when unreadable or empty."""
-    psutil = _psutil()
     try:
         values = read()
     except (psutil.AccessDenied, psutil.NoSuchProcess):
@@ -257,7 +248,6 @@ class SignalByPidfile(msgspec.Struct, frozen=True):
                 raise ReloadError(f"pid {pid} from pidfile {self.path} runs as {describe_user(uids[1])}, but the keys "
                                   f"are written for {describe_user(expected)}: nothing signalled")
         if self.process is not None:
-            psutil = _psutil()
             try:
                 named = _is_named(psutil.Process(pid), self.process)
             except psutil.NoSuchProcess:

@@ -1,54 +1,43 @@
-"""The node-side Vault adapter: JSON over keep-alive HTTP, vaultpki errors and plain values on top.
+"""The Vault adapter: hvac over one ``requests`` session per configured address list, vaultpki errors
+and plain values on top.
 
-It speaks Vault's HTTP API itself, not through hvac: a node calls a dozen endpoints, and
-hvac + requests would cost a cold ``issue-node`` ~30 ms and ~6 MiB of its ~155 ms and ~39 MiB
-(see the README's benchmarks). hvac stays the client of the admin side (``admin.py``:
-provisioning, CA rotation), where its coverage of the API is worth its weight.
-
-Requests go over ``wire`` (httptools on keep-alive sockets) when they can: a direct connection and an
-answer that is not a redirect. A redirect (a standby that does not forward) and a proxy in the
-environment are left to urllib3, which is loaded only then.
-
-Vault's JSON never leaves this module. Transient failures (connection refused,
-timeouts, 5xx, sealed, 429) are retried with capped exponential backoff and
-jitter; everything else is translated once into the vaultpki hierarchy.
+Every request goes through ``VaultAdapter.request`` (an hvac adapter): failover between the configured
+addresses (the last good one first), and ``transport.send``'s whole-request deadline, body cap and
+redirects kept to the configured addresses. ``HttpVault`` adds what a node needs on top: retries of
+transient failures with tenacity (bounded by ``vault.retry_for``), the token's lifecycle, the PKI
+endpoints, and bulk signing over a thread pool that shares the session's keep-alive connections.
+Vault's JSON never leaves this module; every failure is translated once (``transport.translate_errors``).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import stat
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from functools import partial
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode
 
+import hvac
+import hvac.adapters
+import hvac.exceptions as hvac_errors
 import msgspec
 import msgspec.json
+import requests
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
+from . import transport
 from .config import HEADER_UNSAFE, VaultConfig, header_safe
 from .errors import ConfigError, VaultDenied, VaultpkiError, VaultRequestError, VaultUnavailable
 from .files import NotReadable, read_regular
-from .parallel import Parallel
 from .redact import redacted_repr
-from .wire import Wire, WireError
 
 if TYPE_CHECKING:
-    import ssl
-
-    import urllib3
-
     from .issue import SignRequest
-    from .stream import Post, _Slow
 
-__all__ = [
-    "CaMaterial", "HttpVault", "IssuedCert", "VaultPort",
-    "conn_reason", "one_line", "pool_manager", "proxy_for", "redirects_only", "ssl_reason",
-]
+__all__ = ["CaMaterial", "HttpVault", "IssuedCert", "VaultAdapter", "VaultPort"]
 
 K = TypeVar("K")
 
@@ -94,79 +83,86 @@ class VaultPort(Protocol):
     def revoke_with_key(self, mount: str, certificate: str, private_key: str) -> int: ...
 
 
-def one_line(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip(" .*")
-
-
-# Vault's answers that mean "not now": sealed/standby/unavailable, overloaded, uninitialised, server errors.
+# Vault's answers that mean "not now, here": sealed/standby/unavailable, overloaded, uninitialised, server errors.
 _TRANSIENT_STATUS = frozenset({429, 500, 501, 502, 503, 504})
-_POOL_SIZE = 16      # keep-alive connections per address: more than issue.MAX_PARALLEL
+POOL_SIZE = 16      # keep-alive connections per address: as many as a bulk run keeps in flight
 
 
-def redirects_only() -> urllib3.Retry:
-    """urllib3's retry policy here: redirects are followed (a standby that does not forward answers 307
-    to the active node); nothing else is retried by urllib3: tenacity does that, bounded by time."""
-    import urllib3
+class VaultAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac is untyped
+    """hvac's adapter, the one place every request to Vault goes through.
 
-    return urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5, raise_on_redirect=True)
+    Each request is tried at the configured addresses in turn, the last one that answered first; a
+    connection failure or a transient status (sealed, standby, overloaded) moves on to the next. Each try
+    is one ``transport.send``: the whole of it within ``timeout``, the body capped, redirects followed
+    only to a configured address. Answers: the decoded JSON (None for an empty body); a refusal is
+    raised as hvac's exception for its status (hvac's own methods rely on them), a transport failure
+    as ``requests``'.
+    """
+
+    def __init__(self, addrs: Sequence[str], session: requests.Session, timeout: float, env: Mapping[str, str],
+                 token: str | None = None, namespace: str | None = None) -> None:
+        super().__init__(base_uri=addrs[0], token=token, session=session, timeout=timeout, namespace=namespace)
+        self.addrs = tuple(a.rstrip("/") for a in addrs)
+        self.active = 0
+        self._timeout = timeout
+        self._env = env
+        self._allowed = frozenset(transport.origin(a) for a in self.addrs)
+
+    def request(self, method: str, url: str, headers: Mapping[str, str] | None = None, raise_exception: bool = True,
+                **kwargs: Any) -> Any:
+        body = kwargs.get("json")
+        params = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (kwargs.get("params") or {}).items()}
+        target = "/" + url.lstrip("/") + (f"?{urlencode(params)}" if params else "")
+        sent = {"Content-Type": "application/json", "X-Vault-Request": "true", **(headers or {})}
+        if self.token:
+            sent["X-Vault-Token"] = self.token
+        if self.namespace:
+            sent["X-Vault-Namespace"] = self.namespace
+        data = None if body is None else msgspec.json.encode(body)
+        failure: Exception | None = None
+        first = self.active
+        for offset in range(len(self.addrs)):
+            index = (first + offset) % len(self.addrs)
+            try:
+                answer = transport.send(self.session, method.upper(), self.addrs[index] + target, timeout=self._timeout,
+                                        limit=transport.MAX_VAULT_BODY, env=self._env, allowed=self._allowed,
+                                        headers=sent, body=data)
+            except requests.exceptions.RequestException as exc:
+                failure = exc
+                continue
+            decoded = _decode(answer)
+            if answer.status in _TRANSIENT_STATUS:
+                failure = _status_error(method, answer, decoded)
+                continue
+            self.active = index
+            if answer.status >= 400 and raise_exception:
+                raise _status_error(method, answer, decoded)
+            return decoded
+        assert failure is not None
+        raise failure
 
 
-class _TlsFailure(VaultUnavailable):
-    """The TLS connection failed (verification, handshake): never worth retrying."""
-
-
-def _pool(cfg: VaultConfig, addr: str, env: Mapping[str, str]) -> urllib3.PoolManager:
-    """A keep-alive pool for one address, with the TLS settings of the config."""
-    tls: dict[str, Any] = {}
-    if addr.startswith("https://"):
-        tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": cfg.ca_cert}    # no ca_cert: the system's trust store
-        if cfg.auth == "cert" and cfg.cert_file and cfg.key_file:
-            tls |= {"cert_file": cfg.cert_file, "key_file": cfg.key_file}
-    return pool_manager(addr, env, maxsize=_POOL_SIZE, **tls)
-
-
-def pool_manager(url: str, env: Mapping[str, str], **kwargs: Any) -> urllib3.PoolManager:
-    """urllib3's pool for ``url``: through the proxy the environment names for it, like Go's HTTP clients."""
-    import urllib3
-
-    proxy = proxy_for(url, env)
-    return urllib3.ProxyManager(proxy, **kwargs) if proxy else urllib3.PoolManager(**kwargs)
-
-
-def proxy_for(addr: str, env: Mapping[str, str]) -> str | None:
-    """The proxy URL the environment names for ``addr``, honouring no_proxy; None for a direct connection."""
-    proxies = {k.lower()[:-6]: v for k, v in env.items() if k.lower().endswith("_proxy") and v}
-    if not proxies:
+def _decode(answer: transport.Answer) -> Any:
+    """The JSON of an answer; a body that is not JSON becomes an ``errors`` list saying so."""
+    if not answer.body.strip():
         return None
-    from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
+    try:
+        return msgspec.json.decode(answer.body)
+    except msgspec.DecodeError:
+        return {"errors": [f"HTTP {answer.status} with a body that is not JSON: {answer.body[:120]!r}"]}
 
-    if proxy_bypass_environment(urlsplit(addr).netloc, proxies):
-        return None
-    return proxies.get(addr.split("://", 1)[0]) or proxies.get("all")
 
-
-class _Reply(msgspec.Struct, frozen=True):
-    """One HTTP answer: its status and decoded JSON (None for an empty body)."""
-
-    status: int
-    body: Any
-
-    @classmethod
-    def of(cls, status: int, raw: bytes) -> _Reply:
-        try:
-            decoded = msgspec.json.decode(raw) if raw.strip() else None
-        except msgspec.DecodeError:
-            decoded = {"errors": [f"HTTP {status} with a body that is not JSON: {raw[:120]!r}"]}
-        return cls(status, decoded)
-
-    def errors(self) -> str:
-        errors = self.body.get("errors") if isinstance(self.body, dict) else None
-        text = "; ".join(str(e) for e in errors) if errors else f"HTTP {self.status}"
-        return one_line(text).replace("1 error occurred: * ", "").replace("1 error occurred: ", "")
+def _status_error(method: str, answer: transport.Answer, decoded: Any) -> hvac_errors.VaultError:
+    errors = decoded.get("errors") if isinstance(decoded, dict) else None
+    errors = [str(e) for e in errors] if isinstance(errors, list) and errors else [f"HTTP {answer.status}"]
+    status = 502 if answer.status == 504 else answer.status       # hvac has no class for a gateway timeout
+    error: hvac_errors.VaultError = hvac_errors.VaultError.from_status(status, errors=errors, method=method,
+                                                                        url=answer.url)
+    return error
 
 
 class HttpVault:
-    """VaultPort over keep-alive HTTP, one connection pool per configured address.
+    """VaultPort over hvac and one keep-alive session for all the configured addresses.
 
     - Addresses are tried in order on transient failures (HA: a dead or sealed node
       is skipped; standbys forward to the active node), and the last good one is
@@ -179,7 +175,7 @@ class HttpVault:
       token Vault still knows is a denial: reported as such, with no new login.
     - ``one_shot``: a command that ends within seconds does not look its static token
       up to learn its lease (one round trip less); the daemon does.
-    - Thread-safe: the leaves of a set are signed in parallel over the same pools.
+    - Thread-safe: the leaves of a set are signed in parallel over the same session.
     """
 
     def __init__(self, cfg: VaultConfig, *, max_wait: float = 8.0, clock: Callable[[], float] = time.monotonic,
@@ -188,15 +184,12 @@ class HttpVault:
         self._one_shot = one_shot
         self._max_wait = max_wait
         self._clock = clock
-        self._addrs = cfg.addrs or (cfg.addr,)
+        self._addrs = tuple(cfg.addrs or (cfg.addr,))
         self._env = os.environ if env is None else env
-        self._pools: list[urllib3.PoolManager | None] = [None] * len(self._addrs)    # made on first use
-        self._direct = [proxy_for(addr, self._env) is None for addr in self._addrs]
-        self._wires: list[Wire | None] = [None] * len(self._addrs)
-        self._wire_lock = threading.Lock()
-        self._active = 0
+        self._adapter: VaultAdapter | None = None         # made on first use: a bad ca_cert fails that request
+        self._adapter_lock = threading.Lock()
         self._token_lock = threading.RLock()
-        self._token: str | None = None
+        self._token_value: str | None = None
         self._lease: float | None = None          # seconds; None: the token never expires
         self._obtained = 0.0                      # clock() when the token was obtained or renewed
         self._renewable = False
@@ -207,94 +200,60 @@ class HttpVault:
 
     # --- plumbing -----------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "X-Vault-Request": "true"}
-        if self._token:
-            headers["X-Vault-Token"] = self._token
-        if self._cfg.namespace:
-            headers["X-Vault-Namespace"] = self._cfg.namespace
-        return headers
+    @property
+    def _token(self) -> str | None:
+        return self._token_value
 
-    def _send(self, index: int, method: str, path: str, body: Mapping[str, Any] | None) -> _Reply:
-        data = None if body is None else msgspec.json.encode(body)
-        url = f"{self._addrs[index]}/v1/{path}"
-        if self._direct[index]:
-            parts = urlsplit(url)
-            target = parts.path + (f"?{parts.query}" if parts.query else "")
-            status, headers, raw = self._wire(index).request(method, target, data, list(self._headers().items()))
-            if not (300 <= status < 400 and "location" in headers):
-                return _Reply.of(status, raw)
-            # A standby that does not forward: urllib3 follows its redirect (and any further one) with the
-            # method, the body and the token.
-            url = urljoin(url, headers["location"])
-        import urllib3
+    @_token.setter
+    def _token(self, token: str | None) -> None:
+        self._token_value = token
+        if self._adapter is not None:
+            self._adapter.token = token
 
-        response = self._pool(index).request(
-            method, url, body=data, headers=self._headers(),
-            timeout=urllib3.Timeout(connect=self._cfg.timeout, read=self._cfg.timeout), retries=redirects_only())
-        return _Reply.of(response.status, response.data)
-
-    def _wire(self, index: int) -> Wire:
-        with self._wire_lock:
-            wire = self._wires[index]
-            if wire is None:
-                parts = urlsplit(self._addrs[index])
-                https = parts.scheme == "https"
+    def adapter(self) -> VaultAdapter:
+        """The hvac adapter (and with it the session), made on first use."""
+        with self._adapter_lock:
+            if self._adapter is None:
+                cfg = self._cfg
+                cert = (cfg.cert_file, cfg.key_file) if cfg.auth == "cert" else (None, None)
                 try:
-                    tls = self._tls_context() if https else None
-                except (OSError, ValueError) as exc:      # ssl.SSLError is an OSError
-                    raise _TlsFailure(f"TLS set-up for Vault at {self._addrs[index]} failed: {one_line(str(exc))}") from exc
-                wire = Wire(parts.hostname or "", parts.port or (443 if https else 80), tls, self._cfg.timeout)
-                self._wires[index] = wire
-            return wire
+                    tls = transport.tls_context(cfg.ca_cert, *cert)
+                except (OSError, ValueError) as exc:          # ssl.SSLError is an OSError
+                    raise transport.Refused(f"TLS set-up for Vault at {self._addrs[0]} failed: "
+                                            f"{transport.one_line(str(exc))}") from exc
+                session = transport.new_session(tls, POOL_SIZE, len(self._addrs))
+                self._adapter = VaultAdapter(self._addrs, session, cfg.timeout, self._env, self._token_value,
+                                             cfg.namespace)
+            return self._adapter
 
-    def _pool(self, index: int) -> urllib3.PoolManager:
-        with self._wire_lock:
-            pool = self._pools[index]
-            if pool is None:
-                pool = self._pools[index] = _pool(self._cfg, self._addrs[index], self._env)
-            return pool
+    def client(self) -> hvac.Client:
+        """An hvac client over this adapter, for the admin commands' use of hvac's API (token: ``ensure_token``)."""
+        adapter = self.adapter()
+        # token="": hvac would otherwise read $VAULT_TOKEN or ~/.vault-token for the adapter it makes first
+        client = hvac.Client(url=adapter.addrs[0], token="", session=adapter.session)
+        client.adapter = adapter
+        return client
+
+    def close(self) -> None:
+        """Close the session's connections."""
+        if self._adapter is not None:
+            self._adapter.close()
 
     def _call(self, what: str, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        """One request to the first address that answers, transient failures retried with backoff;
-        the decoded JSON (None when Vault answered with no body)."""
+        """One request (failover inside the adapter), transient failures retried with backoff for up to
+        ``vault.retry_for``; the decoded JSON (None when Vault answered with no body)."""
         def attempt() -> Any:
-            failure: VaultUnavailable | None = None
-            for offset in range(len(self._pools)):
-                index = (self._active + offset) % len(self._pools)
-                addr = self._addrs[index]
-                try:
-                    result = _judge(_transport_errors(addr, what, partial(self._send, index, method, path, body)),
-                                    addr, what)
-                except VaultUnavailable as exc:
-                    failure = exc
-                    continue
-                self._active = index
-                return result
-            assert failure is not None
-            raise failure
-        try:
-            return attempt()
-        except VaultUnavailable as exc:
-            if not _is_transient(exc):
-                raise
-            pending: list[BaseException] = [exc]
-        # Only now load tenacity (~5 ms of a cold command, which as a rule never needs it), and hand
-        # it the failure that already happened as its first attempt, so that it backs off before the next.
-        from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
-
-        def again() -> Any:
-            if pending:
-                raise pending.pop()
-            return attempt()
+            adapter = self.adapter()
+            with transport.translate_errors(adapter.addrs[adapter.active], what):
+                return adapter.request(method, f"/v1/{path}", json=body)
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
             # Bounded by time, not by a count: an HA election takes seconds to tens of seconds.
             stop=stop_after_delay(self._cfg.retry_for),
-            wait=wait_exponential_jitter(initial=0.25, max=self._max_wait),
+            wait=wait_exponential_jitter(multiplier=0.25, max=self._max_wait),
             reraise=True,
         )
-        return retrying(again)
+        return retrying(attempt)
 
     def _login(self) -> None:
         cfg = self._cfg
@@ -450,61 +409,40 @@ class HttpVault:
     def sign_many(
         self, requests: Iterable[tuple[K, SignRequest]], parallel: int,
     ) -> Iterator[tuple[K, IssuedCert | VaultpkiError]]:
-        """Sign many CSRs from this thread, ``parallel`` in flight over as many keep-alive connections to
-        the active address (``stream``: no thread per request, see there why).
+        """Sign many CSRs, ``parallel`` at a time in a thread pool over the session's keep-alive connections;
+        each through ``sign`` (retries, failover, redirects, re-login), so results and errors are ``sign``'s.
 
-        Only a certificate or a definite refusal (a 4xx other than 401/403/429) is settled that way; any
-        other answer, a failed connection or a timeout sends the request (and every later one) through
-        ``sign``, in a worker thread, which retries, fails over, follows redirects and logs in again.
-        So the results and error messages are exactly those of ``sign``.
+        ``requests`` is drawn in this thread, one more each time one completes; an exception from it stops
+        the run (what is queued is cancelled) and propagates, as does closing the generator.
         """
-        from . import stream
+        self.ensure_token()                   # one login before the workers start, not one each
+        source = iter(requests)
+        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="vaultpki-sign") as pool:
+            pending: dict[Future[IssuedCert | VaultpkiError], K] = {}
 
-        self.ensure_token()
-        index = self._active
-        addr = self._addrs[index]
-        tls, direct = None, self._direct[index]
-        if direct:
+            def draw() -> None:
+                for tag, request in source:
+                    pending[pool.submit(self._sign_or_error, request)] = tag
+                    return
+
             try:
-                tls = self._wire(index).tls       # the address's one TLS context (the CA reads made it)
-            except _TlsFailure:                   # sign() will say what is wrong
-                direct = False
-        endpoint = stream.Endpoint.at(addr, tls, self._cfg.timeout, direct)
+                for _ in range(max(1, parallel)):
+                    draw()
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        tag = pending.pop(future)
+                        draw()                # keep the pool busy while the caller handles this answer
+                        yield tag, future.result()
+            finally:
+                for future in pending:
+                    future.cancel()
 
-        def posts() -> Iterator[Post[tuple[K, SignRequest]]]:
-            for tag, request in requests:
-                body = msgspec.json.encode(_sign_body(request.csr, request.common_name, request.ttl))
-                yield stream.Post((tag, request), f"v1/{request.mount}/sign/{request.role}", body,
-                                  tuple(self._headers().items()))
-
-        def judge(post: Post[tuple[K, SignRequest]], status: int, raw: bytes) -> IssuedCert | VaultpkiError | _Slow:
-            if not (200 <= status < 300 or (400 <= status < 500 and status not in (401, 403, 429))):
-                return stream.SLOW            # a redirect, a login to renew, a node away or busy: sign() knows what to do
-            what = _signing(post.tag[1].mount, post.tag[1].role)
-            try:
-                return _issued(_payload(_judge(_Reply.of(status, raw), addr, what), what), what)
-            except VaultpkiError as exc:
-                return exc
-
-        def slow(post: Post[tuple[K, SignRequest]]) -> IssuedCert | VaultpkiError:
-            r = post.tag[1]
-            try:
-                return self.sign(r.mount, r.role, r.csr, r.common_name, r.ttl)
-            except VaultpkiError as exc:
-                return exc
-
-        for (tag, _), result in stream.exchange(endpoint, posts(), parallel, judge, slow):
-            yield tag, result
-
-    def _tls_context(self) -> ssl.SSLContext:
-        """The TLS settings of the urllib3 pools, for ``wire`` (and through it ``stream``): the configured CA
-        (else the system's), the host name checked, the client certificate for cert auth."""
-        import ssl
-
-        context = ssl.create_default_context(cafile=self._cfg.ca_cert)
-        if self._cfg.auth == "cert" and self._cfg.cert_file and self._cfg.key_file:
-            context.load_cert_chain(self._cfg.cert_file, self._cfg.key_file)
-        return context
+    def _sign_or_error(self, r: SignRequest) -> IssuedCert | VaultpkiError:
+        try:
+            return self.sign(r.mount, r.role, r.csr, r.common_name, r.ttl)
+        except VaultpkiError as exc:
+            return exc
 
     def issue(
         self, mount: str, role: str, common_name: str, dns: tuple[str, ...], ips: tuple[str, ...],
@@ -535,7 +473,7 @@ class HttpVault:
         themselves; an issuer retired to read-only usage leaves the trust bundle.
         """
         what = f"reading the CA of mount {mount}"
-        with Parallel(1) as pool:     # the two reads are independent: one round trip
+        with ThreadPoolExecutor(1) as pool:     # the two reads are independent: one round trip
             listing = pool.submit(self._data, f"listing the issuers of mount {mount}", "LIST", f"{mount}/issuers")
             data = self._data(what, "GET", f"{mount}/issuer/default/json")
             issuer = data.get("certificate")
@@ -598,58 +536,11 @@ class HttpVault:
         return int(data.get("revocation_time") or 0)
 
 
-def _transport_errors(addr: str, what: str, send: Callable[[], _Reply]) -> _Reply:
-    """Run ``send``, re-raising the transport's failures (wire's or urllib3's) as VaultUnavailable chained
-    to their cause; a TLS failure as _TlsFailure, which is never retried."""
-    try:
-        return send()
-    except Exception as exc:
-        failure = _transport_failure(exc)
-        if failure is None:
-            raise
-        kind, reason = failure
-    if kind == "tls":
-        raise _TlsFailure(f"TLS connection to Vault at {addr} failed while {what}: {ssl_reason(reason)}") from reason
-    if kind == "redirects":
-        raise VaultUnavailable(f"request to Vault at {addr} failed while {what}: {one_line(str(reason))}") from reason
-    raise VaultUnavailable(f"cannot reach Vault at {addr} while {what}: {conn_reason(reason)}") from reason
-
-
-def _transport_failure(exc: Exception) -> tuple[str, Exception] | None:
-    """("tls" | "redirects" | "connection", the underlying error) for a failure below HTTP, from wire or
-    urllib3 (loaded only if it was used); None for anything else."""
-    if isinstance(exc, WireError):
-        reason = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
-        ssl = sys.modules.get("ssl")
-        tls = ssl is not None and isinstance(reason, ssl.SSLError) and not isinstance(reason, ssl.SSLEOFError)
-        return ("tls" if tls else "connection"), reason
-    urllib3 = sys.modules.get("urllib3")
-    if urllib3 is None or not isinstance(exc, urllib3.exceptions.HTTPError):
-        return None
-    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
-    if isinstance(reason, urllib3.exceptions.SSLError):
-        return "tls", reason
-    if isinstance(reason, urllib3.exceptions.ResponseError):              # too many redirects
-        return "redirects", reason
-    return "connection", reason                                           # refused, timed out, dropped mid-answer
-
-
-def _judge(reply: _Reply, addr: str, what: str) -> Any:
-    """The decoded body of a successful answer; otherwise the most specific vaultpki error."""
-    if reply.status < 400:
-        return reply.body
-    if reply.status in (401, 403):
-        raise VaultDenied(f"Vault denied {what}: {reply.errors()}")
-    if reply.status in _TRANSIENT_STATUS:
-        raise VaultUnavailable(f"Vault at {addr} is unavailable while {what}: {reply.errors()}")
-    if reply.status == 404:
-        raise VaultRequestError(f"Vault has no such path while {what} (is the mount or role provisioned?)")
-    raise VaultRequestError(f"Vault refused {what}: {reply.errors()}")
 
 
 def _is_transient(exc: BaseException) -> bool:
-    """Worth retrying: Vault away, sealed, electing or overloaded; never a TLS verification failure."""
-    return isinstance(exc, VaultUnavailable) and not isinstance(exc, _TlsFailure)
+    """Worth retrying: Vault away, sealed, electing or overloaded; never a TLS or hostile-answer failure."""
+    return isinstance(exc, VaultUnavailable) and not isinstance(exc, transport.Refused)
 
 
 def _payload(response: Any, what: str) -> dict[str, Any]:
@@ -707,20 +598,3 @@ def _read_secret(path: str, key: str) -> str:
     if not value:
         raise ConfigError(f"{key} {path} is empty")
     return value
-
-
-def conn_reason(exc: Exception) -> str:
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host",
-                   "Temporary failure in name resolution", "Connection reset"):
-        if marker in text:
-            return marker.lower()
-    return one_line(text)[:200]
-
-
-def ssl_reason(exc: Exception) -> str:
-    text = str(exc)
-    match = re.search(r"certificate verify failed: ([^(')]+)", text)
-    return match.group(1).strip() if match else one_line(text)[:200]
-
-

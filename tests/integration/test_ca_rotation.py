@@ -91,6 +91,7 @@ def bundle(path: Path) -> list[str]:
     return [crypto.describe(c).subject for c in crypto.load_certs(path.read_bytes())]
 
 
+@pytest.mark.slow
 def test_rotation_without_a_moment_of_downtime(bao: DevServer, shared_dir: Path) -> None:
     admin = hvac.Client(url=bao.addr, token=bao.root_token)
     provision(admin, bao.addr, ProvisionSpec(mode=Mode.STANDARD, pki=PKI, node_hosts=NODE_HOSTS, intermediate=False))

@@ -306,6 +306,7 @@ def when_order(item: tuple[str, int]) -> float:
     return -1.0 if label.startswith("before") else float("inf") if label.startswith("after") else float(label.split()[0])
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_and_every_filesystem_step(issued: IssuedSets, tmp_path: Path) -> None:
     """>= 200 SIGKILLed renewals: afterwards always exactly the old or the new set, pairs matching, verify ok.
 

@@ -244,6 +244,7 @@ def test_module_defaults_let_a_node_log_in_again(module_approle: dict[str, Any])
     assert module_approle["token_no_default_policy"] is True
 
 
+@pytest.mark.slow
 def test_systemd_unit_sync_once_then_sync_with_the_module_defaults(lab: Lab) -> None:
     role_id, secret_id = lab.approle("systemd")
     commands = systemd_commands()
@@ -251,6 +252,7 @@ def test_systemd_unit_sync_once_then_sync_with_the_module_defaults(lab: Lab) -> 
     run_then_daemon(lab, config, commands["ExecStartPre"], commands["ExecStart"], "systemd", role_id)
 
 
+@pytest.mark.slow
 def test_kubernetes_init_container_then_sidecar_with_the_module_defaults(lab: Lab) -> None:
     role_id, secret_id = lab.approle("k8s")
     commands = kubernetes_commands()
@@ -258,6 +260,7 @@ def test_kubernetes_init_container_then_sidecar_with_the_module_defaults(lab: La
     run_then_daemon(lab, config, commands["init"], commands["sidecar"], "k8s", role_id)
 
 
+@pytest.mark.slow
 def test_the_daemon_logs_in_again_at_token_max_ttl(lab: Lab) -> None:
     """The module's role with short token TTLs: the daemon renews its token, and logs in again when
     renewing no longer helps; the certificate renewal after that succeeds."""
@@ -308,6 +311,7 @@ def test_a_revoked_token_is_one_new_login_then_success(lab: Lab) -> None:
     assert [login["ok"] for login in logins] == [True, True] and logins[1]["token"] != first["token"]
 
 
+@pytest.mark.slow
 def test_an_expired_token_is_one_new_login_then_success(lab: Lab) -> None:
     """The token expires at the server while vaultpki's clock stands still (a suspended machine: the
     monotonic clock does not count the sleep), so only asking Vault can tell."""

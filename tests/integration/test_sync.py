@@ -66,6 +66,7 @@ def pg_node(deploy: Callable[..., Deployment], shared_dir: Path) -> Iterator[tup
 
 
 @pytest.mark.parametrize("how", ["process", "pidfile"])
+@pytest.mark.slow
 def test_daemon_renews_reloads_postgres_and_marc_keeps_working(
     pg_node: tuple[Deployment, Path, PostgresServer, Path], how: str,
 ) -> None:
@@ -100,6 +101,7 @@ def test_daemon_renews_reloads_postgres_and_marc_keeps_working(
     assert run_cli(["--config", str(config), "verify"]).returncode == 0
 
 
+@pytest.mark.slow
 def test_restart_ten_times_issues_nothing(deploy: Callable[..., Deployment], shared_dir: Path) -> None:
     dep = deploy(Mode.SPLIT_CA, ui=True)
     config = write_config(dep, shared_dir, ttl="1h")
@@ -121,6 +123,7 @@ def test_restart_ten_times_issues_nothing(deploy: Callable[..., Deployment], sha
     assert tree(shared_dir / "certs") == before_tree
 
 
+@pytest.mark.slow
 def test_reload_that_does_not_take_is_reported(deploy: Callable[..., Deployment], shared_dir: Path,
                                                tmp_path: Path) -> None:
     """A consumer that ignores SIGHUP keeps serving the old certificate: reported, metric set, rollback possible."""
@@ -157,6 +160,7 @@ def test_reload_that_does_not_take_is_reported(deploy: Callable[..., Deployment]
             assert daemon.stop() == 0
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_pass_exits_zero_and_leaves_a_consistent_dir(
     deploy: Callable[..., Deployment], shared_dir: Path,
 ) -> None:

@@ -39,6 +39,7 @@ def outage_bao(tmp_path: Path) -> Iterator[PersistentOpenBao]:
         yield server
 
 
+@pytest.mark.slow
 def test_vault_outage_daemon_stays_up_untouched_then_renews(outage_bao: PersistentOpenBao, tmp_path: Path) -> None:
     config, certs = standard_sync_config(outage_bao.addr, outage_bao.root_token, "out", tmp_path)
     with SyncDaemon(config, {"VAULT_TOKEN": outage_bao.root_token}) as daemon:
@@ -88,6 +89,7 @@ path "{mount}/issuer/default/json" {{ capabilities = ["read"] }}
 """
 
 
+@pytest.mark.slow
 def test_renewable_token_is_renewed_before_it_expires(deploy: Callable[..., Deployment], shared: Path) -> None:
     dep = deploy(Mode.STANDARD, ui=False)
     dep.admin.sys.create_or_update_acl_policy(
@@ -108,6 +110,7 @@ def test_renewable_token_is_renewed_before_it_expires(deploy: Callable[..., Depl
         assert daemon.stop() == 0
 
 
+@pytest.mark.slow
 def test_expired_approle_login_is_replaced(deploy: Callable[..., Deployment], shared: Path) -> None:
     dep = deploy(Mode.STANDARD, ui=False)
     admin = dep.admin

@@ -53,6 +53,7 @@ def poll(what: str, ready: Callable[[], bool], timeout: float = 10.0) -> float:
     return time.monotonic() - start
 
 
+@pytest.mark.slow
 def test_cluster_elects_again_after_the_active_node_is_killed_and_the_node_rejoins(tmp_path: Path) -> None:
     cluster = RaftCluster(tmp_path)
     s = http()

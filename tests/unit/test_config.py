@@ -625,3 +625,102 @@ def test_unknown_key_is_reported_before_its_consequences(raw: dict[str, Any], mi
     with pytest.raises(ConfigError) as info:
         parse(raw, {})
     assert misspelt in str(info.value), str(info.value)
+
+
+# --- the schema (msgspec) and its one-line errors ----------------------------------------------------------
+
+def test_config_keys_lists_every_key_of_the_file_dotted() -> None:
+    keys = config_mod.config_keys()
+    assert len(keys) == len(set(keys))
+    assert {"certs_dir", "mode", "vault.addr", "vault.retry_for", "pki.root_role", "node.users", "ui.hosts",
+            "renew.revoke_replaced", "reload.rollback_on_failure"} <= set(keys)
+    assert not {"vault", "pki", "node", "ui", "renew", "reload"} & set(keys)      # a table is listed by its keys
+
+
+@pytest.mark.parametrize("key", config_mod.config_keys())
+def test_every_key_of_the_wrong_type_is_named_dotted(key: str) -> None:
+    """A table where a value belongs is wrong for every key: the one line names the key as a reader writes it."""
+    raw = minimal()
+    *tables, name = key.split(".")
+    target = raw
+    for table in tables:
+        target = target.setdefault(table, {})
+    target[name] = {"x": 1}
+    with pytest.raises(ConfigError) as info:
+        parse(raw, {})
+    message = str(info.value)
+    assert message.startswith(f"{key} must be ") or message.startswith(f"{key} = "), message
+    assert "\n" not in message and "$" not in message and "Expected" not in message
+
+
+@pytest.mark.parametrize("key", config_mod.config_keys())
+def test_every_key_is_accepted_by_the_schema(key: str) -> None:
+    """Each listed key is one parse() takes: the list and the schema are the same thing."""
+    raw = minimal(mode="split-node")
+    *tables, name = key.split(".")
+    target = raw
+    for table in tables:
+        target = target.setdefault(table, {})
+    target[name] = _a_valid(key)
+    raw.setdefault("ui", {}).setdefault("hosts", ["console.example.com"])
+    parse(raw, {})
+
+
+def _a_valid(key: str) -> Any:
+    """A value each key accepts on its own (in split-node mode, with ui.hosts set)."""
+    special: dict[str, Any] = {
+        "certs_dir": "/c", "mode": "split-node", "key_type": "ec", "key_bits": 384, "ttl": "1h", "ca_trust": "root",
+        "issue_method": "issue", "vault.addr": ADDR, "vault.auth": "token", "vault.timeout": 5, "vault.retry_for": "5s",
+        "vault.approle_mount": "approle", "vault.cert_mount": "cert", "node.hosts": ["db1"], "node.users": ["root"],
+        "ui.hosts": ["console.example.com"], "renew.before": "24h", "renew.jitter": "1%", "renew.retry_initial": "1s",
+        "renew.retry_max": "1m", "renew.ca_check": "1h", "renew.ocsp_check": False, "renew.revoke_replaced": True,
+        "reload.signal": "HUP", "reload.command": ["true"], "reload.command_timeout": "5s",
+        "reload.verify": "tls://db1:8080", "reload.verify_timeout": "5s", "reload.rollback_on_failure": True,
+    }
+    if key in special:
+        return special[key]
+    if key.startswith("pki."):
+        return "pki-x" if key.endswith("mount") else "role-x"
+    return "/some/path-or-name"
+
+
+def test_unknown_keys_of_every_table_are_named_before_any_wrong_value() -> None:
+    raw = _with("vault", adress="x", timeout="soon") | {"zeta": 1, "renew": {"befor": "1h", "jitter": 3}}
+    with pytest.raises(ConfigError) as info:
+        parse(raw, {})
+    head, _, names = str(info.value).partition(": ")
+    assert head == "unknown configuration key(s)" and set(names.split(", ")) == {"renew.befor", "vault.adress", "zeta"}
+
+
+def test_an_unknown_key_with_a_line_break_stays_on_one_line() -> None:
+    """TOML lets a quoted key hold any character: the message is still one line (it used to break in two)."""
+    with pytest.raises(ConfigError) as info:
+        parse(toml(VALID_FILE + '"evil\\nvaultpki: error: forged" = 1\n'), {})
+    assert "\n" not in str(info.value) and "\\n" in str(info.value), str(info.value)
+    assert "node.evil" in str(info.value)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    pytest.param(_with("vault", auth="ldap"), "vault.auth = 'ldap' is not one of: token, approle, cert", id="auth-choices"),
+    pytest.param(_with(None, mode="split"), "mode = 'split' is not one of: standard, split-node, split-ca", id="mode-choices"),
+    pytest.param(_with(None, ca_trust=1), "ca_trust must be a non-empty string", id="choice-not-a-string"),
+    pytest.param(_with(None, key_type="dsa"), "key_type = 'dsa' is not one of: ec, rsa", id="key-type-choices"),
+    pytest.param(_with(None, vault=[{"addr": ADDR}]), "[vault] must be a table", id="array-of-tables"),
+    pytest.param(_with(None, ui=3), "[ui] must be a table", id="ui-not-a-table"),
+    pytest.param(_with("vault", timeout=float("inf")), "vault.timeout must be a positive number", id="timeout-infinite"),
+    pytest.param(_with("vault", timeout=True), "vault.timeout must be a positive number", id="timeout-bool"),
+    pytest.param(_with("node", hosts=[["db1"]]), "node.hosts must be a list of non-empty strings", id="hosts-nested-list"),
+    pytest.param(_with("renew", ocsp_check="yes"), "renew.ocsp_check must be true or false", id="ocsp-check-yes"),
+    pytest.param(_with(None, owner=" "), "owner must be a non-empty string", id="owner-blank"),
+    pytest.param(_with("vault", ca_cert="/a\x00b"), "vault.ca_cert has a NUL character", id="ca-cert-nul"),
+])
+def test_schema_errors_are_one_line_in_the_configurations_words(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(raw, {})
+    assert str(info.value) == message
+
+
+def test_empty_tables_are_the_defaults() -> None:
+    """An empty table and an absent one are the same configuration: the schema's defaults fill both."""
+    empty = {table: {} for table in ("pki", "ui", "renew", "reload")}
+    assert parse(minimal(**empty), {}) == parse(minimal(), {})

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from vaultpki import crypto
 from vaultpki.errors import IssuanceRefused, StoreError, VaultpkiError, VaultRequestError
-from vaultpki.issue import MAX_PARALLEL, STREAM_IN_FLIGHT, IssueOptions, SignRequest, obtain, obtain_partial
+from vaultpki.issue import BULK_IN_FLIGHT, MAX_PARALLEL, IssueOptions, SignRequest, obtain, obtain_partial
 from vaultpki.layout import Mode, PkiNames, Plan, plan_node, plan_user
 from vaultpki.vault import CaMaterial, IssuedCert
 
@@ -238,7 +238,7 @@ def test_a_failing_sink_stops_the_run_and_cancels_what_is_queued(pki: Pki, cas: 
 
 def test_a_streamed_run_gives_the_set_the_threads_give(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
     """Same files and leaves, in the plan's order, with keys made on the node and sent only as CSRs."""
-    users = [f"u{i:02d}" for i in range(2 * STREAM_IN_FLIGHT + 3)]
+    users = [f"u{i:02d}" for i in range(2 * BULK_IN_FLIGHT + 3)]
     vault = FakeVault(pki, cas)
     progress: list[str] = []
     streamed, failed = obtain_partial(bulk_plan(users), vault, OPTIONS, lambda: now, None, progress=progress.append, streamed=True)
@@ -261,7 +261,7 @@ def test_a_failing_sink_stops_a_streamed_run_before_the_rest_is_asked_for(pki: P
     with pytest.raises(StoreError, match="no space left"):
         obtain_partial(bulk_plan([f"u{i:03d}" for i in range(300)]), vault, OPTIONS, lambda: now, None, sink=disk_full,
                        streamed=True)
-    assert len(vault.calls) == STREAM_IN_FLIGHT      # the first batch; nothing was drawn after the failure
+    assert len(vault.calls) == BULK_IN_FLIGHT      # the first batch; nothing was drawn after the failure
 
 
 @pytest.mark.parametrize("streamed", [False, True])
