@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 demo: $(STAMP)
-	$(PY) -m vaultpki.demo --mode $(MODE) --out demo
+	$(PY) -m vaultpki.dev.demo --mode $(MODE) --out demo
 
 # The hashicorp/vault 5.6.0 schema (npm @cdktf/provider-vault, integrity-checked) for the
 # offline terraform validate/test stand-in; fetched once into .venv/cache.

@@ -20,7 +20,7 @@ Prints only ``name: value`` lines. Three parts:
    run. One untimed warm-up of each (page cache), so "cold" means a fresh certs-dir.
 2. The agent's common per-file layout (one template per file: node.crt and node.key each calling
    pkiCert, or each calling ``secret "<mount>/issue/<role>"``), judged by vaultpki's own checks:
-   issuances counted in the audit log, cert/key match (vaultpki.crypto.key_matches), key mode, and
+   issuances counted in the audit log, cert/key match (vaultpki.core.crypto.key_matches), key mode, and
    ``vaultpki verify``.
 3. At rest, all in the same window of ``--rest`` seconds, each with its own token so the audit log
    (accessors in clear) attributes every request: ``vaultpki sync`` (ttl 1h, renew.ca_check "0") and
@@ -75,9 +75,9 @@ from bench.common import (  # noqa: E402
     vaultpki_cmd,
     write_config,
 )
-from vaultpki import crypto  # noqa: E402
 from vaultpki.config import parse_duration  # noqa: E402
-from vaultpki.renewal import RenewPolicy, renew_at  # noqa: E402
+from vaultpki.core import crypto  # noqa: E402
+from vaultpki.core.renewal import RenewPolicy, renew_at  # noqa: E402
 
 TARGET_WALL = 1.5
 TARGET_RSS = 0.6
@@ -366,7 +366,7 @@ def part_cold(work: Path, server: Any, config: Path, runs: int) -> None:
     walls: dict[str, float] = {}
     for label, cmd in (("python_startup", [PY, "-c", "pass"]),
                        ("python_import_dependencies_only", [PY, "-c", floor]),
-                       ("python_import_vaultpki_cli", [PY, "-c", "import vaultpki.cli"])):
+                       ("python_import_vaultpki_cli", [PY, "-c", "import vaultpki.cli.main"])):
         samples = [peak_rss_of(cmd, env=env_v) for _ in range(5)]
         walls[label] = median([w for w, _ in samples]) * 1000
         report(f"{label}_wall_ms_median", round(walls[label], 1))

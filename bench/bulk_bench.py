@@ -1,7 +1,7 @@
 """Bulk issuance: `vaultpki issue-user --from-file` vs `bao write` per cert vs raw sign requests.
 
 All of them run side by side in ONE run against the SAME throw-away OpenBao dev server
-(provisioned with vaultpki.provision.provision, mode standard):
+(provisioned with vaultpki.dev.provision.provision, mode standard):
 
 1. vaultpki: ``vaultpki issue-user --from-file users.txt --certs-dir DIR --json`` for N users
    (user0001...); the wall time of the whole CLI process (Python start-up included); the
@@ -53,9 +53,9 @@ from cryptography.x509.oid import NameOID
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import PY, interpreter, median  # noqa: E402
-from vaultpki.devserver import DevServer, find_bao  # noqa: E402
-from vaultpki.layout import Mode, PkiNames  # noqa: E402
-from vaultpki.provision import ProvisionSpec, provision  # noqa: E402
+from vaultpki.core.layout import Mode, PkiNames  # noqa: E402
+from vaultpki.dev.devserver import DevServer, find_bao  # noqa: E402
+from vaultpki.dev.provision import ProvisionSpec, provision  # noqa: E402
 
 MOUNT = "pki-crdb"
 ROLE = "user"

@@ -39,9 +39,9 @@ from typing import Any
 import hvac
 
 from vaultpki.config import dumps
-from vaultpki.devserver import DevServer, find_bao
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import ProvisionSpec, provision
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.dev.devserver import DevServer, find_bao
+from vaultpki.dev.provision import ProvisionSpec, provision
 
 __all__ = [
     "BAO", "LAUNCHER", "NODE_HOSTS", "BenchServer", "PY", "cli_env", "count_audit_requests", "enable_file_audit",

@@ -1,12 +1,12 @@
 """Fleet simulation: N nodes renewing on vaultpki's schedule, with REAL issuance against one OpenBao.
 
-- One throw-away OpenBao dev server, provisioned with vaultpki.provision.provision (mode standard).
+- One throw-away OpenBao dev server, provisioned with vaultpki.dev.provision.provision (mode standard).
 - Each simulated node is an in-process schedule. Its certificate comes from a real sign request:
   ``requests.Session`` POST ``pki-crdb/sign/node`` (keep-alive, shared by a small thread pool) with
   a fresh EC P-256 key and CSR (CN=node) per request, as vaultpki's ``issue_method = "sign"`` does,
   and ``ttl`` = --ttl (default 120s; OpenBao backdates notBefore by 30 s, so the issued lifetime is
   150 s). The returned certificate is parsed, and the node's next renewal time is the REAL
-  ``vaultpki.renewal.renew_at(not_before, not_after, serial, RenewPolicy())``: window 33% of the
+  ``vaultpki.core.renewal.renew_at(not_before, not_after, serial, RenewPolicy())``: window 33% of the
   issued lifetime, jitter +-5% of it from the serial, never before half-life.
 - A priority queue (heapq) of renewal times feeds the pool when each is due.
 - Round 1 is a fleet rollout: every node at t=0. Round 2 is the renewal that the jitter spreads.
@@ -42,10 +42,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vaultpki.devserver import DevServer
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import ProvisionSpec, provision
-from vaultpki.renewal import RenewPolicy, renew_at
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.core.renewal import RenewPolicy, renew_at
+from vaultpki.dev.devserver import DevServer
+from vaultpki.dev.provision import ProvisionSpec, provision
 
 MOUNT = "pki-crdb"
 ROLE = "node"
@@ -126,7 +126,7 @@ def main() -> int:
         out("fleet_ttl_requested", args.ttl)
         out("fleet_policy", f"before={policy.before_fraction:.2%} of issued lifetime, jitter=+-{policy.jitter_fraction:.0%}")
         out("fleet_issuance", f"raw requests.Session POST {MOUNT}/sign/{ROLE}, fresh EC P-256 key+CSR per request; "
-            "renew_at = vaultpki.renewal.renew_at (the real function)")
+            "renew_at = vaultpki.core.renewal.renew_at (the real function)")
 
         session = requests.Session()
         session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=args.threads))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .cli import main
+from vaultpki.cli.main import main
 
 
 def run() -> None:

@@ -22,15 +22,15 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .crypto import KeyType, check_key_params
-from .errors import ConfigError, InputError, VaultpkiError
-from .files import NotReadable, read_regular
-from .issue import MAX_TTL_SECONDS
-from .layout import Mode, PkiNames, validate_username
-from .probe import parse_endpoint
-from .redact import redacted_repr
-from .reload import parse_signal
-from .renewal import RenewPolicy, parse_percent
+from vaultpki.core.crypto import KeyType, check_key_params
+from vaultpki.core.issue import MAX_TTL_SECONDS
+from vaultpki.core.layout import Mode, PkiNames, validate_username
+from vaultpki.core.renewal import RenewPolicy, parse_percent
+from vaultpki.daemon.probe import parse_endpoint
+from vaultpki.daemon.reload import parse_signal
+from vaultpki.errors import ConfigError, InputError, VaultpkiError
+from vaultpki.files import NotReadable, read_regular
+from vaultpki.redact import redacted_repr
 
 __all__ = [
     "HEADER_UNSAFE", "MAX_CONFIG_BYTES", "MAX_DURATION_SECONDS", "Config", "ConfigFile", "ReloadConfig", "VaultConfig",

@@ -17,9 +17,9 @@ import hvac
 import pytest
 
 from vaultpki.config import dumps
-from vaultpki.devserver import DevServer
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import ProvisionSpec, provision
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.dev.devserver import DevServer
+from vaultpki.dev.provision import ProvisionSpec, provision
 
 NODE_HOSTS = ("node1.test.internal", "localhost", "127.0.0.1")
 # A `sync` config that renews within a test's patience: 60 s certificates renewed at 40 %, fast backoff.

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from vaultpki.devserver import free_port
+from vaultpki.dev.devserver import free_port
 
 
 class SyncDaemon:

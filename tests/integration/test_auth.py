@@ -14,14 +14,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from vaultpki import crypto
 from vaultpki.config import parse
-from vaultpki.devserver import DevServer, free_port
+from vaultpki.core import crypto
+from vaultpki.core.issue import SignRequest
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.dev.devserver import DevServer, free_port
+from vaultpki.dev.provision import ProvisionSpec, provision
 from vaultpki.errors import VaultUnavailable
-from vaultpki.issue import SignRequest
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import ProvisionSpec, provision
-from vaultpki.vault import HttpVault, IssuedCert
+from vaultpki.vault.client import HttpVault, IssuedCert
 
 from .conftest import NODE_HOSTS, Deployment, run_cli, tree
 from .test_cli_errors import one_error_line

@@ -26,10 +26,10 @@ from pathlib import Path
 import hvac
 import pytest
 
-from vaultpki import crypto
-from vaultpki.devserver import DevServer
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import ProvisionSpec, provision
+from vaultpki.core import crypto
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.dev.devserver import DevServer
+from vaultpki.dev.provision import ProvisionSpec, provision
 
 from ..support.postgres import PostgresServer, make_shared_tempdir
 from .conftest import NODE_HOSTS, run_cli, toml_dump

@@ -14,10 +14,10 @@ from pathlib import Path
 import hvac
 import pytest
 
-from vaultpki import crypto
-from vaultpki.devserver import DevServer, free_port
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import ProvisionSpec, provision, role_body
+from vaultpki.core import crypto
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.dev.devserver import DevServer, free_port
+from vaultpki.dev.provision import ProvisionSpec, provision, role_body
 
 from .conftest import NODE_HOSTS, Deployment, run_cli, toml_dump, tree
 

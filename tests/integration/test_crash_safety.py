@@ -34,10 +34,10 @@ from pathlib import Path
 
 import pytest
 
-from vaultpki import crypto
+from vaultpki.core import crypto
+from vaultpki.core.layout import FileContent, Mode
 from vaultpki.errors import StoreError
-from vaultpki.layout import FileContent, Mode
-from vaultpki.store import CertsDir, Stage
+from vaultpki.store.certs_dir import CertsDir, Stage
 
 from .conftest import Deployment, run_cli, toml_dump, tree
 
@@ -60,9 +60,9 @@ FileSet = tuple[bytes, ...]      # the bytes of NAMES, in order
 WRITER = r"""
 import os, signal, sys, time
 from pathlib import Path
-from vaultpki import store as store_module
-from vaultpki.layout import FileContent
-from vaultpki.store import CertsDir
+from vaultpki.store import certs_dir as store_module
+from vaultpki.core.layout import FileContent
+from vaultpki.store.certs_dir import CertsDir
 
 certs, src, kill_at, names = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
 if sys.argv[5] == "syncfs":

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vaultpki import crypto
-from vaultpki.layout import Mode
-from vaultpki.provision import role_body
+from vaultpki.core import crypto
+from vaultpki.core.layout import Mode
+from vaultpki.dev.provision import role_body
 
 from .conftest import Deployment, run_cli, toml_dump, tree
 from .test_cli_errors import one_error_line
@@ -148,7 +148,7 @@ def imported(args: list[str], env: dict[str, str]) -> set[str]:
 
 
 def test_one_http_path_for_a_single_node_and_for_a_bulk_run(deploy: Callable[..., Deployment], tmp_path: Path) -> None:
-    """A cold issue-node and a bulk run both reach Vault through hvac and requests (vaultpki.transport), and
+    """A cold issue-node and a bulk run both reach Vault through hvac and requests (vaultpki.vault.transport), and
     nothing else: no second HTTP stack (asyncio, httptools, h11) and no module of the old ones."""
     dep = deploy(Mode.STANDARD)
     config = dep.write_config(tmp_path / "vaultpki.toml", tmp_path / "node")
@@ -161,5 +161,5 @@ def test_one_http_path_for_a_single_node_and_for_a_bulk_run(deploy: Callable[...
     other_stacks = {"asyncio", "httptools", "h11", "httpx", "aiohttp", "vaultpki.wire", "vaultpki.stream",
                     "vaultpki.parallel"}
     for loaded in (bulk, cold):
-        assert {"hvac", "requests", "vaultpki.transport"} <= loaded
+        assert {"hvac", "requests", "vaultpki.vault.transport"} <= loaded
         assert not loaded & other_stacks, sorted(loaded & other_stacks)

@@ -37,9 +37,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vaultpki.devserver import DevServer
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import ProvisionSpec, provision
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.dev.devserver import DevServer
+from vaultpki.dev.provision import ProvisionSpec, provision
 
 from .conftest import NODE_HOSTS, SHORT, run_cli, toml_dump, tree
 from .daemon_proc import SyncDaemon, msg

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from vaultpki import crypto
-from vaultpki.layout import Eku, Mode
-from vaultpki.validate import verify_chain
+from vaultpki.core import crypto
+from vaultpki.core.layout import Eku, Mode
+from vaultpki.core.validate import verify_chain
 
 from .conftest import NODE_HOSTS, UI_HOSTS, Deployment, run_cli
 

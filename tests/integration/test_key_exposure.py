@@ -32,10 +32,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from vaultpki import crypto
-from vaultpki.devserver import DevServer
-from vaultpki.layout import Mode
-from vaultpki.store import CertsDir
+from vaultpki.core import crypto
+from vaultpki.core.layout import Mode
+from vaultpki.dev.devserver import DevServer
+from vaultpki.store.certs_dir import CertsDir
 
 from .conftest import Deployment, run_cli
 from .daemon_proc import SyncDaemon, msg
@@ -244,8 +244,8 @@ def sources(deploy: Callable[..., Deployment], tmp_path_factory: pytest.TempPath
 WRITER = r"""
 import json, os, sys
 from pathlib import Path
-from vaultpki.layout import FileContent
-from vaultpki.store import CertsDir
+from vaultpki.core.layout import FileContent
+from vaultpki.store.certs_dir import CertsDir
 
 os.umask(0)
 certs, rounds, sources = Path(sys.argv[1]), int(sys.argv[2]), [Path(p) for p in sys.argv[4:]]

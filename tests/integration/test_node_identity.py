@@ -26,11 +26,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vaultpki import crypto
-from vaultpki.devserver import DevServer
+from vaultpki.core import crypto
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.dev.devserver import DevServer
+from vaultpki.dev.provision import ProvisionSpec, provision
 from vaultpki.errors import ConfigError
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import ProvisionSpec, provision
 
 from .conftest import run_cli, toml_dump, tree
 from .test_cli_errors import one_error_line

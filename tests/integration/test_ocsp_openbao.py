@@ -21,12 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
-from vaultpki import crypto
-from vaultpki import ocsp as vocsp
-from vaultpki.devserver import DevServer
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.ocsp import OcspStatus
-from vaultpki.provision import ProvisionSpec, provision
+from vaultpki.core import crypto
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.dev.devserver import DevServer
+from vaultpki.dev.provision import ProvisionSpec, provision
+from vaultpki.vault import ocsp as vocsp
+from vaultpki.vault.ocsp import OcspStatus
 
 pytestmark = pytest.mark.integration  # real OpenBao server
 

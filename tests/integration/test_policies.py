@@ -22,11 +22,11 @@ from typing import Any
 import hvac
 import pytest
 
-from vaultpki import crypto
-from vaultpki.devserver import DevServer, find_bao
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.policy import POLICY_NAMES, render
-from vaultpki.provision import Provisioned, ProvisionSpec, default_policies_dir, policy_variables, provision
+from vaultpki.core import crypto
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.core.policy import POLICY_NAMES, render
+from vaultpki.dev.devserver import DevServer, find_bao
+from vaultpki.dev.provision import Provisioned, ProvisionSpec, default_policies_dir, policy_variables, provision
 
 from .conftest import run_cli
 

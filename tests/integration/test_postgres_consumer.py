@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from vaultpki import crypto
-from vaultpki.layout import Mode
-from vaultpki.provision import role_body
+from vaultpki.core import crypto
+from vaultpki.core.layout import Mode
+from vaultpki.dev.provision import role_body
 
 from ..support.postgres import PostgresServer, make_shared_tempdir
 from .conftest import Deployment, run_cli

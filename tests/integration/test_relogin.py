@@ -30,11 +30,11 @@ import pytest
 import yaml
 
 from vaultpki.config import parse
-from vaultpki.devserver import DevServer
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.dev.devserver import DevServer
+from vaultpki.dev.provision import ProvisionSpec, provision
 from vaultpki.errors import VaultDenied
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import ProvisionSpec, provision
-from vaultpki.vault import HttpVault
+from vaultpki.vault.client import HttpVault
 
 from ..terraform.conftest import REPO_ROOT, _tf_session_env, run_terraform, vault_schema_tgz  # noqa: F401  (fixtures)
 from .conftest import SHORT, run_cli, toml_dump
@@ -292,7 +292,7 @@ def node_vault(lab: Lab, config: Path, clock: Callable[[], float] = time.monoton
 
 
 def sign_node(vault: HttpVault, node: str) -> None:
-    from vaultpki import crypto
+    from vaultpki.core import crypto
 
     key = crypto.generate_key(crypto.KeyType.EC, 256)
     csr = crypto.build_csr(key, "node", ("localhost",), ()).decode()

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import requests
 
-from vaultpki import crypto, ocsp
-from vaultpki.layout import Mode
+from vaultpki.core import crypto
+from vaultpki.core.layout import Mode
+from vaultpki.vault import ocsp
 
 from .conftest import Deployment, run_cli, toml_dump
 from .test_cli_errors import one_error_line

@@ -27,12 +27,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from vaultpki import crypto
-from vaultpki.devserver import DevServer
+from vaultpki.core import crypto
+from vaultpki.core.layout import Mode, PkiNames, plan_node, validate_username
+from vaultpki.core.validate import check_issued
+from vaultpki.dev.devserver import DevServer
+from vaultpki.dev.provision import Provisioned, ProvisionSpec, load_roles, provision
 from vaultpki.errors import InputError
-from vaultpki.layout import Mode, PkiNames, plan_node, validate_username
-from vaultpki.provision import Provisioned, ProvisionSpec, load_roles, provision
-from vaultpki.validate import check_issued
 
 from .conftest import run_cli, toml_dump
 

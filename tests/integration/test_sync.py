@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from vaultpki import crypto
-from vaultpki.layout import Mode
+from vaultpki.core import crypto
+from vaultpki.core.layout import Mode
 
 from ..support.postgres import PostgresServer, make_shared_tempdir
 from .conftest import SHORT, Deployment, run_cli, toml_dump, tree

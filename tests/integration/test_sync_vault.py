@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from vaultpki import crypto
-from vaultpki.layout import Mode
+from vaultpki.core import crypto
+from vaultpki.core.layout import Mode
 
 from ..support.openbao import PersistentOpenBao
 from .conftest import SHORT, Deployment, standard_sync_config, toml_dump, tree

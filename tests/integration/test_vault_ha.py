@@ -36,10 +36,10 @@ import hvac
 import pytest
 import requests
 
-from vaultpki import crypto
-from vaultpki.issue import BULK_IN_FLIGHT
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import ProvisionSpec, provision
+from vaultpki.core import crypto
+from vaultpki.core.issue import BULK_IN_FLIGHT
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.dev.provision import ProvisionSpec, provision
 
 from ..support.openbao import PersistentOpenBao
 from ..support.raft import RaftCluster

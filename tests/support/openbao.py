@@ -1,6 +1,6 @@
 """A persistent OpenBao server for outage tests: stop it, start it again, its PKI is still there.
 
-The dev server (``vaultpki.devserver``) keeps everything in memory, so it cannot
+The dev server (``vaultpki.dev.devserver``) keeps everything in memory, so it cannot
 play "Vault was down for a while and came back". This one is a real, sealed-at-boot
 server with on-disk storage. The first :meth:`PersistentOpenBao.start` initialises it
 (one unseal key, threshold 1) and every start unseals it, all through the HTTP API.
@@ -36,7 +36,7 @@ from typing import Any
 
 import requests
 
-from vaultpki.devserver import find_bao, free_port
+from vaultpki.dev.devserver import find_bao, free_port
 
 __all__ = ["PersistentOpenBao"]
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from vaultpki.layout import Mode, PkiNames, split_hosts
-from vaultpki.policy import render
-from vaultpki.provision import (
+from vaultpki.core.layout import Mode, PkiNames, split_hosts
+from vaultpki.core.policy import render
+from vaultpki.dev.provision import (
     ProvisionSpec,
     cert_auth_role,
     load_roles,

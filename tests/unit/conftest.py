@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vaultpki.snapshot import DirState, FileState
+from vaultpki.core.snapshot import DirState, FileState
 
 UTC = dt.UTC
 NOW = dt.datetime(2030, 6, 1, 12, 0, 0, tzinfo=UTC)

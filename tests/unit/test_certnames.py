@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaultpki.certnames import BadFilename, CertName, PemUsage, classify, key_for_cert
+from vaultpki.core.certnames import BadFilename, CertName, PemUsage, classify, key_for_cert
 
 
 @pytest.mark.parametrize(

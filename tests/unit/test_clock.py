@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from vaultpki.clock import SystemClock
+from vaultpki.daemon.clock import SystemClock
 
 
 def test_sleep_times_out_and_wake_cuts_it_short() -> None:

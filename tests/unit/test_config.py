@@ -13,11 +13,11 @@ import pytest
 
 from vaultpki import config as config_mod
 from vaultpki.config import Config, load, parse, parse_duration
-from vaultpki.crypto import KeyType
+from vaultpki.core.crypto import KeyType
+from vaultpki.core.issue import MAX_TTL_SECONDS
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.dev.provision import load_roles
 from vaultpki.errors import ConfigError
-from vaultpki.issue import MAX_TTL_SECONDS
-from vaultpki.layout import Mode, PkiNames
-from vaultpki.provision import load_roles
 
 ADDR = "https://vault.example.com:8200"
 

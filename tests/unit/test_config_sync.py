@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from vaultpki.config import Config, ReloadConfig, parse
+from vaultpki.core.renewal import RenewPolicy
 from vaultpki.errors import ConfigError
-from vaultpki.renewal import RenewPolicy
 
 ADDR = "https://vault.example.com:8200"
 BASE: dict[str, Any] = {"vault": {"addr": ADDR}, "node": {"hosts": ["node1.internal", "127.0.0.1"]}}

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vaultpki import crypto
-from vaultpki.crypto import KeyType
+from vaultpki.core import crypto
+from vaultpki.core.crypto import KeyType
+from vaultpki.core.layout import Eku
 from vaultpki.errors import CertificateError, ConfigError
-from vaultpki.layout import Eku
 
 
 @pytest.fixture(scope="module")

@@ -21,18 +21,18 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from vaultpki import crypto
-from vaultpki import daemon as daemon_mod
 from vaultpki.config import Config, parse
-from vaultpki.daemon import VERIFY_POLL, Daemon, PassReport, Syncer
+from vaultpki.core import crypto
+from vaultpki.core.layout import FileContent
+from vaultpki.core.renewal import Decision, renew_at
+from vaultpki.core.snapshot import judge_leaf
+from vaultpki.daemon import syncer as daemon_mod
+from vaultpki.daemon.metrics import Metrics
+from vaultpki.daemon.reload import ReloadOutcome
+from vaultpki.daemon.syncer import VERIFY_POLL, Daemon, PassReport, Syncer
 from vaultpki.errors import ConfigError, ReloadError, StoreError, VaultpkiError, VaultRequestError, VaultUnavailable
-from vaultpki.layout import FileContent
-from vaultpki.metrics import Metrics
-from vaultpki.reload import ReloadOutcome
-from vaultpki.renewal import Decision, renew_at
-from vaultpki.snapshot import judge_leaf
-from vaultpki.store import CertsDir
-from vaultpki.vault import CaMaterial, IssuedCert
+from vaultpki.store.certs_dir import CertsDir
+from vaultpki.vault.client import CaMaterial, IssuedCert
 
 from .conftest import DAY, NOW, CaSet, Pki
 from .test_issue import FakeVault
@@ -118,7 +118,7 @@ class FakeProber:
 
 
 class Monotonic:
-    """Stands in for the ``time`` module inside vaultpki.daemon; ``sleep`` advances it."""
+    """Stands in for the ``time`` module inside vaultpki.daemon.syncer; ``sleep`` advances it."""
 
     def __init__(self) -> None:
         self.t = 1000.0

@@ -13,11 +13,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from vaultpki import crypto
+from vaultpki.core import crypto
+from vaultpki.core.issue import BULK_IN_FLIGHT, MAX_PARALLEL, IssueOptions, SignRequest, obtain, obtain_partial
+from vaultpki.core.layout import Mode, PkiNames, Plan, plan_node, plan_user
 from vaultpki.errors import IssuanceRefused, StoreError, VaultpkiError, VaultRequestError
-from vaultpki.issue import BULK_IN_FLIGHT, MAX_PARALLEL, IssueOptions, SignRequest, obtain, obtain_partial
-from vaultpki.layout import Mode, PkiNames, Plan, plan_node, plan_user
-from vaultpki.vault import CaMaterial, IssuedCert
+from vaultpki.vault.client import CaMaterial, IssuedCert
 
 from .conftest import CLIENT, DAY, SERVER, CaSet, Issued, Pki
 

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaultpki.errors import ConfigError, InputError
-from vaultpki.layout import (
+from vaultpki.core.layout import (
     CA_CLIENT_FILE,
     CA_FILE,
     CertSpec,
@@ -23,6 +22,7 @@ from vaultpki.layout import (
     split_hosts,
     validate_username,
 )
+from vaultpki.errors import ConfigError, InputError
 
 BOTH = frozenset({Eku.SERVER_AUTH, Eku.CLIENT_AUTH})
 SERVER = frozenset({Eku.SERVER_AUTH})

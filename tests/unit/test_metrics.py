@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from vaultpki.metrics import Health, Metrics, MetricsServer, crdb_type
+from vaultpki.daemon.metrics import Health, Metrics, MetricsServer, crdb_type
 
 NOW_TS = 1_900_000_000.0
 NOT_AFTER = NOW_TS + 10 * 86400

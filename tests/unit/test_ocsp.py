@@ -1,4 +1,4 @@
-"""vaultpki.ocsp against a tiny in-memory PKI: requests as CockroachDB sends them, responses we must trust or refuse."""
+"""vaultpki.vault.ocsp against a tiny in-memory PKI: requests as CockroachDB sends them, responses we must trust or refuse."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from vaultpki import ocsp as vocsp
 from vaultpki.errors import VaultpkiError
-from vaultpki.ocsp import HttpAnswer, OcspError, OcspResult, OcspStatus
+from vaultpki.vault import ocsp as vocsp
+from vaultpki.vault.ocsp import HttpAnswer, OcspError, OcspResult, OcspStatus
 
 NOW = dt.datetime(2030, 6, 1, 12, 0, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -390,7 +390,7 @@ def test_http_post_follows_a_redirect(server: Any) -> None:
 # A child process: the environment (a proxy, or none) is handed to it, never written here.
 POST_IN_CHILD = """
 import sys
-from vaultpki import ocsp
+from vaultpki.vault import ocsp
 answer = ocsp.http_post(sys.argv[1], b"req", 5.0)
 print(answer.status, answer.body.hex())
 """

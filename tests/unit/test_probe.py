@@ -1,4 +1,4 @@
-"""vaultpki.probe against real loopback servers: plain TLS, PostgreSQL's SSLRequest, and liars.
+"""vaultpki.daemon.probe against real loopback servers: plain TLS, PostgreSQL's SSLRequest, and liars.
 
 Each server runs in a thread on an ephemeral port, serves a certificate made here,
 and records the SNI it was sent, so the tests see exactly what a client sees.
@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from vaultpki.daemon.probe import SSL_REQUEST, Endpoint, EndpointProber, parse_endpoint, served_certificate
 from vaultpki.errors import ConfigError, ReloadError
-from vaultpki.probe import SSL_REQUEST, Endpoint, EndpointProber, parse_endpoint, served_certificate
 
 UNSET = object()
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
+from vaultpki.core.renewal import Decision, RenewPolicy, decide, jitter_unit, next_wake, parse_percent, renew_at
 from vaultpki.errors import ConfigError
-from vaultpki.renewal import Decision, RenewPolicy, decide, jitter_unit, next_wake, parse_percent, renew_at
 
 from .conftest import DAY, NOW
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from vaultpki import crypto, store
+from vaultpki.core import crypto
+from vaultpki.core.snapshot import judge
 from vaultpki.errors import StoreError
-from vaultpki.snapshot import judge
-from vaultpki.store import STATE_DIR, SYNC_EACH_MAX, CertsDir, FileContent, Owner
+from vaultpki.store import certs_dir as store
+from vaultpki.store.certs_dir import STATE_DIR, SYNC_EACH_MAX, CertsDir, FileContent, Owner
 
 # --- helpers -----------------------------------------------------------------------------
 

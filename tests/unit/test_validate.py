@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vaultpki.layout import CertSpec, Eku, Mode, PkiNames, plan_node, plan_user
-from vaultpki.snapshot import DirState, Expectation, FileState, judge, key_mode_problem
-from vaultpki.validate import Problem, check_issued, verify_chain
+from vaultpki.core.layout import CertSpec, Eku, Mode, PkiNames, plan_node, plan_user
+from vaultpki.core.snapshot import DirState, Expectation, FileState, judge, key_mode_problem
+from vaultpki.core.validate import Problem, check_issued, verify_chain
 
 SERVER = ExtendedKeyUsageOID.SERVER_AUTH
 CLIENT = ExtendedKeyUsageOID.CLIENT_AUTH

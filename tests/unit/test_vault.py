@@ -1,4 +1,4 @@
-"""vaultpki.vault over hvac and requests: status mapping, proxies, headers, redirects, failover, one login for many threads.
+"""vaultpki.vault.client over hvac and requests: status mapping, proxies, headers, redirects, failover, one login for many threads.
 
 The Vault here is a few lines of ``http.server`` on loopback that record what they were sent; the
 adapter's behaviour against a real OpenBao (HA, sealed, TLS, policies) is in tests/integration.
@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from vaultpki.config import parse
-from vaultpki.devserver import free_port
+from vaultpki.core.issue import SignRequest
+from vaultpki.dev.devserver import free_port
 from vaultpki.errors import VaultDenied, VaultRequestError, VaultUnavailable
-from vaultpki.issue import SignRequest
-from vaultpki.transport import NotFollowed, _redirect_target, proxy_for
-from vaultpki.vault import HttpVault, IssuedCert
+from vaultpki.vault.client import HttpVault, IssuedCert
+from vaultpki.vault.transport import NotFollowed, _redirect_target, proxy_for
 
 from .conftest import DROP
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from .errors import ConfigError
+from vaultpki.errors import ConfigError
 
 __all__ = ["POLICY_NAMES", "render"]
 

@@ -25,7 +25,7 @@ from typing import Protocol
 import msgspec
 from cryptography import x509
 
-from .errors import ConfigError, ReloadError
+from vaultpki.errors import ConfigError, ReloadError
 
 __all__ = ["SCHEMES", "Endpoint", "EndpointProber", "Prober", "parse_endpoint", "served_certificate"]
 

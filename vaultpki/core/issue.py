@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 import msgspec
 from cryptography import x509
 
-from . import crypto
-from .errors import CertificateError, IssuanceRefused, VaultpkiError
-from .layout import CertSpec, FileContent, Plan, TrustSpec
-from .validate import check_issued
+from vaultpki.core import crypto
+from vaultpki.core.layout import CertSpec, FileContent, Plan, TrustSpec
+from vaultpki.core.validate import check_issued
+from vaultpki.errors import CertificateError, IssuanceRefused, VaultpkiError
 
 if TYPE_CHECKING:     # the port's types only: this module never loads hvac
-    from .vault import CaMaterial, IssuedCert, VaultPort
+    from vaultpki.vault.client import CaMaterial, IssuedCert, VaultPort
 
 __all__ = [
     "MAX_TTL_SECONDS", "IssueOptions", "IssuedLeaf", "IssuedSet", "SignRequest", "default_issuer", "fetch_anchors",

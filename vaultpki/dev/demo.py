@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .devserver import DevServer
-from .layout import Mode
+from vaultpki.core.layout import Mode
+from vaultpki.dev.devserver import DevServer
 
 CONFIG = """\
 # Written by `make demo`. Every key is documented in README.md.
@@ -58,7 +58,7 @@ def _run(argv: list[str], env: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vaultpki.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vaultpki.dev.demo", description=__doc__)
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.STANDARD.value)
     parser.add_argument("--out", default="demo", help="directory for the config, token and certs")
     args = parser.parse_args(argv)

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Sequence
 import msgspec
 from cryptography import x509
 
-from . import crypto
-from .layout import CertSpec, Eku, FileKind
+from vaultpki.core import crypto
+from vaultpki.core.layout import CertSpec, Eku, FileKind
 
 __all__ = ["VAULT_BACKDATE", "Problem", "check_issued", "date_problem", "lifetime_problem", "verify_chain"]
 

@@ -46,11 +46,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .errors import ConfigError, StoreError
-from .layout import FileContent
+from vaultpki.core.layout import FileContent
+from vaultpki.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
-    from .snapshot import DirProblem, DirState, FileState
+    from vaultpki.core.snapshot import DirProblem, DirState, FileState
 
 __all__ = ["STATE_DIR", "CertsDir", "FileContent", "Owner", "Stage", "describe_user", "resolve_owner"]
 
@@ -321,7 +321,7 @@ class CertsDir:
     def snapshot(self, service_gid: int | None = None) -> DirState:
         """The dir as CockroachDB's loader will see it (entries lstat'ed, contents read through links),
         with what is wrong with the directories the set rests on (owner, mode, where ``current`` leads)."""
-        from .snapshot import DirState  # verify, status and the daemon read the dir back; issuing never does
+        from vaultpki.core.snapshot import DirState  # verify, status and the daemon read the dir back; issuing never does
 
         gid = service_gid if service_gid is not None else (self.owner.gid if self.owner.gid is not None else os.getgid())
         try:
@@ -335,7 +335,7 @@ class CertsDir:
 
     def _dir_problems(self) -> Iterator[DirProblem]:
         """The certs-dir, ``.vaultpki`` and the generations ``current``/``previous`` name, judged as the writer would."""
-        from .snapshot import DirProblem
+        from vaultpki.core.snapshot import DirProblem
 
         def guard(role: str, path: Path, st: os.stat_result) -> Iterator[DirProblem]:
             problem = self._guard_problem(role, str(path), st)
@@ -368,7 +368,7 @@ class CertsDir:
                         yield from guard(f"{link} generation", self._state / target, gen)
 
     def _entry(self, name: str) -> FileState:
-        from .snapshot import FileState
+        from vaultpki.core.snapshot import FileState
 
         full = self.path / name
         lst = os.lstat(full)

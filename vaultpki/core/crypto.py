@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .errors import CertificateError, ConfigError
-from .layout import Eku
+from vaultpki.core.layout import Eku
+from vaultpki.errors import CertificateError, ConfigError
 
 __all__ = [
     "CertInfo",

@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, SignatureAlgorithmOID
 
-from . import transport
-from .crypto import format_serial
-from .errors import VaultpkiError
+from vaultpki.core.crypto import format_serial
+from vaultpki.errors import VaultpkiError
+from vaultpki.vault import transport
 
 __all__ = [
     "CLOCK_SKEW",

@@ -22,27 +22,28 @@ import hvac
 import msgspec
 from cryptography import x509
 
-from . import config as config_mod
-from . import crypto, ocsp
-from .certnames import BadFilename, classify
-from .clock import SystemClock
-from .daemon import Daemon, Syncer
-from .errors import ConfigError, InputError, VaultpkiError
-from .files import NotReadable, read_limited, read_regular
-from .issue import IssuedSet, IssueOptions, obtain, obtain_partial
-from .layout import FileContent, Plan, plan_node, plan_user, validate_username
-from .logs import setup
-from .metrics import Metrics, MetricsServer
-from .probe import EndpointProber
-from .provision import ProvisionSpec
-from .provision import provision as run_provision
-from .reload import NoReload, Reloader, RunCommand, SignalByName, SignalByPidfile, parse_signal
-from .rotation import Revoked, activate, ca_status, retire, revoke_serial, rotate
-from .rotation import revoke_user as revoke_user_in_vault
-from .snapshot import DirState, Expectation, judge
-from .store import PROCESS_OWNER, CertsDir, Stage, resolve_owner
-from .validate import Problem, verify_chain
-from .vault import HttpVault
+from vaultpki import config as config_mod
+from vaultpki.core import crypto
+from vaultpki.core.certnames import BadFilename, classify
+from vaultpki.core.issue import IssuedSet, IssueOptions, obtain, obtain_partial
+from vaultpki.core.layout import FileContent, Plan, plan_node, plan_user, validate_username
+from vaultpki.core.snapshot import DirState, Expectation, judge
+from vaultpki.core.validate import Problem, verify_chain
+from vaultpki.daemon.clock import SystemClock
+from vaultpki.daemon.metrics import Metrics, MetricsServer
+from vaultpki.daemon.probe import EndpointProber
+from vaultpki.daemon.reload import NoReload, Reloader, RunCommand, SignalByName, SignalByPidfile, parse_signal
+from vaultpki.daemon.syncer import Daemon, Syncer
+from vaultpki.dev.provision import ProvisionSpec
+from vaultpki.dev.provision import provision as run_provision
+from vaultpki.errors import ConfigError, InputError, VaultpkiError
+from vaultpki.files import NotReadable, read_limited, read_regular
+from vaultpki.logs import setup
+from vaultpki.store.certs_dir import PROCESS_OWNER, CertsDir, Stage, resolve_owner
+from vaultpki.vault import ocsp
+from vaultpki.vault.client import HttpVault
+from vaultpki.vault.rotation import Revoked, activate, ca_status, retire, revoke_serial, rotate
+from vaultpki.vault.rotation import revoke_user as revoke_user_in_vault
 
 DEFAULT_USER_DIR = "~/.cockroach-certs"
 

@@ -4,7 +4,7 @@ pidfile, a command, or nothing.
 CockroachDB re-reads its certs-dir on SIGHUP, and so does PostgreSQL (our test
 stand-in). A signal is fire-and-forget: it proves nothing about what is served
 afterwards, which is why the sync daemon probes the endpoint after reloading
-(``vaultpki.probe``). Every failure here is a ReloadError with one clear line.
+(``vaultpki.daemon.probe``). Every failure here is a ReloadError with one clear line.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Protocol
 import msgspec
 import psutil
 
-from .errors import ConfigError, ReloadError
-from .redact import redacted_repr
-from .store import describe_user
+from vaultpki.errors import ConfigError, ReloadError
+from vaultpki.redact import redacted_repr
+from vaultpki.store.certs_dir import describe_user
 
 __all__ = [
     "NoReload",

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from .errors import ConfigError
+from vaultpki.errors import ConfigError
 
 __all__ = ["Decision", "RenewPolicy", "decide", "jitter_unit", "next_wake", "parse_percent", "renew_at"]
 

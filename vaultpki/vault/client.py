@@ -28,14 +28,14 @@ import msgspec.json
 import requests
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from . import transport
-from .config import HEADER_UNSAFE, VaultConfig, header_safe
-from .errors import ConfigError, VaultDenied, VaultpkiError, VaultRequestError, VaultUnavailable
-from .files import NotReadable, read_regular
-from .redact import redacted_repr
+from vaultpki.config import HEADER_UNSAFE, VaultConfig, header_safe
+from vaultpki.errors import ConfigError, VaultDenied, VaultpkiError, VaultRequestError, VaultUnavailable
+from vaultpki.files import NotReadable, read_regular
+from vaultpki.redact import redacted_repr
+from vaultpki.vault import transport
 
 if TYPE_CHECKING:
-    from .issue import SignRequest
+    from vaultpki.core.issue import SignRequest
 
 __all__ = ["CaMaterial", "HttpVault", "IssuedCert", "VaultAdapter", "VaultPort"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import hvac
 
-from .transport import translate_errors
+from vaultpki.vault.transport import translate_errors
 
 __all__ = ["VaultAdmin"]
 

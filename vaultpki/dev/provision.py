@@ -17,10 +17,10 @@ from typing import Any
 import hvac
 import msgspec
 
-from .admin import ROOT_TTL, VaultAdmin
-from .errors import ConfigError
-from .layout import Mode, PkiNames, split_hosts
-from .policy import POLICY_NAMES, render
+from vaultpki.core.layout import Mode, PkiNames, split_hosts
+from vaultpki.core.policy import POLICY_NAMES, render
+from vaultpki.errors import ConfigError
+from vaultpki.vault.admin import ROOT_TTL, VaultAdmin
 
 __all__ = ["ProvisionSpec", "Provisioned", "cert_auth_role", "load_roles", "policy_variables", "provision", "role_body",
            "static_node_policy_variables"]

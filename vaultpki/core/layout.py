@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from .errors import ConfigError, InputError
+from vaultpki.errors import ConfigError, InputError
 
 __all__ = [
     "CA_CLIENT_FILE",

@@ -22,11 +22,11 @@ from collections.abc import Sequence
 import msgspec
 from cryptography import x509
 
-from . import crypto
-from .certnames import BadFilename, CertName, PemUsage, classify
-from .errors import CertificateError
-from .layout import CA_CLIENT_FILE, CA_FILE, CertSpec, Eku, Mode, split_hosts
-from .validate import Problem, check_issued, date_problem, verify_chain
+from vaultpki.core import crypto
+from vaultpki.core.certnames import BadFilename, CertName, PemUsage, classify
+from vaultpki.core.layout import CA_CLIENT_FILE, CA_FILE, CertSpec, Eku, Mode, split_hosts
+from vaultpki.core.validate import Problem, check_issued, date_problem, verify_chain
+from vaultpki.errors import CertificateError
 
 __all__ = ["DirProblem", "DirState", "Expectation", "FileState", "LeafJudgement", "judge", "judge_leaf", "key_mode_problem"]
 

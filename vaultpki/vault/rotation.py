@@ -27,11 +27,11 @@ import hvac
 import msgspec
 from cryptography import x509
 
-from . import crypto
-from .admin import VaultAdmin
-from .errors import InputError, VaultRequestError
-from .layout import Eku
-from .vault import HttpVault
+from vaultpki.core import crypto
+from vaultpki.core.layout import Eku
+from vaultpki.errors import InputError, VaultRequestError
+from vaultpki.vault.admin import VaultAdmin
+from vaultpki.vault.client import HttpVault
 
 __all__ = ["IssuerStatus", "Revoked", "activate", "ca_status", "retire", "revoke_serial", "revoke_user", "rotate"]
 

@@ -34,18 +34,19 @@ import msgspec
 from cryptography import x509
 from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, wait_exponential_jitter
 
-from . import crypto, ocsp
-from .config import Config
-from .errors import ReloadError, StoreError, VaultpkiError, VaultUnavailable
-from .issue import IssuedLeaf, IssueOptions, default_issuer, fetch_materials, obtain_partial, trust_anchors
-from .layout import CertSpec, FileContent, FileKind, Plan, plan_node
-from .metrics import Metrics
-from .probe import Prober
-from .reload import Reloader
-from .renewal import Decision, decide, next_wake, renew_at
-from .snapshot import DirState, judge_leaf
-from .store import CertsDir
-from .vault import VaultPort
+from vaultpki.config import Config
+from vaultpki.core import crypto
+from vaultpki.core.issue import IssuedLeaf, IssueOptions, default_issuer, fetch_materials, obtain_partial, trust_anchors
+from vaultpki.core.layout import CertSpec, FileContent, FileKind, Plan, plan_node
+from vaultpki.core.renewal import Decision, decide, next_wake, renew_at
+from vaultpki.core.snapshot import DirState, judge_leaf
+from vaultpki.daemon.metrics import Metrics
+from vaultpki.daemon.probe import Prober
+from vaultpki.daemon.reload import Reloader
+from vaultpki.errors import ReloadError, StoreError, VaultpkiError, VaultUnavailable
+from vaultpki.store.certs_dir import CertsDir
+from vaultpki.vault import ocsp
+from vaultpki.vault.client import VaultPort
 
 __all__ = ["Daemon", "PassFailed", "PassReport", "Syncer", "TokenKeeper"]
 

@@ -42,7 +42,7 @@ import urllib3.connectionpool
 import urllib3.exceptions
 import urllib3.poolmanager
 
-from .errors import VaultDenied, VaultpkiError, VaultRequestError, VaultUnavailable
+from vaultpki.errors import VaultDenied, VaultpkiError, VaultRequestError, VaultUnavailable
 
 __all__ = [
     "MAX_VAULT_BODY", "Answer", "BodyTooLarge", "DeadlineExceeded", "NotFollowed", "Refused", "conn_reason",

@@ -1,0 +1,1 @@
+"""The command line: parses, calls the core and the adapters, prints."""

@@ -1,0 +1,1 @@
+"""The sync daemon: one pass, the loop, reload, probe, metrics, clock."""

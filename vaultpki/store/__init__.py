@@ -1,0 +1,1 @@
+"""The certs-dir adapter: the only code that writes the certs-dir."""
