@@ -44,13 +44,17 @@ def read_limited(fd: int, limit: int) -> bytes:
 def read_regular(path: str | os.PathLike[str], limit: int) -> tuple[bytes, os.stat_result]:
     """The bytes of the regular file at ``path`` (links followed) and its status, as opened.
 
-    Raises OSError as ``os.open`` does (FileNotFoundError for a missing file), and NotReadable for a
-    name with a NUL character, anything that is not a regular file, or more than ``limit`` bytes.
+    Raises NotReadable, saying why in words, for a file that cannot be opened (missing, no permission),
+    a name with a NUL character, anything that is not a regular file, or more than ``limit`` bytes.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except ValueError:          # an embedded NUL: no file has such a name
         raise NotReadable("its name has a NUL character") from None
+    except FileNotFoundError:
+        raise NotReadable("it does not exist") from None
+    except OSError as exc:
+        raise NotReadable(exc.strerror or str(exc)) from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -16,12 +16,12 @@ from cryptography.x509.oid import NameOID
 
 from vaultpki.config import parse
 from vaultpki.core import crypto
-from vaultpki.core.issue import SignRequest
 from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.core.ports import IssuedCert, SignRequest
 from vaultpki.dev.devserver import DevServer, free_port
 from vaultpki.dev.provision import ProvisionSpec, provision
 from vaultpki.errors import VaultUnavailable
-from vaultpki.vault.client import HttpVault, IssuedCert
+from vaultpki.vault.client import HttpVault
 
 from .conftest import NODE_HOSTS, Deployment, run_cli, tree
 from .test_cli_errors import one_error_line

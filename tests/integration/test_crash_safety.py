@@ -37,7 +37,8 @@ import pytest
 from vaultpki.core import crypto
 from vaultpki.core.layout import FileContent, Mode
 from vaultpki.errors import StoreError
-from vaultpki.store.certs_dir import CertsDir, Stage
+from vaultpki.store.certs_dir import CertsDir
+from vaultpki.store.generation import Stage
 
 from .conftest import Deployment, run_cli, toml_dump, tree
 
@@ -60,13 +61,13 @@ FileSet = tuple[bytes, ...]      # the bytes of NAMES, in order
 WRITER = r"""
 import os, signal, sys, time
 from pathlib import Path
-from vaultpki.store import certs_dir as store_module
+from vaultpki.store import generation
 from vaultpki.core.layout import FileContent
 from vaultpki.store.certs_dir import CertsDir
 
 certs, src, kill_at, names = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
 if sys.argv[5] == "syncfs":
-    store_module.SYNC_EACH_MAX = 0
+    generation.SYNC_EACH_MAX = 0
 files = [FileContent(n, (src / n).read_bytes(), n.endswith(".key")) for n in names]
 store = CertsDir(certs)
 emit = os.write
@@ -101,7 +102,7 @@ if kill_at >= 0:
         setattr(CertsDir, name, phased(name.lstrip("_"), getattr(CertsDir, name)))
     for op in OPS:
         setattr(os, op, fault(op, getattr(os, op)))
-    store_module._syncfs = fault("syncfs", store_module._syncfs)
+    generation._syncfs = fault("syncfs", generation._syncfs)
 emit(1, b"ready\n")
 sys.stdin.readline()
 calls.clear()

@@ -35,7 +35,8 @@ from pathlib import Path
 import pytest
 
 from vaultpki.core.layout import FileContent, Mode
-from vaultpki.store.certs_dir import CertsDir, Owner
+from vaultpki.store.certs_dir import CertsDir
+from vaultpki.store.ownership import Owner
 
 from .conftest import Deployment, run_cli, tree
 
@@ -279,7 +280,8 @@ import json, subprocess, sys
 from pathlib import Path
 from vaultpki.errors import StoreError
 from vaultpki.core.layout import FileContent
-from vaultpki.store.certs_dir import CertsDir, Owner
+from vaultpki.store.certs_dir import CertsDir
+from vaultpki.store.ownership import Owner
 
 certs, src, step, move = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 uid, gid = (None if v == "-" else int(v) for v in sys.argv[5:7])

@@ -22,11 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from vaultpki.core import crypto
+from vaultpki.core import ocsp as cocsp
 from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.core.ocsp import OcspStatus
 from vaultpki.dev.devserver import DevServer
 from vaultpki.dev.provision import ProvisionSpec, provision
 from vaultpki.vault import ocsp as vocsp
-from vaultpki.vault.ocsp import OcspStatus
 
 pytestmark = pytest.mark.integration  # real OpenBao server
 
@@ -86,28 +87,28 @@ def cockroach_post(url: str, der: bytes) -> requests.Response:
     return requests.post(url, data=der, headers={"Content-Type": "application/ocsp-request"}, timeout=3)
 
 
-def ask(pki: OcspPki, leaf: Leaf) -> tuple[requests.Response, ocsp.OCSPResponse, vocsp.OcspResult]:
+def ask(pki: OcspPki, leaf: Leaf) -> tuple[requests.Response, ocsp.OCSPResponse, cocsp.OcspResult]:
     """CockroachDB's exact request; CockroachDB's acceptance checks; then our full verification."""
-    request = vocsp.build_request(leaf.cert, leaf.issuer)
+    request = cocsp.build_request(leaf.cert, leaf.issuer)
     assert isinstance(ocsp.load_der_ocsp_request(request).hash_algorithm, hashes.SHA256)
     answer = cockroach_post(pki.ocsp_url, request)
     assert answer.status_code == 200, answer.text
     assert answer.headers["Content-Type"] == "application/ocsp-response"
     raw = ocsp.load_der_ocsp_response(answer.content)
-    result = vocsp.parse_response(answer.content, leaf.cert, leaf.issuer, dt.datetime.now(dt.UTC), responder=pki.ocsp_url)
+    result = cocsp.parse_response(answer.content, leaf.cert, leaf.issuer, dt.datetime.now(dt.UTC), responder=pki.ocsp_url)
     return answer, raw, result
 
 
 def test_issued_leaf_carries_aia_ocsp_and_crl_distribution_point(pki: OcspPki) -> None:
     leaf = sign_leaf(pki, "aia")
-    assert vocsp.responder_urls(leaf.cert) == (pki.ocsp_url,)
+    assert cocsp.responder_urls(leaf.cert) == (pki.ocsp_url,)
     cdp = leaf.cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     assert [n.value for point in cdp for n in point.full_name or ()] == [f"{pki.addr}/v1/{MOUNT}/crl"]
     aia = leaf.cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     assert [d.access_location.value for d in aia if d.access_method == x509.AuthorityInformationAccessOID.CA_ISSUERS] \
         == [f"{pki.addr}/v1/{MOUNT}/ca"]
     # The root mount has no config/urls, so the intermediate names no responder: CockroachDB checks only the leaf.
-    assert vocsp.responder_urls(leaf.issuer) == ()
+    assert cocsp.responder_urls(leaf.issuer) == ()
 
 
 def test_good_then_revoked_as_cockroachdb_asks(pki: OcspPki) -> None:
@@ -172,7 +173,7 @@ def test_responder_answers_in_the_requests_certid_hash(pki: OcspPki, algorithm: 
     answer = cockroach_post(pki.ocsp_url, request.public_bytes(serialization.Encoding.DER))
     assert answer.status_code == 200
     assert type(ocsp.load_der_ocsp_response(answer.content).hash_algorithm) is type(algorithm)
-    result = vocsp.parse_response(answer.content, leaf.cert, leaf.issuer, dt.datetime.now(dt.UTC))
+    result = cocsp.parse_response(answer.content, leaf.cert, leaf.issuer, dt.datetime.now(dt.UTC))
     assert result.status is OcspStatus.GOOD
 
 
@@ -184,14 +185,14 @@ def test_responder_says_good_for_a_serial_it_never_issued(pki: OcspPki) -> None:
               .public_key(key.public_key()).serial_number(x509.random_serial_number())
               .not_valid_before(leaf.cert.not_valid_before_utc).not_valid_after(leaf.cert.not_valid_after_utc)
               .sign(key, hashes.SHA256()))
-    answer = cockroach_post(pki.ocsp_url, vocsp.build_request(forged, leaf.issuer))
-    result = vocsp.parse_response(answer.content, forged, leaf.issuer, dt.datetime.now(dt.UTC))
+    answer = cockroach_post(pki.ocsp_url, cocsp.build_request(forged, leaf.issuer))
+    result = cocsp.parse_response(answer.content, forged, leaf.issuer, dt.datetime.now(dt.UTC))
     assert result.status is OcspStatus.GOOD
 
 
 def test_responder_says_unknown_for_another_issuer(pki: OcspPki) -> None:
     leaf = sign_leaf(pki, "wrong-issuer")
-    answer = cockroach_post(pki.ocsp_url, vocsp.build_request(leaf.cert, leaf.root))
+    answer = cockroach_post(pki.ocsp_url, cocsp.build_request(leaf.cert, leaf.root))
     raw = ocsp.load_der_ocsp_response(answer.content)
     assert (answer.status_code, raw.response_status) == (200, ocsp.OCSPResponseStatus.SUCCESSFUL)
     assert raw.certificate_status is ocsp.OCSPCertStatus.UNKNOWN
@@ -199,13 +200,13 @@ def test_responder_says_unknown_for_another_issuer(pki: OcspPki) -> None:
     # which also signs it; so it is not an answer about the root's certificate and we refuse it.
     own = ocsp.OCSPRequestBuilder().add_certificate(leaf.cert, leaf.issuer, hashes.SHA256()).build()
     assert (raw.issuer_name_hash, raw.issuer_key_hash) == (own.issuer_name_hash, own.issuer_key_hash)
-    with pytest.raises(vocsp.OcspError, match="names another issuer"):
-        vocsp.parse_response(answer.content, leaf.cert, leaf.root, dt.datetime.now(dt.UTC))
+    with pytest.raises(cocsp.OcspError, match="names another issuer"):
+        cocsp.parse_response(answer.content, leaf.cert, leaf.root, dt.datetime.now(dt.UTC))
 
 
 def test_responder_refuses_another_request_content_type(pki: OcspPki) -> None:
     leaf = sign_leaf(pki, "content-type")
-    answer = requests.post(pki.ocsp_url, data=vocsp.build_request(leaf.cert, leaf.issuer),
+    answer = requests.post(pki.ocsp_url, data=cocsp.build_request(leaf.cert, leaf.issuer),
                            headers={"Content-Type": "application/octet-stream"}, timeout=3)
     assert answer.status_code == 400
     assert answer.headers["Content-Type"].startswith("application/json")

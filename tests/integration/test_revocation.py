@@ -8,9 +8,8 @@ from pathlib import Path
 
 import requests
 
-from vaultpki.core import crypto
+from vaultpki.core import crypto, ocsp
 from vaultpki.core.layout import Mode
-from vaultpki.vault import ocsp
 
 from .conftest import Deployment, run_cli, toml_dump
 from .test_cli_errors import one_error_line

@@ -24,15 +24,15 @@ from cryptography import x509
 from vaultpki.config import Config, parse
 from vaultpki.core import crypto
 from vaultpki.core.layout import FileContent
+from vaultpki.core.ports import CaMaterial, IssuedCert
 from vaultpki.core.renewal import Decision, renew_at
 from vaultpki.core.snapshot import judge_leaf
-from vaultpki.daemon import syncer as daemon_mod
 from vaultpki.daemon.metrics import Metrics
 from vaultpki.daemon.reload import ReloadOutcome
-from vaultpki.daemon.syncer import VERIFY_POLL, Daemon, PassReport, Syncer
+from vaultpki.daemon.sync_loop import Daemon, PassFailed, TokenKeeper
+from vaultpki.daemon.sync_pass import VERIFY_POLL, PassReport, Syncer
 from vaultpki.errors import ConfigError, ReloadError, StoreError, VaultpkiError, VaultRequestError, VaultUnavailable
 from vaultpki.store.certs_dir import CertsDir
-from vaultpki.vault.client import CaMaterial, IssuedCert
 
 from .conftest import DAY, NOW, CaSet, Pki
 from .test_issue import FakeVault
@@ -118,7 +118,7 @@ class FakeProber:
 
 
 class Monotonic:
-    """Stands in for the ``time`` module inside vaultpki.daemon.syncer; ``sleep`` advances it."""
+    """Stands in for the ``time`` module inside vaultpki.daemon.sync_pass; ``sleep`` advances it."""
 
     def __init__(self) -> None:
         self.t = 1000.0
@@ -669,7 +669,7 @@ class Loop:
 
 def make_loop(rig: Rig, build: Callable[[Config], Syncer] | None = None,
               load_config: Callable[[], Config] | None = None,
-              tokens: Callable[[Syncer], daemon_mod.TokenKeeper | None] | None = None) -> Loop:
+              tokens: Callable[[Syncer], TokenKeeper | None] | None = None) -> Loop:
     sleeper = Sleeper(rig.clock, rig.metrics)
     wakes: list[int] = []
     built: list[Config] = []
@@ -967,7 +967,7 @@ def test_token_keeper_is_consulted_in_the_loop(make_rig: MakeRig) -> None:
 def test_errors_reaching_the_loop_are_vaultpki_errors() -> None:
     """PassFailed carries its report; it is a VaultpkiError like everything the loop logs."""
     report = failed()
-    exc = daemon_mod.PassFailed(report)
+    exc = PassFailed(report)
     assert isinstance(exc, VaultpkiError) and exc.report is report and str(exc) == f"node.crt: {DOWN}"
     assert not report.ok and PassReport(()).ok
 

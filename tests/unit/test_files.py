@@ -69,8 +69,8 @@ def test_a_name_with_a_nul_is_refused() -> None:
         read_regular("/etc/pass\x00wd", 64)
 
 
-def test_a_missing_file_is_the_os_error() -> None:
-    with pytest.raises(FileNotFoundError):
+def test_a_missing_file_is_said_in_words() -> None:
+    with pytest.raises(NotReadable, match="it does not exist"):
         read_regular("/nonexistent/vaultpki/file", 64)
 
 

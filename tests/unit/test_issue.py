@@ -1,10 +1,9 @@
-"""issue.obtain() against a fake Vault: what is asked, what is refused (pure unit tests; no Vault mock in integration)."""
+"""issue.obtain() against a fake Vault port: what is asked, what is refused (pure unit tests; no Vault mock in integration)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -14,10 +13,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from vaultpki.core import crypto
-from vaultpki.core.issue import BULK_IN_FLIGHT, MAX_PARALLEL, IssueOptions, SignRequest, obtain, obtain_partial
+from vaultpki.core.issue import BULK_IN_FLIGHT, MAX_PARALLEL, IssueOptions, obtain, obtain_partial
 from vaultpki.core.layout import Mode, PkiNames, Plan, plan_node, plan_user
+from vaultpki.core.ports import CaMaterial, IssuedCert, IssueRequest, SignRequest
 from vaultpki.errors import IssuanceRefused, StoreError, VaultpkiError, VaultRequestError
-from vaultpki.vault.client import CaMaterial, IssuedCert
 
 from .conftest import CLIENT, DAY, SERVER, CaSet, Issued, Pki
 
@@ -35,7 +34,8 @@ def pem(issued: Issued) -> str:
 
 @dataclass
 class FakeVault:
-    """Signs CSRs with an in-memory CA; knobs make it behave like a misconfigured role."""
+    """The Vault port over an in-memory CA, one request at a time; knobs make it behave like a misconfigured
+    role. ``ca_material`` and ``sign`` answer one mount or one CSR (subclasses override them)."""
 
     pki: Pki
     cas: CaSet
@@ -44,6 +44,10 @@ class FakeVault:
     not_after: dt.datetime | None = None
     not_before: dt.datetime | None = None
     calls: list[dict[str, object]] = field(default_factory=list)
+    closed: bool = False           # whether the last sign_many was closed before it had answered everything
+
+    def ca_materials(self, mounts: Sequence[str]) -> dict[str, CaMaterial]:
+        return {m: self.ca_material(m) for m in mounts}
 
     def ca_material(self, mount: str) -> CaMaterial:
         return CaMaterial(issuer=pem(self.cas.inter), chain=(pem(self.cas.inter), pem(self.cas.root)))
@@ -77,16 +81,21 @@ class FakeVault:
 
     def sign_many(
         self, requests: Iterable[tuple[K, SignRequest]], parallel: int,
-    ) -> Iterator[tuple[K, IssuedCert | VaultpkiError]]:
+    ) -> Generator[tuple[K, IssuedCert | VaultpkiError], None, None]:
         """Draws lazily, ``parallel`` at a time, and answers each batch in reverse: a real stream answers
         in the order the requests complete, not the order they were made."""
+        self.closed = False
         batch: list[tuple[K, SignRequest]] = []
-        for item in requests:
-            batch.append(item)
-            if len(batch) == parallel:
-                yield from self._answer(batch)
-                batch = []
-        yield from self._answer(batch)
+        try:
+            for item in requests:
+                batch.append(item)
+                if len(batch) == parallel:
+                    yield from self._answer(batch)
+                    batch = []
+            yield from self._answer(batch)
+        except GeneratorExit:
+            self.closed = True
+            raise
 
     def _answer(self, batch: list[tuple[K, SignRequest]]) -> Iterator[tuple[K, IssuedCert | VaultpkiError]]:
         answers: list[tuple[K, IssuedCert | VaultpkiError]] = []
@@ -97,8 +106,11 @@ class FakeVault:
                 answers.append((tag, exc))
         return reversed(answers)
 
-    def issue(self, *args: object, **kwargs: object) -> IssuedCert:  # pragma: no cover - not used here
-        raise AssertionError("sign is the default method")
+    def issue_many(self, requests: Iterable[tuple[K, IssueRequest]], parallel: int) -> Iterator[tuple[K, IssuedCert]]:
+        raise AssertionError("sign is the default method")  # pragma: no cover - not used here
+
+    def revoke_with_key(self, mount: str, certificate: str, private_key: str) -> int:
+        raise AssertionError("nothing is revoked here")  # pragma: no cover - not used here
 
 
 def test_node_set_is_leaf_plus_intermediate_and_anchor(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
@@ -199,7 +211,7 @@ def test_sink_gets_each_validated_leaf_and_the_ca_files_with_the_first(
     issued, failed = obtain_partial(bulk_plan(["bob", "amy", "cyd"]), RefusesBob(pki, cas), OPTIONS, lambda: now, None,
                                     sink=lambda files: handed.append([f.name for f in files]), streamed=streamed)
     amy, cyd = ["client.amy.crt", "client.amy.key"], ["client.cyd.crt", "client.cyd.key"]
-    # In completion order: the threads' path judges in plan order, the stream as answers arrive.
+    # In judging order: the plan's order unless streamed; the stream as answers arrive.
     assert handed == ([["ca.crt", *amy], cyd] if not streamed else [["ca.crt", *cyd], amy])
     assert list(failed) == ["client.bob.crt"] and "permission denied for bob" in str(failed["client.bob.crt"])
     assert [f.name for f in issued.files] == ["ca.crt", *amy, *cyd]          # the plan's order either way
@@ -213,38 +225,15 @@ def test_sink_gets_nothing_when_every_leaf_fails(pki: Pki, cas: CaSet, now: dt.d
     assert handed == [] and issued.leaves == () and sorted(failed) == ["client.amy.crt", "client.bob.crt"]
 
 
-def test_a_failing_sink_stops_the_run_and_cancels_what_is_queued(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
-    gate = threading.Event()
-
-    class HeldBack(FakeVault):
-        """Signs the first user at once; every other request waits until the sink has failed."""
-
-        def sign(self, mount: str, role: str, csr: str, common_name: str | None, ttl: str | None) -> IssuedCert:
-            if common_name != "u000":
-                assert gate.wait(10), "never released"
-            return super().sign(mount, role, csr, common_name, ttl)
-
-    def disk_full(files: object) -> None:
-        gate.set()
-        raise StoreError("cannot write to certs-dir /certs: no space left on device")
-
-    vault = HeldBack(pki, cas)
-    users = [f"u{i:03d}" for i in range(300)]
-    with pytest.raises(StoreError, match="no space left"):
-        obtain_partial(bulk_plan(users), vault, OPTIONS, lambda: now, None, sink=disk_full)
-    # Only what the workers had already picked up was signed; the rest of the queue never ran.
-    assert len(vault.calls) <= MAX_PARALLEL + 1, len(vault.calls)
-
-
-def test_a_streamed_run_gives_the_set_the_threads_give(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+def test_a_streamed_run_gives_the_set_a_plan_ordered_run_gives(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
     """Same files and leaves, in the plan's order, with keys made on the node and sent only as CSRs."""
     users = [f"u{i:02d}" for i in range(2 * BULK_IN_FLIGHT + 3)]
     vault = FakeVault(pki, cas)
     progress: list[str] = []
     streamed, failed = obtain_partial(bulk_plan(users), vault, OPTIONS, lambda: now, None, progress=progress.append, streamed=True)
-    threaded, _ = obtain_partial(bulk_plan(users), FakeVault(pki, cas), OPTIONS, lambda: now, None)
+    ordered, _ = obtain_partial(bulk_plan(users), FakeVault(pki, cas), OPTIONS, lambda: now, None)
     assert failed == {} and sorted(progress) == sorted(f"client.{u}.crt" for u in users)
-    assert [f.name for f in streamed.files] == [f.name for f in threaded.files]
+    assert [f.name for f in streamed.files] == [f.name for f in ordered.files]
     assert [leaf.spec.common_name for leaf in streamed.leaves] == users
     assert [c["common_name"] for c in vault.calls] == users            # drawn in the plan's order
     for f in streamed.files:
@@ -253,15 +242,21 @@ def test_a_streamed_run_gives_the_set_the_threads_give(pki: Pki, cas: CaSet, now
             assert crypto.key_matches(crypto.load_certs(cert.data)[0], crypto.load_key(f.data))
 
 
-def test_a_failing_sink_stops_a_streamed_run_before_the_rest_is_asked_for(pki: Pki, cas: CaSet, now: dt.datetime) -> None:
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_failing_sink_stops_the_run_and_cancels_what_is_queued(
+        pki: Pki, cas: CaSet, now: dt.datetime, streamed: bool) -> None:
+    """The first batch in flight is all that is asked for; the port is closed at once, so that it cancels
+    what it still has queued instead of running it while the error propagates."""
     def disk_full(files: object) -> None:
         raise StoreError("cannot write to certs-dir /certs: no space left on device")
 
     vault = FakeVault(pki, cas)
-    with pytest.raises(StoreError, match="no space left"):
+    with pytest.raises(StoreError, match="no space left") as raised:
         obtain_partial(bulk_plan([f"u{i:03d}" for i in range(300)]), vault, OPTIONS, lambda: now, None, sink=disk_full,
-                       streamed=True)
-    assert len(vault.calls) == BULK_IN_FLIGHT      # the first batch; nothing was drawn after the failure
+                       streamed=streamed)
+    assert len(vault.calls) == (BULK_IN_FLIGHT if streamed else MAX_PARALLEL)   # nothing drawn after the failure
+    # Closed by the time the error arrives, not whenever its traceback (held here) lets the answers go.
+    assert vault.closed and raised.tb is not None
 
 
 @pytest.mark.parametrize("streamed", [False, True])

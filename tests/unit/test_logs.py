@@ -159,5 +159,5 @@ def test_setup_level_filters(setup: Setup) -> None:
 
 def test_child_loggers_use_the_same_format(setup: Setup) -> None:
     _, stream = setup("json")
-    logging.getLogger("vaultpki.daemon.syncer").info("pass complete", extra={"renewed": ["node.crt"]})
+    logging.getLogger("vaultpki.daemon.sync_pass").info("pass complete", extra={"renewed": ["node.crt"]})
     assert json.loads(lines(stream)[0])["renewed"] == ["node.crt"]

@@ -1,4 +1,5 @@
-"""vaultpki.vault.ocsp against a tiny in-memory PKI: requests as CockroachDB sends them, responses we must trust or refuse."""
+"""OCSP (core: requests and judging; vault: the HTTP query) against a tiny in-memory PKI: requests as CockroachDB sends them,
+responses we must trust or refuse."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
+from vaultpki.core import ocsp as cocsp
+from vaultpki.core.ocsp import HttpAnswer, OcspError, OcspResult, OcspStatus
 from vaultpki.errors import VaultpkiError
 from vaultpki.vault import ocsp as vocsp
-from vaultpki.vault.ocsp import HttpAnswer, OcspError, OcspResult, OcspStatus
 
 NOW = dt.datetime(2030, 6, 1, 12, 0, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -141,11 +143,11 @@ def unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
 
 
 def test_responder_urls_are_the_ocsp_access_descriptions_in_order(world: World) -> None:
-    assert vocsp.responder_urls(world.leaf.cert) == (URL1, URL2)
+    assert cocsp.responder_urls(world.leaf.cert) == (URL1, URL2)
 
 
 def test_responder_urls_empty_without_aia(world: World) -> None:
-    assert vocsp.responder_urls(world.responder.cert) == ()
+    assert cocsp.responder_urls(world.responder.cert) == ()
 
 
 # ---------------------------------------------------------------- build_request
@@ -169,7 +171,7 @@ def go_create_request(cert: x509.Certificate, issuer: x509.Certificate) -> bytes
 
 
 def test_build_request_is_sha256_certid_matching_the_certificate(world: World) -> None:
-    der = vocsp.build_request(world.leaf.cert, world.issuer.cert)
+    der = cocsp.build_request(world.leaf.cert, world.issuer.cert)
     request = ocsp.load_der_ocsp_request(der)
     assert isinstance(request.hash_algorithm, hashes.SHA256)
     assert request.serial_number == world.leaf.cert.serial_number
@@ -180,7 +182,7 @@ def test_build_request_is_sha256_certid_matching_the_certificate(world: World) -
 
 
 def test_build_request_is_byte_for_byte_what_go_sends(world: World) -> None:
-    assert vocsp.build_request(world.leaf.cert, world.issuer.cert) == go_create_request(world.leaf.cert, world.issuer.cert)
+    assert cocsp.build_request(world.leaf.cert, world.issuer.cert) == go_create_request(world.leaf.cert, world.issuer.cert)
 
 
 # ---------------------------------------------------------------- parse_response: accepted
@@ -206,7 +208,7 @@ REVOKED_AT = NOW - 2 * HOUR
     pytest.param(Resp(next_update=None), OcspStatus.GOOD, None, id="no-next-update"),
 ])
 def test_parse_response_accepts(world: World, resp: Resp, status: OcspStatus, reason: str | None) -> None:
-    result = vocsp.parse_response(resp.der(world), world.leaf.cert, world.issuer.cert, NOW, responder=URL1)
+    result = cocsp.parse_response(resp.der(world), world.leaf.cert, world.issuer.cert, NOW, responder=URL1)
     assert result == OcspResult(
         status=status,
         revocation_time=REVOKED_AT if status is OcspStatus.REVOKED else None,
@@ -226,7 +228,7 @@ def test_parse_response_works_with_rsa_and_ed25519_issuers() -> None:
                .add_response(leaf.cert, issuer.cert, hashes.SHA256(), ocsp.OCSPCertStatus.GOOD, NOW - HOUR, None, None, None)
                .responder_id(ocsp.OCSPResponderEncoding.NAME, issuer.cert)
                .sign(key, _alg(key)).public_bytes(serialization.Encoding.DER))
-        assert vocsp.parse_response(der, leaf.cert, issuer.cert, NOW).status is OcspStatus.GOOD
+        assert cocsp.parse_response(der, leaf.cert, issuer.cert, NOW).status is OcspStatus.GOOD
 
 
 # ---------------------------------------------------------------- parse_response: refused
@@ -255,7 +257,7 @@ def test_parse_response_works_with_rsa_and_ed25519_issuers() -> None:
 ])
 def test_parse_response_refuses(world: World, make: Callable[[World], bytes], match: str) -> None:
     with pytest.raises(OcspError, match=match) as info:
-        vocsp.parse_response(make(world), world.leaf.cert, world.issuer.cert, NOW)
+        cocsp.parse_response(make(world), world.leaf.cert, world.issuer.cert, NOW)
     assert "\n" not in str(info.value)
 
 
@@ -263,7 +265,7 @@ def test_tampered_response_is_refused(world: World) -> None:
     der = bytearray(Resp().der(world))
     der[-1] ^= 0x01   # last byte of the signature
     with pytest.raises(OcspError, match="verifies with neither"):
-        vocsp.parse_response(bytes(der), world.leaf.cert, world.issuer.cert, NOW)
+        cocsp.parse_response(bytes(der), world.leaf.cert, world.issuer.cert, NOW)
 
 
 def test_ocsp_error_is_a_vaultpki_error_with_exit_code_1() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from vaultpki.config import VaultConfig
-from vaultpki.daemon.reload import RunCommand
+from vaultpki.core.ports import IssuedCert
+from vaultpki.daemon.reload_command import RunCommand
 from vaultpki.redact import REDACTED, redacted_repr
-from vaultpki.vault.client import IssuedCert
 
 
 def vault_config(**secrets: str | None) -> VaultConfig:

@@ -1,4 +1,4 @@
-"""vaultpki.daemon.reload against real processes: real signals, real pidfiles, real commands.
+"""The reload targets (vaultpki.daemon.reload*) against real processes: real signals, real pidfiles, real commands.
 
 Children are small Python scripts that record every SIGHUP in a file, or ``sleep``
 started under a chosen name. Each test picks a unique process name so parallel runs
@@ -23,7 +23,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from vaultpki.daemon.reload import NoReload, ReloadOutcome, RunCommand, SignalByName, SignalByPidfile, parse_signal
+from vaultpki.daemon.reload import NoReload, ReloadOutcome, parse_signal
+from vaultpki.daemon.reload_command import RunCommand
+from vaultpki.daemon.reload_signal import SignalByName, SignalByPidfile
 from vaultpki.errors import ConfigError, ReloadError
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -408,7 +410,7 @@ pidfile, repo = sys.argv[1:3]
 open(pidfile, "w").write("1\\n")
 attempt = (
     "import sys\\nfrom pathlib import Path\\nfrom vaultpki.errors import ReloadError\\n"
-    "from vaultpki.daemon.reload import SignalByPidfile\\n"
+    "from vaultpki.daemon.reload_signal import SignalByPidfile\\n"
     "try:\\n    SignalByPidfile(Path(sys.argv[1])).reload()\\n    print('signalled')\\n"
     "except ReloadError as exc:\\n    print(exc)\\n")
 child = subprocess.run([sys.executable, "-c", attempt, pidfile], capture_output=True, text=True,
@@ -581,7 +583,7 @@ def test_command_environment_carries_no_vault_credential_in_any_case_or_under_an
 READ_PARENT = """
 import os, sys
 from vaultpki.errors import ReloadError
-from vaultpki.daemon.reload import RunCommand
+from vaultpki.daemon.reload_command import RunCommand
 out = sys.argv[1]
 try:
     RunCommand(["sh", "-c", f"cat /proc/$PPID/environ > {out}"], timeout=30).reload()

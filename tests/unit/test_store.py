@@ -12,10 +12,14 @@ from pathlib import Path
 import pytest
 
 from vaultpki.core import crypto
+from vaultpki.core.layout import FileContent
 from vaultpki.core.snapshot import judge
 from vaultpki.errors import StoreError
-from vaultpki.store import certs_dir as store
-from vaultpki.store.certs_dir import STATE_DIR, SYNC_EACH_MAX, CertsDir, FileContent, Owner
+from vaultpki.store import generation
+from vaultpki.store.certs_dir import CertsDir
+from vaultpki.store.generation import SYNC_EACH_MAX
+from vaultpki.store.opening import STATE_DIR
+from vaultpki.store.ownership import Owner
 
 # --- helpers -----------------------------------------------------------------------------
 
@@ -257,7 +261,7 @@ def test_rollback_past_an_added_file_leaves_no_dangling_links(tmp_path: Path, le
     store.write_set(files_of({"client.node": leaves["new_client_node"]}))
     store.rollback()
     dangling = sorted(n for n in os.listdir(root) if (root / n).is_symlink() and not (root / n).exists())
-    # BUG (store.py rollback/_link_all): links of files absent from the restored generation stay behind.
+    # BUG (store/switching.py rollback/_link_all): links of files absent from the restored generation stay behind.
     assert dangling == [], f"dangling links after rollback: {dangling}"
     assert [p for p in judge(store.snapshot(), now) if p.severity == "error"] == []
 
@@ -394,7 +398,7 @@ def test_dangling_foreign_link_is_replaced_or_refused_cleanly(tmp_path: Path, le
     try:
         CertsDir(root).write_set(files_of({"node": leaves["new_node"]}))
     except StoreError:
-        # BUG (store.py _check_targets/_adopt): the dangling link is classed as "foreign", .vaultpki/
+        # BUG (store/adoption.py _check_targets/_adopt): the dangling link is classed as "foreign", .vaultpki/
         # is created, then _adopt() fails reading it ("no such file or directory"): the dir is changed.
         assert tree(tmp_path) == before, "refusal modified the certs-dir"
     else:
@@ -434,10 +438,10 @@ class Syncs:
     """Which regular files were fsynced and which directories syncfs'ed (by inode); the real calls still run."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        assert store._syncfs is not None, "this libc has no syncfs"
+        assert generation._syncfs is not None, "this libc has no syncfs"
         self.files: list[int] = []
         self.syncfs: list[int] = []
-        real_fsync, real_syncfs = os.fsync, store._syncfs
+        real_fsync, real_syncfs = os.fsync, generation._syncfs
 
         def fsync(fd: int) -> None:
             st = os.fstat(fd)
@@ -450,7 +454,7 @@ class Syncs:
             real_syncfs(fd)
 
         monkeypatch.setattr(os, "fsync", fsync)
-        monkeypatch.setattr(store, "_syncfs", syncfs)
+        monkeypatch.setattr(generation, "_syncfs", syncfs)
 
 
 def inodes(gen_dir: Path) -> list[int]:
@@ -480,9 +484,9 @@ def test_big_set_is_made_durable_by_one_syncfs(tmp_path: Path, monkeypatch: pyte
 
 
 def test_libc_syncfs_reports_errno() -> None:
-    assert store._syncfs is not None
+    assert generation._syncfs is not None
     with pytest.raises(OSError) as failed:
-        store._syncfs(-1)
+        generation._syncfs(-1)
     assert failed.value.errno == errno.EBADF
 
 
@@ -498,7 +502,7 @@ def test_syncfs_failure_leaves_the_old_set(tmp_path: Path, monkeypatch: pytest.M
     def syncfs(fd: int) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(store, "_syncfs", syncfs)
+    monkeypatch.setattr(generation, "_syncfs", syncfs)
     with pytest.raises(StoreError, match=f"cannot write to certs-dir {root}: input/output error"):
         certs.write_set(bulk_set(SYNC_EACH_MAX + 1, b"new"))
     assert tree(tmp_path) == before
@@ -506,7 +510,7 @@ def test_syncfs_failure_leaves_the_old_set(tmp_path: Path, monkeypatch: pytest.M
 
 def test_without_syncfs_a_big_set_is_fsynced_in_bounded_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     syncs = Syncs(monkeypatch)
-    monkeypatch.setattr(store, "_libc_syncfs", lambda: None)
+    monkeypatch.setattr(generation, "_libc_syncfs", lambda: None)
     writing: set[int] = set()
     peak = 0
     real_open, real_close = os.open, os.close
@@ -683,7 +687,7 @@ def test_failed_write_leaves_the_old_set_visible(tmp_path: Path, leaves, cas, fu
     runs = _run_faults(tmp_path, scenario, func)
     assert runs, "no calls to inject into"
     broken = [run["k"] for run in runs if run["raised"] is not None and visible(run["root"]) != run["old_visible"]]  # type: ignore[arg-type]
-    # BUG (store.py write_set/_switch): failures after `current` was renamed (fsync of the state dir,
+    # BUG (store write_set/_switch): failures after `current` was renamed (fsync of the state dir,
     # linking newly added files, fsync of the certs-dir) raise StoreError although the new set is live.
     assert broken == [], f"os.{func} failure at calls {broken} raised StoreError but the new set is visible"
 
@@ -694,8 +698,8 @@ def test_a_refused_syncfs_falls_back_to_sync(tmp_path: Path, monkeypatch: pytest
 
     def refuse(fd: int) -> None:
         raise OSError(code, os.strerror(code))
-    monkeypatch.setattr(store, "_syncfs", refuse)
-    monkeypatch.setattr(store.os, "sync", lambda: synced.append("sync"))
+    monkeypatch.setattr(generation, "_syncfs", refuse)
+    monkeypatch.setattr(generation.os, "sync", lambda: synced.append("sync"))
     certs = CertsDir(tmp_path / "certs")
     certs.write_set(bulk_set(SYNC_EACH_MAX + 1, b"new"))
     assert synced == ["sync"]

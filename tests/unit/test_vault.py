@@ -1,4 +1,4 @@
-"""vaultpki.vault.client over hvac and requests: status mapping, proxies, headers, redirects, failover, one login for many threads.
+"""HttpVault over hvac and requests: status mapping, proxies, headers, redirects, failover, one login for many threads.
 
 The Vault here is a few lines of ``http.server`` on loopback that record what they were sent; the
 adapter's behaviour against a real OpenBao (HA, sealed, TLS, policies) is in tests/integration.
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from vaultpki.config import parse
-from vaultpki.core.issue import SignRequest
+from vaultpki.core.ports import IssuedCert, SignRequest
 from vaultpki.dev.devserver import free_port
 from vaultpki.errors import VaultDenied, VaultRequestError, VaultUnavailable
-from vaultpki.vault.client import HttpVault, IssuedCert
+from vaultpki.vault.client import HttpVault
 from vaultpki.vault.transport import NotFollowed, _redirect_target, proxy_for
 
 from .conftest import DROP

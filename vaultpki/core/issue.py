@@ -1,33 +1,32 @@
 """Turn a Plan into validated bytes: keys, CSRs, Vault, checks. No file I/O.
 
 Nothing this module returns has failed validation; the caller writes the whole
-result as one set or nothing at all.
+result as one set or nothing at all. Vault is reached only through its port
+(``vaultpki.core.ports.VaultPort``), which also does whatever runs in parallel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
 
 import msgspec
 from cryptography import x509
 
 from vaultpki.core import crypto
 from vaultpki.core.layout import CertSpec, FileContent, Plan, TrustSpec
+from vaultpki.core.ports import Answers, CaMaterial, Clock, IssuedCert, IssueRequest, Progress, SignRequest, Sink, VaultPort
 from vaultpki.core.validate import check_issued
 from vaultpki.errors import CertificateError, IssuanceRefused, VaultpkiError
 
-if TYPE_CHECKING:     # the port's types only: this module never loads hvac
-    from vaultpki.vault.client import CaMaterial, IssuedCert, VaultPort
-
 __all__ = [
-    "MAX_TTL_SECONDS", "IssueOptions", "IssuedLeaf", "IssuedSet", "SignRequest", "default_issuer", "fetch_anchors",
+    "MAX_TTL_SECONDS", "IssueOptions", "IssuedLeaf", "IssuedSet", "default_issuer", "fetch_anchors",
     "fetch_materials", "obtain", "obtain_partial", "trust_anchors",
 ]
 
+# Requests one set (a node's few leaves) keeps in flight: all of them at once.
 MAX_PARALLEL = 8
 # The longest max_ttl of any role in data/roles.json (tests/unit/test_config_sync.py keeps the two equal).
 # No role issues longer, so a longer ttl is refused as a configuration error, and when none is asked
@@ -44,16 +43,6 @@ class IssueOptions(msgspec.Struct, frozen=True):
     ttl_seconds: int | None
     method: str = "sign"          # "sign": key made here, CSR to Vault; "issue": Vault makes the key
     ca_trust: str = "issuer"      # "issuer": the mount's CA is the anchor; "root": the self-signed root
-
-
-class SignRequest(msgspec.Struct, frozen=True):
-    """One CSR for ``VaultPort.sign_many``, as ``VaultPort.sign`` takes it."""
-
-    mount: str
-    role: str
-    csr: str
-    common_name: str | None
-    ttl: str | None
 
 
 class IssuedLeaf(msgspec.Struct, frozen=True):
@@ -121,16 +110,10 @@ def _sign_request(spec: CertSpec, options: IssueOptions) -> tuple[crypto.Private
                             _ttl(options))
 
 
-def _request(
-    spec: CertSpec, vault: VaultPort, options: IssueOptions, pool: ThreadPoolExecutor,
-) -> tuple[crypto.PrivateKey | None, Future[IssuedCert]]:
-    """Start one leaf: the key and CSR are made here, in the calling thread, and only the request
-    waits in the pool (``issue``: Vault makes the key, so there is none yet)."""
-    if options.method == "sign":
-        key, r = _sign_request(spec, options)
-        return key, pool.submit(vault.sign, r.mount, r.role, r.csr, r.common_name, r.ttl)
-    return None, pool.submit(vault.issue, spec.mount, spec.role, spec.common_name, spec.dns_sans, spec.ip_sans,
-                             _ttl(options), options.key_type.value, options.key_bits)
+def _issue_request(spec: CertSpec, options: IssueOptions) -> IssueRequest:
+    """The request that has Vault make one leaf, key and all."""
+    return IssueRequest(spec.mount, spec.role, spec.common_name, spec.dns_sans, spec.ip_sans, _ttl(options),
+                        options.key_type.value, options.key_bits)
 
 
 def _judge_one(
@@ -165,9 +148,8 @@ def _intermediates(ca_chain: tuple[str, ...]) -> tuple[x509.Certificate, ...]:
 
 
 def fetch_materials(mounts: Sequence[str], vault: VaultPort) -> dict[str, CaMaterial]:
-    """Every mount's CA material (in parallel)."""
-    with ThreadPoolExecutor(min(MAX_PARALLEL, max(1, len(mounts)))) as pool:
-        return dict(zip(mounts, pool.map(vault.ca_material, mounts), strict=True))
+    """Every mount's CA material (the adapter fetches them in parallel)."""
+    return dict(vault.ca_materials(mounts))
 
 
 def fetch_anchors(mounts: Sequence[str], vault: VaultPort, ca_trust: str) -> dict[str, list[x509.Certificate]]:
@@ -176,7 +158,7 @@ def fetch_anchors(mounts: Sequence[str], vault: VaultPort, ca_trust: str) -> dic
     return {m: trust_anchors(materials[m], m, ca_trust) for m in mounts}
 
 
-def obtain(plan: Plan, vault: VaultPort, options: IssueOptions, clock: Callable[[], dt.datetime]) -> IssuedSet:
+def obtain(plan: Plan, vault: VaultPort, options: IssueOptions, clock: Clock) -> IssuedSet:
     """Fetch CA material, issue every leaf (in parallel), validate all; raise on the first refusal."""
     issued, failures = obtain_partial(plan, vault, options, clock, None)
     if failures:
@@ -185,10 +167,10 @@ def obtain(plan: Plan, vault: VaultPort, options: IssueOptions, clock: Callable[
 
 
 def obtain_partial(
-    plan: Plan, vault: VaultPort, options: IssueOptions, clock: Callable[[], dt.datetime],
+    plan: Plan, vault: VaultPort, options: IssueOptions, clock: Clock,
     anchors: dict[str, list[x509.Certificate]] | None,
-    progress: Callable[[str], object] | None = None,
-    sink: Callable[[Sequence[FileContent]], object] | None = None,
+    progress: Progress | None = None,
+    sink: Sink | None = None,
     streamed: bool = False,
 ) -> tuple[IssuedSet, dict[str, VaultpkiError]]:
     """Issue every leaf independently: what succeeded (with all CA files), and what failed, by file.
@@ -197,67 +179,67 @@ def obtain_partial(
     Each leaf is judged at ``clock()`` when its answer is in, not at the start: Vault dates a
     certificate 30 s back, so a run that outlasts that (an HA election, a big bulk run) would
     otherwise find its later certificates "not valid before" the time it started.
-    The CA material is fetched while the leaves are being signed (a cold command waits for one
-    round trip, not two); a leaf is only judged once its anchors are in, and a failure to get
-    them fails the whole call.
+    The CA material is fetched first (``anchors`` when the caller has them): a failure to get it
+    fails the whole call before anything is signed.
 
-    Keys, CSRs and the checks are made in the calling thread; the pool only carries the requests.
-    Threads that each did their own crypto as well fought over the GIL: a bulk run spent about a
-    third more CPU per certificate, on cores the Vault server needs too.
+    The requests go out through the port (``sign_many``; ``issue_many`` for ``issue``), drawn in
+    this thread: each key and CSR is made here just before its request, and each answer is
+    judged here. Threads that each did their own crypto as well fought over the GIL: a bulk run
+    spent more CPU per certificate, on cores the Vault server needs too.
 
     ``sink``, when given, is handed each validated leaf's files as soon as they are judged (the CA
     files with the first of them; nothing when no leaf succeeds), so that a bulk run writes while
     the rest are still being signed. An exception from it stops the run: what is still queued is
     cancelled, and it propagates.
 
-    ``streamed`` (a bulk run, with ``sign``): the requests go out through ``VaultPort.sign_many``, each
-    key made in this thread just before its request, each answer judged as it arrives. The CA
-    material is then fetched first; the result keeps the plan's order either way.
+    ``streamed`` (a bulk run, with ``sign``): ``BULK_IN_FLIGHT`` requests in flight, each answer
+    judged as it arrives; otherwise the leaves are judged in the plan's order. The result keeps the
+    plan's order either way.
     """
-    if streamed and options.method == "sign":
-        return _obtain_streamed(plan, vault, options, clock, anchors, progress, sink)
-    with ThreadPoolExecutor(min(MAX_PARALLEL, len(plan.certs) + 1)) as pool:
-        anchors_of: Future[dict[str, list[x509.Certificate]]]
-        if anchors is None:
-            anchors_of = pool.submit(fetch_anchors, sorted({t.mount for t in plan.trusts}), vault, options.ca_trust)
-        else:
-            anchors_of = Future()
-            anchors_of.set_result(anchors)
-        started: list[tuple[crypto.PrivateKey | None, Future[IssuedCert]]] = []
-        try:
-            for spec in plan.certs:
-                started.append(_request(spec, vault, options, pool))
-            outcomes = _Outcomes(plan, anchors_of.result(), options, clock, progress, sink)
-            for index, (key, request) in enumerate(started):
-                try:
-                    answer: IssuedCert | VaultpkiError = request.result()
-                except VaultpkiError as exc:
-                    answer = exc
-                outcomes.settle(index, key, answer)
-        except BaseException:
-            for _, request in started:
-                request.cancel()
-            raise
-    return outcomes.result()
-
-
-def _obtain_streamed(
-    plan: Plan, vault: VaultPort, options: IssueOptions, clock: Callable[[], dt.datetime],
-    anchors: dict[str, list[x509.Certificate]] | None,
-    progress: Callable[[str], object] | None, sink: Callable[[Sequence[FileContent]], object] | None,
-) -> tuple[IssuedSet, dict[str, VaultpkiError]]:
     if anchors is None:
         anchors = fetch_anchors(sorted({t.mount for t in plan.trusts}), vault, options.ca_trust)
     outcomes = _Outcomes(plan, anchors, options, clock, progress, sink)
+    streamed = streamed and options.method == "sign"
+    answers = _answers(plan, vault, options, BULK_IN_FLIGHT if streamed else MAX_PARALLEL)
+    settle = outcomes.settle if streamed else _InPlanOrder(outcomes).settle
+    with contextlib.closing(answers):        # on a failure, what is queued is cancelled, not left to run
+        for (index, key), answer in answers:
+            settle(index, key, answer)
+    return outcomes.result()
 
-    def requests() -> Iterator[tuple[tuple[int, crypto.PrivateKey], SignRequest]]:
+
+_Tag = tuple[int, crypto.PrivateKey | None]
+
+
+def _answers(plan: Plan, vault: VaultPort, options: IssueOptions, parallel: int) -> Answers[_Tag]:
+    """Every leaf's request through the port, tagged with its index in the plan and its key (``issue``:
+    Vault makes the key, so there is none yet)."""
+    if options.method != "sign":
+        return vault.issue_many((((index, None), _issue_request(spec, options)) for index, spec in enumerate(plan.certs)),
+                                parallel)
+
+    def requests() -> Iterator[tuple[_Tag, SignRequest]]:
         for index, spec in enumerate(plan.certs):
             key, request = _sign_request(spec, options)
             yield (index, key), request
 
-    for (index, key), answer in vault.sign_many(requests(), BULK_IN_FLIGHT):
-        outcomes.settle(index, key, answer)
-    return outcomes.result()
+    return vault.sign_many(requests(), parallel)
+
+
+class _InPlanOrder:
+    """Settles answers in the plan's order whatever order they arrive in: each one as soon as it and every
+    answer before it are in."""
+
+    def __init__(self, outcomes: _Outcomes) -> None:
+        self._outcomes = outcomes
+        self._next = 0
+        self._waiting: dict[int, tuple[crypto.PrivateKey | None, IssuedCert | VaultpkiError]] = {}
+
+    def settle(self, index: int, key: crypto.PrivateKey | None, answer: IssuedCert | VaultpkiError) -> None:
+        self._waiting[index] = (key, answer)
+        while self._next in self._waiting:
+            self._outcomes.settle(self._next, *self._waiting.pop(self._next))
+            self._next += 1
 
 
 class _Outcomes:
@@ -266,8 +248,7 @@ class _Outcomes:
     in the plan's order."""
 
     def __init__(self, plan: Plan, anchors: dict[str, list[x509.Certificate]], options: IssueOptions,
-                 clock: Callable[[], dt.datetime], progress: Callable[[str], object] | None,
-                 sink: Callable[[Sequence[FileContent]], object] | None) -> None:
+                 clock: Clock, progress: Progress | None, sink: Sink | None) -> None:
         self._plan, self._anchors, self._options, self._clock = plan, anchors, options, clock
         self._progress, self._sink = progress, sink
         self._ca_files = [FileContent(name, crypto.certs_to_pem(anchors[mount]), secret=False)

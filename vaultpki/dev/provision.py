@@ -95,7 +95,7 @@ USER_SELF_ROLE = "user-self"
 
 def default_policies_dir() -> Path:
     """``policies/`` of a source checkout (the provisioner is for dev/test; Terraform is for production)."""
-    return Path(__file__).resolve().parent.parent / "policies"
+    return Path(__file__).resolve().parents[2] / "policies"
 
 
 _CA_NAMES = {"node": "CockroachDB node CA", "client": "CockroachDB client CA", "ui": "DB Console CA"}

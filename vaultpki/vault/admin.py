@@ -1,7 +1,7 @@
 """Admin calls to Vault for the dev/test provisioner and the CA-rotation commands.
 
 These run with an operator's or an admin's token, never on a node; every call is
-translated into the vaultpki error hierarchy by the same ``transport.translate_errors`` as the node side's.
+translated into the vaultpki error hierarchy by the same ``failures.translate_errors`` as the node side's.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import hvac
 
-from vaultpki.vault.transport import translate_errors
+from vaultpki.vault.failures import translate_errors
 
 __all__ = ["VaultAdmin"]
 

@@ -1,0 +1,124 @@
+"""``status`` and ``verify``: look at a certs-dir (and, with ``--ocsp``, ask the responders), then print the
+report the core makes of it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import msgspec
+
+from vaultpki import config as config_mod
+from vaultpki.cli.context import _Ctx, chosen_dir, utc_now
+from vaultpki.cli.output import echo_json
+from vaultpki.core.report import OcspOutcome, StatusReport, ocsp_questions, problems_of, status_report, verify_report
+from vaultpki.core.snapshot import DirState, Expectation
+from vaultpki.core.validate import Problem
+from vaultpki.errors import VaultpkiError
+from vaultpki.vault import ocsp
+
+
+def _expectation(cfg: config_mod.Config | None, certs_dir: Path, cfg_dir: Path | None) -> Expectation | None:
+    """What the config says the dir must hold, when the dir looked at is the config's own."""
+    if cfg is None or cfg_dir is None or certs_dir.resolve() != cfg_dir.resolve():
+        return None
+    return Expectation(mode=cfg.mode, node_hosts=cfg.node_hosts, ui=bool(cfg.pki.ui_mount), users=cfg.node_users)
+
+
+def _load_dir(obj: _Ctx, certs_dir: str | None) -> tuple[DirState, Expectation | None]:
+    target, cfg = chosen_dir(obj, certs_dir)
+    return target.snapshot(), _expectation(cfg, target.path, cfg.certs_dir if cfg else None)
+
+
+def _ocsp_states(state: DirState) -> dict[str, OcspOutcome]:
+    """Per leaf file: the OcspResult from the responder named in the certificate, or why there is none."""
+    results: dict[str, OcspOutcome] = {}
+    for name, question in ocsp_questions(state).items():
+        if isinstance(question, str):
+            results[name] = question
+            continue
+        try:
+            results[name] = ocsp.query(*question, now=utc_now())
+        except VaultpkiError as exc:
+            results[name] = str(exc)
+    return results
+
+
+def _judged(obj: _Ctx, certs_dir: str | None, check_ocsp: bool,
+            now: dt.datetime) -> tuple[DirState, list[Problem], dict[str, OcspOutcome]]:
+    """A certs-dir, its problems, and (with ``check_ocsp``) each leaf's OCSP answer."""
+    state, expect = _load_dir(obj, certs_dir)
+    ocsp_results = _ocsp_states(state) if check_ocsp else {}
+    return state, problems_of(state, now, expect, ocsp_results), ocsp_results
+
+
+def _inspecting(command: Callable[..., None]) -> click.Command:
+    """The options ``status`` and ``verify`` share: which dir, whether to ask OCSP, JSON or text."""
+    for option in reversed((
+        click.option("--certs-dir", metavar="DIR", help="The certs-dir to look at (default: certs_dir from the config)."),
+        click.option("--ocsp", "check_ocsp", is_flag=True, help="Also ask each certificate's OCSP responder (network)."),
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+        click.pass_obj,
+    )):
+        command = option(command)
+    return click.command()(command)
+
+
+@_inspecting
+def verify(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) -> None:
+    """Judge a certs-dir as CockroachDB would at start-up; exit 1 with one line per problem."""
+    state, problems, _ = _judged(obj, certs_dir, check_ocsp, utc_now())
+    report = verify_report(state, problems)
+    if as_json:
+        echo_json(msgspec.to_builtins(report))
+    else:
+        for problem in problems:
+            click.echo(str(problem), err=problem.severity == "error")
+        if report.ok:
+            click.echo(f"ok: {state.path} is a valid CockroachDB certs-dir")
+    if not report.ok:
+        sys.exit(1)
+
+
+@_inspecting
+def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) -> None:
+    """Every certificate file: kind, subject, SANs, issuer, serial, expiry, time left, problems."""
+    now = utc_now()
+    state, problems, ocsp_results = _judged(obj, certs_dir, check_ocsp, now)
+    report = status_report(state, problems, now, ocsp_results)
+    if as_json:
+        echo_json(msgspec.to_builtins(report))
+        return
+    if not state.exists:
+        click.echo(f"{state.path}: does not exist")
+        return
+    _print_status(report)
+
+
+def _print_status(report: StatusReport) -> None:
+    for message in report.problems:
+        click.echo(f"PROBLEM {message}")
+    for row in report.files:
+        click.echo(f"{row.file} ({row.kind})")
+        for cert in row.certificates:
+            sans = ", ".join(cert.dns_sans + cert.ip_sans) or "-"
+            click.echo(f"  subject {cert.subject}  SANs {sans}")
+            click.echo(f"  issuer  {cert.issuer}  serial {cert.serial}")
+            click.echo(f"  expires {cert.not_after}  ({_time_left(cert.seconds_left)})")
+        if row.chains_to:
+            click.echo(f"  chains to {row.chains_to}")
+        if row.ocsp is not None:
+            click.echo(f"  OCSP    {row.ocsp}")
+        for message in row.problems:
+            click.echo(f"  PROBLEM {message}")
+
+
+def _time_left(seconds: int) -> str:
+    if seconds <= 0:
+        return "expired"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    return f"{days}d {hours}h left" if days else f"{hours}h {rest // 60}m left"

@@ -1,0 +1,131 @@
+"""``sync``: keep this node's certs-dir fresh, once (``--once``, ``--dry-run``) or as a daemon."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from vaultpki import config as config_mod
+from vaultpki.cli.context import _Ctx, node_dir
+from vaultpki.core.layout import plan_node
+from vaultpki.core.report import renewal_outlook
+from vaultpki.daemon.clock import SystemClock
+from vaultpki.daemon.metrics import Metrics, MetricsServer
+from vaultpki.daemon.probe import EndpointProber
+from vaultpki.daemon.reload import NoReload, Reloader, parse_signal
+from vaultpki.daemon.reload_command import RunCommand
+from vaultpki.daemon.reload_signal import SignalByName, SignalByPidfile
+from vaultpki.daemon.sync_loop import Daemon
+from vaultpki.daemon.sync_pass import Syncer
+from vaultpki.errors import InputError
+from vaultpki.logs import setup
+from vaultpki.store.certs_dir import CertsDir
+from vaultpki.store.ownership import resolve_owner
+from vaultpki.vault.client import HttpVault
+
+
+def _reloader(cfg: config_mod.Config) -> Reloader:
+    """How the database learns of new files: the configured signal or command, else nothing."""
+    r = cfg.reload
+    sig = parse_signal(r.signal)
+    if r.pidfile:      # (with reload.process too: the pid must be that process)
+        owner = resolve_owner(cfg.owner, cfg.group)
+        return SignalByPidfile.for_files_of(Path(r.pidfile), sig, r.process, owner.uid, owner.gid)
+    if r.process:
+        return SignalByName(r.process, sig)
+    if r.command:
+        return RunCommand(r.command, float(r.command_timeout))   # gets our environment minus Vault credentials
+    return NoReload()
+
+
+def _syncer_factory(certs_dir: str | None, metrics: Metrics, log: logging.Logger,
+                    now: Callable[[], dt.datetime]) -> Callable[[config_mod.Config], Syncer]:
+    def build(cfg: config_mod.Config) -> Syncer:
+        prober = EndpointProber(cfg.reload.verify) if cfg.reload.verify else None
+        store = CertsDir(node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))
+        plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users)      # config errors now, not at the first pass
+        return Syncer(cfg=cfg, vault=HttpVault(cfg.vault), store=store, reloader=_reloader(cfg), prober=prober,
+                      metrics=metrics, now=now, log=log)
+    return build
+
+
+def _listen_addr(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 <= int(port) < 65536:
+        raise InputError(f"--metrics-addr {text!r} is not HOST:PORT (e.g. 127.0.0.1:9101, or :9101 for every interface)")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def _dry_run(syncer: Syncer) -> None:
+    """One look: what is due and what would be done; exit 1 when Vault could not be asked."""
+    decisions, vault_error = syncer.preview()
+    outlook = renewal_outlook(decisions)
+    for decision in outlook.due:
+        click.echo(f"would renew {decision.file}: {decision.reason}")
+    if outlook.due:
+        click.echo(f"would write them into {syncer.store.path} as one set, then reload: {syncer.reloader.describe()}"
+                   + (f", and check {syncer.cfg.reload.verify}" if syncer.cfg.reload.verify else ""))
+    else:
+        upcoming = outlook.next_renewal
+        click.echo("nothing due" + (f"; next renewal {upcoming:%Y-%m-%d %H:%M:%S}Z" if upcoming else ""))
+    if vault_error is not None:
+        click.echo(f"vaultpki: error: {vault_error}", err=True)
+        sys.exit(1)
+
+
+def _once(syncer: Syncer) -> None:
+    """One pass (cron, a systemd timer): exit 0 when it went well, 1 with one line per failure."""
+    report = syncer.run_pass()
+    for leaf in report.renewed:
+        click.echo(f"renewed {leaf.spec.cert_file} (serial {leaf.serial}, expires {leaf.not_after:%Y-%m-%d %H:%M:%S}Z)")
+    if report.ok:
+        when = f"; next renewal {report.next_wake:%Y-%m-%d %H:%M:%S}Z" if report.next_wake else ""
+        click.echo((f"renewed; reload: {syncer.reloader.describe()}" if report.renewed else "nothing due") + when)
+        return
+    for failure in report.failures:
+        click.echo(f"vaultpki: error: {failure}", err=True)
+    sys.exit(1)
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="One pass, then exit (for cron or a systemd timer): 0 ok, 1 failed.")
+@click.option("--certs-dir", metavar="DIR", help="Override certs_dir from the config.")
+@click.option("--metrics-addr", metavar="HOST:PORT", help="Serve /metrics and /healthz here (daemon mode).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--dry-run", is_flag=True, help="One look: print what is due and what would be done; mint nothing.")
+@click.pass_obj
+def sync(obj: _Ctx, once: bool, certs_dir: str | None, metrics_addr: str | None, log_format: str,
+         dry_run: bool) -> None:
+    """Keep this node's certs-dir fresh: renew what is due, reload the database, verify it took."""
+    listen = _listen_addr(metrics_addr) if metrics_addr else None
+    log = setup(log_format)
+    clock = SystemClock()
+    metrics = Metrics()
+    build = _syncer_factory(certs_dir, metrics, log, clock.now)
+    syncer = build(obj.config())
+    if dry_run:
+        _dry_run(syncer)
+        return
+    if once:
+        _once(syncer)
+        return
+    server = None
+    if listen is not None:
+        try:
+            server = MetricsServer(metrics, *listen).start()
+        except OSError as exc:
+            raise InputError(f"cannot listen on {metrics_addr}: {exc.strerror}") from exc
+        log.info("metrics listening", extra={"addr": f"{listen[0]}:{server.port}"})
+    daemon = Daemon(load_config=obj.config, build=build,
+                    tokens=lambda s: s.vault if isinstance(s.vault, HttpVault) else None,
+                    log=log, sleep=clock.sleep, wake=clock.wake, wakeup_fd=clock.wakeup_fd)
+    try:
+        sys.exit(daemon.run(syncer))
+    finally:
+        if server is not None:
+            server.stop()

@@ -1,0 +1,186 @@
+"""From a file checked against the schema, and the environment, to ``Config``: what the values mean
+together (the keys that go together or exclude each other, what each login method needs) and where
+``$VAULT_*`` fill in what the file leaves out. Pure: a dict and an environment in, a Config out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from vaultpki.config.records import Config, ReloadConfig, VaultConfig
+from vaultpki.config.schema import PkiTable, ReloadTable, RenewTable, VaultTable, check_strings, read_file
+from vaultpki.config.values import (
+    HEADER_UNSAFE,
+    check_mount,
+    check_role,
+    check_vault_addr,
+    expand_path,
+    header_safe,
+    parse_duration,
+    parse_ttl,
+)
+from vaultpki.core.crypto import check_key_params
+from vaultpki.core.layout import Mode, PkiNames, validate_username
+from vaultpki.core.renewal import RenewPolicy, parse_percent
+from vaultpki.daemon.probe import parse_endpoint
+from vaultpki.daemon.reload import parse_signal
+from vaultpki.errors import ConfigError, InputError
+
+__all__ = ["parse"]
+
+
+def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config>") -> Config:
+    """Build a Config from a parsed TOML document and an environment (pure)."""
+    doc = read_file(raw)
+    check_strings(doc)
+    key_type, key_bits = check_key_params(doc.key_type.value, doc.key_bits)
+    config = Config(
+        certs_dir=expand_path(doc.certs_dir, "certs_dir") if doc.certs_dir else None,
+        mode=doc.mode,
+        key_type=key_type,
+        key_bits=key_bits,
+        ttl_seconds=parse_ttl(doc.ttl),
+        owner=doc.owner,
+        group=doc.group,
+        ca_trust=doc.ca_trust,
+        issue_method=doc.issue_method,
+        vault=_parse_vault(doc.vault, env),
+        pki=_parse_pki(doc.pki),
+        node_hosts=doc.node.hosts,
+        ui_hosts=doc.ui.hosts,
+        source=source,
+        renew=_parse_renew(doc.renew),
+        retry_initial=parse_duration(doc.renew.retry_initial, "renew.retry_initial"),
+        retry_max=parse_duration(doc.renew.retry_max, "renew.retry_max"),
+        reload=_parse_reload(doc.reload),
+        node_users=_node_users(doc.node.users),
+    )
+    _check_combination(config)
+    return config
+
+
+def _check_combination(config: Config) -> None:
+    """Keys that are each fine alone but not together."""
+    if config.pki.ui_mount and not config.ui_hosts:
+        raise ConfigError("pki.ui_mount is set but ui.hosts is empty")
+    if config.mode is Mode.SPLIT_CA and not config.pki.client_mount:
+        raise ConfigError("mode = 'split-ca' needs pki.client_mount (the client CA's mount)")
+    if config.vault.auth == "cert" and config.mode is not Mode.STANDARD:
+        # A node's login is bound to the subject OU of its own standard-mode node.crt (docs/security.md).
+        raise ConfigError(f"vault.auth = 'cert' works in mode = 'standard' only: in {config.mode.value} node.crt is a "
+                          "server certificate Vault refuses for login, and client.node.crt is the same on every node; "
+                          "use auth = 'approle'")
+
+
+def _parse_renew(t: RenewTable) -> RenewPolicy:
+    jitter = parse_percent(t.jitter, "renew.jitter", allow_zero=True)
+    if jitter > 0.25:
+        raise ConfigError("renew.jitter above 25% would no longer respect the renewal window")
+    ca_check = 0 if t.ca_check == "0" else parse_duration(t.ca_check, "renew.ca_check")
+    if "%" in t.before:
+        fraction, seconds = parse_percent(t.before, "renew.before", allow_zero=False), None
+    else:
+        fraction, seconds = None, parse_duration(t.before, "renew.before")
+    return RenewPolicy(before_fraction=fraction, before_seconds=seconds, jitter_fraction=jitter,
+                       ca_check=ca_check, ocsp_check=t.ocsp_check, revoke_replaced=t.revoke_replaced)
+
+
+def _node_users(users: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return tuple(dict.fromkeys(validate_username(u) for u in users))
+    except InputError as exc:
+        raise ConfigError(f"node.users: {exc}") from None
+
+
+def _parse_reload(t: ReloadTable) -> ReloadConfig:
+    reload = ReloadConfig(
+        signal=parse_signal(t.signal).name if t.signal is not None else "SIGHUP",
+        process=t.process,
+        pidfile=t.pidfile,
+        command=t.command,
+        command_timeout=parse_duration(t.command_timeout, "reload.command_timeout"),
+        verify=t.verify,
+        verify_timeout=parse_duration(t.verify_timeout, "reload.verify_timeout"),
+        rollback_on_failure=t.rollback_on_failure,
+    )
+    # process and pidfile go together: the pid in the pidfile must then be that process.
+    chosen = [k for k, v in (("process", reload.process), ("pidfile", reload.pidfile), ("command", reload.command)) if v]
+    if len(chosen) > 1 and chosen != ["process", "pidfile"]:
+        raise ConfigError(f"reload: set only one of process, pidfile or command (got {', '.join(chosen)}; "
+                          "process and pidfile may go together)")
+    if reload.verify is not None:
+        parse_endpoint(reload.verify)       # a postgres:// or tls:// host:port, refused now rather than at reload
+    return reload
+
+
+def _vault_addrs(t: VaultTable, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The configured addresses (a string, a comma-separated string like $VAULT_ADDR, or a list), else
+    $VAULT_ADDR's; each checked, trailing slashes dropped."""
+    configured = (t.addr,) if isinstance(t.addr, str) else t.addr
+    if len(configured) == 1 and "," in configured[0]:
+        configured = tuple(a.strip() for a in configured[0].split(","))
+    addrs = configured or tuple(a.strip() for a in env.get("VAULT_ADDR", "").split(",") if a.strip())
+    if not addrs:
+        raise ConfigError("no Vault address: set vault.addr or $VAULT_ADDR")
+    for addr in addrs:
+        check_vault_addr(addr)
+    return tuple(a.rstrip("/") for a in addrs)
+
+
+def _parse_vault(t: VaultTable, env: Mapping[str, str]) -> VaultConfig:
+    addrs = _vault_addrs(t, env)
+    if not (math.isfinite(t.timeout) and t.timeout > 0):
+        raise ConfigError("vault.timeout must be a positive number")
+    vault = VaultConfig(
+        addr=addrs[0],
+        addrs=addrs,
+        auth=t.auth,
+        ca_cert=t.ca_cert or env.get("VAULT_CACERT") or None,          # the file wins over $VAULT_*
+        namespace=t.namespace or env.get("VAULT_NAMESPACE") or None,
+        timeout=t.timeout,
+        retry_for=float(parse_duration(t.retry_for, "vault.retry_for")),
+        token=env.get("VAULT_TOKEN") or None,
+        token_file=t.token_file,
+        approle_mount=check_mount(t.approle_mount, "vault.approle_mount"),
+        role_id=t.role_id,
+        role_id_file=t.role_id_file,
+        secret_id_file=t.secret_id_file,
+        cert_mount=check_mount(t.cert_mount, "vault.cert_mount"),
+        cert_role=t.cert_role,
+        cert_file=t.cert_file,
+        key_file=t.key_file,
+    )
+    _check_vault_auth(vault)
+    return vault
+
+
+def _check_vault_auth(vault: VaultConfig) -> None:
+    """What each login method needs, and the values that go into headers."""
+    # Checked here, before anything is sent, and never echoed: the value may be a token. ($VAULT_TOKEN only
+    # where it is the one used: with a token file or another auth method it is ignored.)
+    if vault.auth == "token" and not vault.token_file and vault.token is not None and not header_safe(vault.token):
+        raise ConfigError(f"$VAULT_TOKEN {HEADER_UNSAFE}")
+    if vault.namespace is not None and not header_safe(vault.namespace):
+        raise ConfigError(f"vault.namespace (or $VAULT_NAMESPACE) {HEADER_UNSAFE}")
+    if vault.auth == "approle":
+        if not (vault.role_id or vault.role_id_file) or not vault.secret_id_file:
+            raise ConfigError("vault.auth = 'approle' needs vault.role_id (or role_id_file) and vault.secret_id_file")
+    if vault.auth == "cert" and not (vault.cert_file and vault.key_file):
+        raise ConfigError("vault.auth = 'cert' needs vault.cert_file and vault.key_file")
+    if vault.auth == "cert" and not all(a.startswith("https://") for a in vault.addrs):
+        raise ConfigError("vault.auth = 'cert' needs an https:// Vault address (the certificate is sent in the TLS handshake)")
+
+
+def _parse_pki(t: PkiTable) -> PkiNames:
+    return PkiNames(
+        mount=check_mount(t.mount, "pki.mount"),
+        client_mount=None if t.client_mount is None else check_mount(t.client_mount, "pki.client_mount"),
+        node_role=check_role(t.node_role, "pki.node_role"),
+        client_node_role=check_role(t.client_node_role, "pki.client_node_role"),
+        user_role=check_role(t.user_role, "pki.user_role"),
+        ui_mount=None if t.ui_mount is None else check_mount(t.ui_mount, "pki.ui_mount"),
+        ui_role=check_role(t.ui_role, "pki.ui_role"),
+        root_role=check_role(t.root_role, "pki.root_role"),
+    )

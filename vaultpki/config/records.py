@@ -1,0 +1,80 @@
+"""The configuration as the rest of vaultpki sees it: frozen records, every value already judged.
+
+``vaultpki.config.build`` makes them from a checked file and the environment; nothing else does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from vaultpki.core.crypto import KeyType
+from vaultpki.core.layout import Mode, PkiNames
+from vaultpki.core.renewal import RenewPolicy
+from vaultpki.redact import redacted_repr
+
+__all__ = ["Config", "ReloadConfig", "VaultConfig", "VaultLogin"]
+
+
+class VaultLogin(msgspec.Struct, frozen=True, kw_only=True):
+    """How vaultpki logs in: the same keys in the file's ``[vault]`` table and in the parsed record."""
+
+    token_file: str | None = None
+    approle_mount: str = "approle"
+    role_id: str | None = None
+    role_id_file: str | None = None
+    secret_id_file: str | None = None
+    cert_mount: str = "cert"
+    cert_role: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class VaultConfig(VaultLogin, frozen=True):
+    addr: str                     # the first of ``addrs``
+    auth: str
+    ca_cert: str | None
+    namespace: str | None
+    timeout: float
+    token: str | None = None      # from $VAULT_TOKEN; never logged (see __repr__)
+    addrs: tuple[str, ...] = ()   # every address to try, in order (HA: fail over between them)
+    retry_for: float = 60.0       # how long to retry transient failures of one request (an election, an outage)
+
+    def __repr__(self) -> str:
+        return redacted_repr(self, "token", "role_id")
+
+
+class ReloadConfig(msgspec.Struct, frozen=True):
+    """How ``sync`` makes the database pick up a new set, and how it checks that it did."""
+
+    signal: str = "SIGHUP"
+    process: str | None = None           # exact process name, like `pkill -x`
+    pidfile: str | None = None           # first line is the pid
+    command: tuple[str, ...] = ()        # run instead of a signal (no shell)
+    command_timeout: int = 60
+    verify: str | None = None            # postgres://host:port or tls://host:port
+    verify_timeout: int = 15
+    rollback_on_failure: bool = False
+
+
+class Config(msgspec.Struct, frozen=True):
+    certs_dir: Path | None
+    mode: Mode
+    key_type: KeyType
+    key_bits: int
+    ttl_seconds: int | None
+    owner: str | None
+    group: str | None
+    ca_trust: str
+    issue_method: str
+    vault: VaultConfig
+    pki: PkiNames
+    node_hosts: tuple[str, ...]
+    ui_hosts: tuple[str, ...]
+    source: str                   # where the config came from, for error messages
+    renew: RenewPolicy = RenewPolicy()
+    retry_initial: float = 1.0    # daemon backoff while Vault is away: first wait...
+    retry_max: float = 300.0      # ...and the cap
+    reload: ReloadConfig = ReloadConfig()
+    node_users: tuple[str, ...] = ()   # SQL users whose client certs the node's certs-dir also holds

@@ -1,0 +1,243 @@
+"""What ``status``, ``verify`` and ``sync --dry-run`` report about a certs-dir, apart from how it is printed.
+
+The store takes the snapshot and the OCSP adapter asks the responders; this module decides what the
+answer is made of: one row per certificate file, which problems count, which CA a leaf chains to, when
+the next renewal is due, and the shape of the ``--json`` documents. The CLI only formats and prints the
+records, so the same report reads the same as text and as JSON, and can be tested without a terminal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+
+import msgspec
+from cryptography import x509
+
+from vaultpki.core import crypto
+from vaultpki.core.certnames import BadFilename, classify
+from vaultpki.core.ocsp import OcspResult, OcspStatus
+from vaultpki.core.renewal import Decision
+from vaultpki.core.snapshot import DirState, Expectation, judge
+from vaultpki.core.validate import Problem, verify_chain
+from vaultpki.errors import VaultpkiError
+
+__all__ = [
+    "CaBundle",
+    "CertRecord",
+    "FileRow",
+    "OcspOutcome",
+    "ProblemRecord",
+    "RenewalOutlook",
+    "StatusReport",
+    "VerifyReport",
+    "ca_bundles",
+    "issuer_of",
+    "ocsp_problems",
+    "ocsp_questions",
+    "problems_of",
+    "renewal_outlook",
+    "status_report",
+    "verify_report",
+]
+
+# A CA file of the dir that parses: its name and its certificates, in file order.
+CaBundle = tuple[str, list[x509.Certificate]]
+# The CA files a leaf may chain to, client CA first (the order ``chains_to`` is looked up in).
+CA_FILES = ("ca-client.crt", "ca.crt", "ca-ui.crt")
+
+
+# Per leaf file: the responder's verified answer, or why there is none.
+OcspOutcome = OcspResult | str
+
+
+class CertRecord(msgspec.Struct, frozen=True):
+    """One certificate of a file, as ``status`` shows it (dates as ISO 8601 text, as the JSON carries them)."""
+
+    subject: str
+    issuer: str
+    serial: str
+    dns_sans: tuple[str, ...]
+    ip_sans: tuple[str, ...]
+    ekus: tuple[str, ...] | None         # None: no EKU extension (any use)
+    is_ca: bool
+    not_before: str
+    not_after: str
+    seconds_left: int
+
+
+class FileRow(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One certificate file of the dir: what it is, what it holds, what it chains to, what is wrong with it."""
+
+    file: str
+    kind: str                            # "node", "client (alice)", "ca", ...
+    certificates: tuple[CertRecord, ...]
+    chains_to: str | None                # None for CA files, and for leaves that chain to no CA file
+    problems: tuple[str, ...]            # of the file and of its key
+    ocsp: str | None = None              # only with --ocsp: the status, or why there is none
+
+
+class StatusReport(msgspec.Struct, frozen=True):
+    """``vaultpki status``: the directories' problems, then every certificate file."""
+
+    certs_dir: str
+    problems: tuple[str, ...]            # the directories the set rests on: not a file of any row
+    files: tuple[FileRow, ...]
+
+
+class ProblemRecord(msgspec.Struct, frozen=True):
+    file: str
+    severity: str
+    message: str
+
+
+class VerifyReport(msgspec.Struct, frozen=True):
+    """``vaultpki verify``: ok unless a problem is an error (warnings do not fail it)."""
+
+    certs_dir: str
+    ok: bool
+    problems: tuple[ProblemRecord, ...]
+
+
+class RenewalOutlook(msgspec.Struct, frozen=True):
+    """``sync --dry-run``: the files due now, and when the next one is due."""
+
+    due: tuple[Decision, ...]
+    next_renewal: dt.datetime | None     # the earliest renewal time of any file; None without files
+
+
+def ca_bundles(state: DirState) -> list[CaBundle]:
+    """The dir's CA files that parse, as (name, certificates), client CA first."""
+    bundles = []
+    for name in CA_FILES:
+        entry = state.entries.get(name)
+        if entry is not None and entry.data:
+            try:
+                bundles.append((name, crypto.load_certs(entry.data)))
+            except VaultpkiError:
+                continue
+    return bundles
+
+
+def issuer_of(leaf_chain: Sequence[x509.Certificate], bundles: Sequence[CaBundle]) -> x509.Certificate | None:
+    """The certificate that signed a leaf: the next one in its file, else one in the dir's CA files."""
+    candidates = [*leaf_chain[1:], *(c for _, certs in bundles for c in certs)]
+    return next((c for c in candidates if crypto.is_issued_by(leaf_chain[0], c)), None)
+
+
+def ocsp_questions(state: DirState) -> dict[str, tuple[x509.Certificate, x509.Certificate] | str]:
+    """Per leaf file: the (leaf, issuer) pair to ask its OCSP responder about, or why it cannot be asked."""
+    questions: dict[str, tuple[x509.Certificate, x509.Certificate] | str] = {}
+    bundles = ca_bundles(state)
+    for name, entry in sorted(state.entries.items()):
+        try:
+            kind = classify(name)
+        except BadFilename:
+            continue
+        if kind is None or kind.usage.is_ca or not entry.data:
+            continue
+        try:
+            chain = crypto.load_certs(entry.data)
+        except VaultpkiError as exc:
+            questions[name] = str(exc)
+            continue
+        issuer = issuer_of(chain, bundles)
+        questions[name] = (chain[0], issuer) if issuer is not None else "its issuer is not in the certs-dir"
+    return questions
+
+
+def ocsp_problems(results: Mapping[str, OcspOutcome]) -> list[Problem]:
+    """A revoked leaf is an error; an unanswered question or an unknown status only a warning."""
+    problems = []
+    for name, result in results.items():
+        if isinstance(result, str):
+            problems.append(Problem(name, f"OCSP check failed: {result}", "warning"))
+        elif result.status is OcspStatus.REVOKED:
+            when = f" at {result.revocation_time:%Y-%m-%dT%H:%M:%SZ}" if result.revocation_time else ""
+            problems.append(Problem(name, f"is revoked{when} (OCSP {result.responder})"))
+        elif result.status is not OcspStatus.GOOD:
+            problems.append(Problem(name, f"OCSP status {result.status.value} ({result.responder})", "warning"))
+    return problems
+
+
+def problems_of(state: DirState, now: dt.datetime, expect: Expectation | None,
+                ocsp: Mapping[str, OcspOutcome]) -> list[Problem]:
+    """Everything wrong with the dir: CockroachDB's judgement, then what the OCSP responders said."""
+    return judge(state, now, expect) + ocsp_problems(ocsp)
+
+
+def _cert_record(info: crypto.CertInfo, now: dt.datetime) -> CertRecord:
+    return CertRecord(
+        subject=info.subject, issuer=info.issuer, serial=info.serial,
+        dns_sans=info.dns_sans, ip_sans=info.ip_sans,
+        ekus=tuple(sorted(e.value for e in info.ekus)) if info.ekus is not None else None,
+        is_ca=info.is_ca, not_before=info.not_before.isoformat(), not_after=info.not_after.isoformat(),
+        seconds_left=max(0, int((info.not_after - now).total_seconds())),
+    )
+
+
+def _chains_to(data: bytes | None, bundles: Sequence[CaBundle], now: dt.datetime) -> str | None:
+    """Which CA of which bundle a leaf verifies to ('subject (ca.crt #2 of 2)'): during a CA rotation,
+    this shows which leaves still hang on the old CA."""
+    if not data:
+        return None
+    try:
+        chain = crypto.load_certs(data)
+    except VaultpkiError:
+        return None
+    for name, bundle in bundles:
+        for index, anchor in enumerate(bundle, start=1):
+            if verify_chain(chain, [anchor], now, ()) is None:
+                return f"{anchor.subject.rfc4514_string()} ({name} #{index} of {len(bundle)})"
+    return None
+
+
+def _certificates(data: bytes | None, now: dt.datetime) -> tuple[CertRecord, ...]:
+    """The certificates of a file; none when it holds no PEM certificate (judge() says why)."""
+    if data is None:
+        return ()
+    try:
+        return tuple(_cert_record(crypto.describe(c), now) for c in crypto.load_certs(data))
+    except VaultpkiError:
+        return ()
+
+
+def _ocsp_column(result: OcspOutcome | None) -> str | None:
+    return result if result is None or isinstance(result, str) else result.status.value
+
+
+def status_report(state: DirState, problems: Sequence[Problem], now: dt.datetime,
+                  ocsp: Mapping[str, OcspOutcome]) -> StatusReport:
+    """One row per certificate file CockroachDB would load (other entries are only problems of ``verify``)."""
+    rows = []
+    bundles = ca_bundles(state)
+    for name in sorted(state.entries):
+        try:
+            cert_name = classify(name)
+        except BadFilename:
+            cert_name = None
+        if cert_name is None:
+            continue
+        entry = state.entries[name]
+        rows.append(FileRow(
+            file=name,
+            kind=cert_name.usage.value + (f" ({cert_name.name})" if cert_name.name else ""),
+            certificates=_certificates(entry.data, now),
+            chains_to=None if cert_name.usage.is_ca else _chains_to(entry.data, bundles, now),
+            problems=tuple(p.message for p in problems if p.file in (name, cert_name.key_file)),
+            ocsp=_ocsp_column(ocsp.get(name)),
+        ))
+    dir_problems = tuple(str(Problem(p.subject, p.message, p.severity)) for p in state.dir_problems)
+    return StatusReport(certs_dir=state.path, problems=dir_problems, files=tuple(rows))
+
+
+def verify_report(state: DirState, problems: Sequence[Problem]) -> VerifyReport:
+    return VerifyReport(
+        certs_dir=state.path,
+        ok=not any(p.severity == "error" for p in problems),
+        problems=tuple(ProblemRecord(p.file, p.severity, p.message) for p in problems),
+    )
+
+
+def renewal_outlook(decisions: Sequence[Decision]) -> RenewalOutlook:
+    return RenewalOutlook(due=tuple(d for d in decisions if d.due), next_renewal=min((d.at for d in decisions), default=None))
