@@ -217,3 +217,11 @@ def test_every_link_between_the_docs_resolves() -> None:
                 broken.append(f"{where}: no heading #{anchor}")
     assert links >= 20, "the docs link to each other, or a page went missing"
     assert not broken, "\n".join(broken)
+
+
+def test_the_module_map_names_every_module_and_no_other() -> None:
+    """docs/development.md's module map is how a newcomer finds their way: it must follow the tree."""
+    text = (ROOT / "docs" / "development.md").read_text()
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "vaultpki").rglob("*.py") if "__pycache__" not in p.parts}
+    mapped = set(re.findall(r"^\| `(vaultpki/[\w/]+\.py)` \|", text, re.M))
+    assert mapped == modules, f"missing from the map: {sorted(modules - mapped)}; no longer there: {sorted(mapped - modules)}"

@@ -1,4 +1,4 @@
-"""The ``vaultpki`` command group: the only place that prints, exits or formats JSON.
+"""The ``vaultpki`` command group: the commands gathered from their modules, and every error turned into one line.
 
 Every error is one line ``vaultpki: error: <message>`` on stderr with the exit
 code of its class (2 for bad input or config, 1 for operational failures); the

@@ -15,6 +15,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 import msgspec
 from cryptography import x509
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+_Ext = TypeVar("_Ext", bound=x509.ExtensionType)
 
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN (?P<type>[A-Z0-9 ]+)-----[ \t]*\r?\n(?P<body>.*?)-----END (?P=type)-----", re.DOTALL
@@ -227,11 +230,7 @@ def describe(cert: x509.Certificate) -> CertInfo:
     ips: tuple[str, ...] = ()
     uris: tuple[str, ...] = ()
     other: tuple[str, ...] = ()
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        pass
-    else:
+    if (san := extension(cert, x509.SubjectAlternativeName)) is not None:
         dns = tuple(san.get_values_for_type(x509.DNSName))
         ips = tuple(str(i) for i in san.get_values_for_type(x509.IPAddress))
         uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
@@ -241,11 +240,7 @@ def describe(cert: x509.Certificate) -> CertInfo:
         )
     ekus: frozenset[Eku] | None = None
     other_ekus: tuple[str, ...] = ()
-    try:
-        eku_ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        pass
-    else:
+    if (eku_ext := extension(cert, x509.ExtendedKeyUsage)) is not None:
         ekus = frozenset(_EKU_NAMES[o] for o in eku_ext if o in _EKU_NAMES)
         other_ekus = tuple(o.dotted_string for o in eku_ext if o not in _EKU_NAMES)
     return CertInfo(
@@ -261,21 +256,24 @@ def describe(cert: x509.Certificate) -> CertInfo:
     )
 
 
+def extension(cert: x509.Certificate, kind: type[_Ext]) -> _Ext | None:
+    """The value of the certificate's extension of this kind, or None when it has none."""
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
 def can_sign_certs(cert: x509.Certificate) -> bool:
     """Go's rule for a parent: CA:TRUE, and keyCertSign if a KeyUsage extension is present."""
     if not is_ca(cert):
         return False
-    try:
-        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return True
-    return usage.key_cert_sign
+    usage = extension(cert, x509.KeyUsage)
+    return usage is None or usage.key_cert_sign
 
 
 def is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
+    constraints = extension(cert, x509.BasicConstraints)
+    return constraints is not None and bool(constraints.ca)
 
 

@@ -55,11 +55,7 @@ class OpensDirs(OwnedDir):
             if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
                 raise StoreError(f"certs-dir {self.path} was replaced while being opened") from None
             raise store_error(f"cannot open certs-dir {self.path}", exc) from exc
-        try:
-            self._guard("certs-dir", str(self.path), fd)
-        except BaseException:
-            os.close(fd)
-            raise
+        self._guard_or_close("certs-dir", str(self.path), fd)
         return fd
 
     def _refuse_symlinked_dir(self) -> None:
@@ -138,11 +134,7 @@ class OpensDirs(OwnedDir):
             where = ", outside the certs-dir" if leaves(target) else ""
             raise StoreError(f"refusing to write: {self._state} is a symlink to {target}{where}; "
                              "the state dir must be a directory of its own") from None
-        try:
-            self._guard("state dir", str(self._state), fd)
-        except BaseException:
-            os.close(fd)
-            raise
+        self._guard_or_close("state dir", str(self._state), fd)
         return fd
 
     def _ensure_state_dir(self, root_fd: int) -> int:
@@ -189,11 +181,7 @@ class OpensDirs(OwnedDir):
         if name is None:
             return None
         fd = os.open(name, DIR_FLAGS, dir_fd=state_fd)
-        try:
-            self._guard("generation", str(self._state / name), fd)
-        except BaseException:
-            os.close(fd)
-            raise
+        self._guard_or_close("generation", str(self._state / name), fd)
         return name, fd
 
     def _generation_files(self, gen_fd: int) -> set[str]:

@@ -108,6 +108,14 @@ class OwnedDir:
         if problem is not None:
             raise StoreError(f"refusing to write: the {problem[0]} {problem[1]}")
 
+    def _guard_or_close(self, role: str, path: str, fd: int) -> None:
+        """``_guard``, closing the just-opened ``fd`` when it refuses, so a refusal leaks no descriptor."""
+        try:
+            self._guard(role, path, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
     def _writing(self) -> contextlib.AbstractContextManager[None]:
         """OS errors while writing the dir, as one StoreError line."""
         return os_errors(f"cannot write to certs-dir {self.path}")
