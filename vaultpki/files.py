@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["NotReadable", "read_limited", "read_regular"]
+__all__ = ["NotReadable", "read_limited", "read_regular", "secret_exposure"]
 
+# What the kubelet makes of a Secret's ``defaultMode: 0400`` when the pod has an ``fsGroup``.
+KUBELET_MODE = 0o440
 # Reads are made in pieces of this size, so that a file growing while it is read costs at most one more.
 _CHUNK = 1 << 16
 
@@ -64,3 +66,27 @@ def read_regular(path: str | os.PathLike[str], limit: int) -> tuple[bytes, os.st
         return read_limited(fd, limit), st
     finally:
         os.close(fd)
+
+
+def secret_exposure(st: os.stat_result) -> str | None:
+    """Why a secret file with status ``st`` is readable by somebody else, in words; None when it is not.
+
+    Only its owner may have access, with one exception, the kubelet's: a Secret volume with ``fsGroup``
+    turns ``defaultMode: 0400`` into a root-owned 0440 file in the pod's group. Exactly such a file is
+    accepted when that group is one of this process's own (effective or supplementary): those who can read
+    it are root and the pod, whose group it is. Any other mode (0640 included: outside Kubernetes a group
+    bit is a mistake to point out, not a convention), a group that is not ours, or an owner other than root
+    (that user could read it, and hand it on) is refused.
+    """
+    mode = stat.S_IMODE(st.st_mode)
+    loose = mode & (stat.S_IRWXG | stat.S_IRWXO)
+    if not loose:
+        return None
+    if mode == KUBELET_MODE and st.st_uid == 0 and _own_group(st.st_gid):
+        return None
+    return f"is accessible by group or others (mode {mode:04o})"
+
+
+def _own_group(gid: int) -> bool:
+    """Whether ``gid`` is this process's effective group or one of its supplementary groups."""
+    return gid == os.getegid() or gid in os.getgroups()

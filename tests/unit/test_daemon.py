@@ -983,3 +983,23 @@ def test_next_wake_is_the_ca_check_when_it_comes_before_the_renewal(make_rig: Ma
     rig = make_rig(renew={"ca_check": "10m"})
     report = rig.syncer.run_pass()
     assert report.ok and report.next_wake == rig.clock() + dt.timedelta(minutes=10)
+
+
+def test_an_expired_certificate_is_logged_as_a_warning_and_a_due_one_as_info(
+        make_rig: MakeRig, caplog: pytest.LogCaptureFixture) -> None:
+    # issue 18: an expired certificate was logged "due" at info, like a routine renewal.
+    rig = make_rig()
+    first = rig.syncer.run_pass()
+    assert first.next_wake is not None
+
+    def due_levels() -> dict[str, str]:
+        return {r.__dict__["file"]: r.levelname for r in caplog.records if r.getMessage() == "due"}
+
+    with caplog.at_level(logging.INFO, logger="test.syncer"):
+        rig.clock.t = first.next_wake + SEC                      # inside the window, still valid
+        assert rig.syncer.run_pass().ok
+        assert due_levels() == {"node.crt": "INFO"}
+        caplog.clear()
+        rig.clock.t = rig.node().not_valid_after_utc + SEC       # past its not-after
+        assert rig.syncer.run_pass().ok
+        assert due_levels() == {"node.crt": "WARNING"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultpki.files import NotReadable, read_limited, read_regular
+from vaultpki.files import NotReadable, read_limited, read_regular, secret_exposure
 
 
 def test_a_regular_file_up_to_the_limit_is_read_whole(tmp_path: Path) -> None:
@@ -89,3 +89,33 @@ def test_a_stream_is_read_up_to_the_limit_and_no_further() -> None:
         os.close(read_end)
         if write_end >= 0:
             os.close(write_end)
+
+
+# --- secret files: only their owner may read them, except the kubelet's fsGroup 0440 (issue 18) -------
+
+OTHER_GID = 2345        # a group this (root) test process is not in
+OTHER_UID = 2346
+
+
+@pytest.mark.parametrize(("uid", "gid", "mode", "accepted"), [
+    pytest.param(0, None, 0o600, True, id="0600-own"),
+    pytest.param(0, None, 0o400, True, id="0400-own"),
+    pytest.param(0, None, 0o440, True, id="0440-root-in-our-group"),
+    pytest.param(0, OTHER_GID, 0o440, False, id="0440-group-not-ours"),
+    pytest.param(OTHER_UID, None, 0o440, False, id="0440-owned-by-another-user"),
+    pytest.param(0, None, 0o444, False, id="0444"),
+    pytest.param(0, None, 0o404, False, id="0404"),
+    pytest.param(0, None, 0o460, False, id="0460-group-writable"),
+    pytest.param(0, None, 0o640, False, id="0640-root-in-our-group"),
+    pytest.param(0, None, 0o450, False, id="0450-group-exec"),
+])
+def test_who_may_read_a_secret_file(tmp_path: Path, uid: int, gid: int | None, mode: int, accepted: bool) -> None:
+    """Judged on a real file with that owner, group and mode; "our group" is this process's effective group."""
+    path = tmp_path / "secret"
+    path.write_text("s.token")
+    os.chown(path, uid, os.getegid() if gid is None else gid)
+    path.chmod(mode)
+    exposure = secret_exposure(os.stat(path))
+    assert (exposure is None) is accepted, exposure
+    if not accepted:
+        assert exposure == f"is accessible by group or others (mode {mode:04o})"

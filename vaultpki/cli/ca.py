@@ -10,9 +10,9 @@ import hvac
 from vaultpki import config as config_mod
 from vaultpki.cli.context import _Ctx, utc_now
 from vaultpki.cli.output import echo_json
-from vaultpki.errors import ConfigError
 from vaultpki.vault.client import HttpVault
 from vaultpki.vault.rotation import activate, ca_status, retire, rotate
+from vaultpki.vault.session import admin_config
 
 
 @click.group()
@@ -20,13 +20,13 @@ def ca() -> None:
     """CA rotation with Vault's multiple issuers: rotate, then activate, then retire (admin token)."""
 
 
-def _admin(cfg: config_mod.Config) -> hvac.Client:
-    """hvac's API over vaultpki's one Vault client (failover, deadline, caps, redirects), with the admin token."""
-    if not cfg.vault.token:
-        raise ConfigError("CA rotation needs an admin token in $VAULT_TOKEN")
-    vault = HttpVault(cfg.vault, one_shot=True)
+def admin_client(cfg: config_mod.Config) -> hvac.Client:
+    """hvac's API over vaultpki's one Vault client (failover, deadline, caps, redirects), with the admin
+    token from the sources every command reads, in their one order (``config.build.token_source``)."""
+    vault = HttpVault(admin_config(cfg.vault), one_shot=True)
     vault.ensure_token()
     return vault.client()
+
 
 
 @ca.command("rotate")
@@ -38,7 +38,7 @@ def ca_rotate(obj: _Ctx, mount: str | None, root_mount: str | None, ttl: str) ->
     """Step 1: add a new issuer (not yet the default); CA files become new + old at each node's next check."""
     cfg = obj.config()
     target = mount or cfg.pki.mount
-    issuer = rotate(_admin(cfg), cfg.vault.addr, target, root_mount, ttl, utc_now())
+    issuer = rotate(admin_client(cfg), cfg.vault.addr, target, root_mount, ttl, utc_now())
     click.echo(f"new issuer {issuer} on {target}; once every node and client has the new CA bundle "
                f"(renew.ca_check), run: vaultpki ca activate --mount {target}")
 
@@ -52,7 +52,7 @@ def ca_activate(obj: _Ctx, mount: str | None, min_age: str) -> None:
     cfg = obj.config()
     target = mount or cfg.pki.mount
     age = dt.timedelta(seconds=0 if min_age == "0" else config_mod.parse_duration(min_age, "--min-age"))
-    issuer = activate(_admin(cfg), cfg.vault.addr, target, age, utc_now())
+    issuer = activate(admin_client(cfg), cfg.vault.addr, target, age, utc_now())
     click.echo(f"issuer {issuer} is now the default of {target}; after every leaf is re-issued, run: "
                f"vaultpki ca retire --mount {target}")
 
@@ -65,7 +65,7 @@ def ca_retire(obj: _Ctx, mount: str | None, force: bool) -> None:
     """Step 3: set the old issuers read-only (they leave every CA file) once none of their leaves is valid."""
     cfg = obj.config()
     target = mount or cfg.pki.mount
-    retired = retire(_admin(cfg), cfg.vault.addr, target, utc_now(), force)
+    retired = retire(admin_client(cfg), cfg.vault.addr, target, utc_now(), force)
     click.echo(f"retired {', '.join(retired)} on {target}" if retired else f"nothing to retire on {target}")
 
 
@@ -77,7 +77,7 @@ def ca_status_cmd(obj: _Ctx, mount: str | None, as_json: bool) -> None:
     """Every issuer of the mount: default or not, usage, validity, valid leaves it signed."""
     cfg = obj.config()
     target = mount or cfg.pki.mount
-    rows = ca_status(_admin(cfg), cfg.vault.addr, target, utc_now())
+    rows = ca_status(admin_client(cfg), cfg.vault.addr, target, utc_now())
     if as_json:
         echo_json([{**{k: getattr(r, k) for k in ("issuer_id", "name", "is_default", "usage", "subject",
                                                     "valid_leaves")},

@@ -26,8 +26,9 @@ class _Ctx(msgspec.Struct):
     config_path: str | None
     debug: bool
 
-    def config(self) -> config_mod.Config:
-        return config_mod.load(self.config_path)
+    def config(self, *, vault_needed: bool = True) -> config_mod.Config:
+        """The config; ``vault_needed=False`` for a command that never talks to Vault (no address required)."""
+        return config_mod.load(self.config_path, vault_needed=vault_needed)
 
 
 def one_shot_vault(cfg: config_mod.Config) -> HttpVault:
@@ -45,7 +46,7 @@ def node_dir(cfg: config_mod.Config, certs_dir: str | None) -> Path:
 
 def chosen_dir(obj: _Ctx, certs_dir: str | None) -> tuple[CertsDir, config_mod.Config | None]:
     """The certs-dir a command works on (--certs-dir, else the config's), with the config if one was given."""
-    cfg = obj.config() if obj.config_path else None
+    cfg = obj.config(vault_needed=False) if obj.config_path else None   # looking at files needs no Vault
     if certs_dir:
         path = config_mod.expand_path(certs_dir, "--certs-dir", InputError)
     elif cfg is not None and cfg.certs_dir is not None:

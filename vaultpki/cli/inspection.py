@@ -17,7 +17,7 @@ from vaultpki.cli.output import echo_json
 from vaultpki.core.report import OcspOutcome, StatusReport, ocsp_questions, problems_of, status_report, verify_report
 from vaultpki.core.snapshot import DirState, Expectation
 from vaultpki.core.validate import Problem
-from vaultpki.errors import VaultpkiError
+from vaultpki.errors import InputError, VaultpkiError
 from vaultpki.vault import ocsp
 
 
@@ -88,12 +88,12 @@ def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
     """Every certificate file: kind, subject, SANs, issuer, serial, expiry, time left, problems."""
     now = utc_now()
     state, problems, ocsp_results = _judged(obj, certs_dir, check_ocsp, now)
+    if not state.exists:
+        # A mistyped path is bad input, not an empty report a monitoring script would read as "all fine".
+        raise InputError(f"certs-dir {state.path} does not exist")
     report = status_report(state, problems, now, ocsp_results)
     if as_json:
         echo_json(msgspec.to_builtins(report))
-        return
-    if not state.exists:
-        click.echo(f"{state.path}: does not exist")
         return
     _print_status(report)
 

@@ -13,6 +13,7 @@ import traceback
 from typing import Any, NoReturn
 
 import click
+import msgspec
 
 from vaultpki.cli.ca import ca
 from vaultpki.cli.context import _Ctx
@@ -72,5 +73,21 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     ctx.obj = _Ctx(config_path, debug)
 
 
+def _config_after(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``--config`` given after the subcommand: it wins over the group's (and $VAULTPKI_CONFIG)."""
+    if value is not None and isinstance(ctx.obj, _Ctx):
+        ctx.obj = msgspec.structs.replace(ctx.obj, config_path=value)
+
+
+def _accept_config(command: click.Command) -> None:
+    """Let ``--config`` follow the subcommand too (``vaultpki status --config f``), in every subcommand of a group."""
+    command.params.append(click.Option(["--config"], "config_after", metavar="FILE", expose_value=False,
+                                       callback=_config_after, help="TOML configuration (as before the subcommand)."))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_config(sub)
+
+
 for _command in (issue_node, issue_user, sync, status, verify, rollback, revoke_user, revoke, ca, provision):
+    _accept_config(_command)
     main.add_command(_command)

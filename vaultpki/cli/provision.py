@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import click
-import hvac
 
+from vaultpki.cli.ca import admin_client
 from vaultpki.cli.context import _Ctx
 from vaultpki.dev.provision import ProvisionSpec
 from vaultpki.dev.provision import provision as run_provision
-from vaultpki.errors import ConfigError
 
 
 @click.command()
@@ -18,11 +17,7 @@ from vaultpki.errors import ConfigError
 def provision(obj: _Ctx, root_mount: str, no_intermediate: bool) -> None:
     """Set up a DEV/TEST Vault (mounts, CAs, roles) for the configured mode. Production: use terraform/."""
     cfg = obj.config()
-    token = cfg.vault.token
-    if cfg.vault.auth != "token" or not token:
-        raise ConfigError("provision needs token auth with $VAULT_TOKEN set to an admin token")
-    client = hvac.Client(url=cfg.vault.addr, token=token, verify=cfg.vault.ca_cert or True,
-                         namespace=cfg.vault.namespace)
+    client = admin_client(cfg)              # the admin token from the sources every command reads
     spec = ProvisionSpec(mode=cfg.mode, pki=cfg.pki, node_hosts=cfg.node_hosts, ui_hosts=cfg.ui_hosts,
                          root_mount=root_mount, intermediate=not no_intermediate)
     for path in run_provision(client, cfg.vault.addr, spec).roles:

@@ -1,6 +1,13 @@
 """From a file checked against the schema, and the environment, to ``Config``: what the values mean
 together (the keys that go together or exclude each other, what each login method needs) and where
-``$VAULT_*`` fill in what the file leaves out. Pure: a dict and an environment in, a Config out.
+``$BAO_*``/``$VAULT_*`` fill in what the file leaves out. Pure: a dict and an environment in, a Config out.
+
+The precedence of every value the environment may give (docs/configuration.md "Where the token comes
+from"): the file's key, else ``$BAO_X``, else ``$VAULT_X``, and for the token last ``~/.vault-token``,
+what ``bao login``/``vault login`` write. It is the ``bao`` CLI's own order (it reads ``BAO_X`` and falls
+back to ``VAULT_X``; a token in the environment beats the token helper's file), and the ``vault`` CLI's
+where it has a say (it knows no ``BAO_*``). The file comes first because it is what the operator wrote
+for this tool, and because a daemon's environment is the one place a token should never be.
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from vaultpki.config.records import Config, ReloadConfig, VaultConfig
+from vaultpki.config.records import HOME_TOKEN_FILE, Config, ReloadConfig, TokenSource, VaultConfig
 from vaultpki.config.schema import PkiTable, ReloadTable, RenewTable, VaultTable, check_strings, read_file
 from vaultpki.config.values import (
     HEADER_UNSAFE,
@@ -28,11 +35,13 @@ from vaultpki.daemon.probe import parse_endpoint
 from vaultpki.daemon.reload import parse_signal
 from vaultpki.errors import ConfigError, InputError
 
-__all__ = ["parse"]
+__all__ = ["from_env", "parse", "token_source"]
 
 
-def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config>") -> Config:
-    """Build a Config from a parsed TOML document and an environment (pure)."""
+def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config>", *,
+          vault_needed: bool = True) -> Config:
+    """Build a Config from a parsed TOML document and an environment (pure). ``vault_needed=False``: a
+    command that never talks to Vault (``status``, ``verify``) accepts a config with no Vault address."""
     doc = read_file(raw)
     check_strings(doc)
     key_type, key_bits = check_key_params(doc.key_type.value, doc.key_bits)
@@ -46,7 +55,7 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config
         group=doc.group,
         ca_trust=doc.ca_trust,
         issue_method=doc.issue_method,
-        vault=_parse_vault(doc.vault, env),
+        vault=_parse_vault(doc.vault, env, vault_needed),
         pki=_parse_pki(doc.pki),
         node_hosts=doc.node.hosts,
         ui_hosts=doc.ui.hosts,
@@ -115,33 +124,58 @@ def _parse_reload(t: ReloadTable) -> ReloadConfig:
     return reload
 
 
-def _vault_addrs(t: VaultTable, env: Mapping[str, str]) -> tuple[str, ...]:
+def from_env(env: Mapping[str, str], name: str) -> tuple[str | None, str]:
+    """``$BAO_<name>``, else ``$VAULT_<name>`` (an empty variable is unset), and the variable it came from."""
+    for var in (f"BAO_{name}", f"VAULT_{name}"):
+        if env.get(var):
+            return env[var], f"${var}"
+    return None, f"$VAULT_{name}"
+
+
+def token_source(t: VaultTable, env: Mapping[str, str]) -> TokenSource:
+    """Where the token comes from, in the one order every command uses: ``vault.token_file``, else
+    ``$BAO_TOKEN``, else ``$VAULT_TOKEN``, else ``~/.vault-token`` (``$HOME``'s: what ``bao login`` and
+    ``vault login`` write). The files are read (and judged) only when a token is needed."""
+    if t.token_file:
+        return TokenSource(origin="vault.token_file", path=t.token_file)
+    token, var = from_env(env, "TOKEN")
+    if token is not None:
+        return TokenSource(origin=var, value=token)
+    home = env.get("HOME")
+    if home and home.startswith("/"):
+        return TokenSource(origin=HOME_TOKEN_FILE, path=home.rstrip("/") + "/.vault-token")
+    return TokenSource(origin=HOME_TOKEN_FILE)
+
+
+def _vault_addrs(t: VaultTable, env: Mapping[str, str], needed: bool) -> tuple[str, ...]:
     """The configured addresses (a string, a comma-separated string like $VAULT_ADDR, or a list), else
-    $VAULT_ADDR's; each checked, trailing slashes dropped."""
+    $BAO_ADDR's, else $VAULT_ADDR's; each checked, trailing slashes dropped."""
     configured = (t.addr,) if isinstance(t.addr, str) else t.addr
     if len(configured) == 1 and "," in configured[0]:
         configured = tuple(a.strip() for a in configured[0].split(","))
-    addrs = configured or tuple(a.strip() for a in env.get("VAULT_ADDR", "").split(",") if a.strip())
-    if not addrs:
-        raise ConfigError("no Vault address: set vault.addr or $VAULT_ADDR")
+    addrs = configured or tuple(a.strip() for a in (from_env(env, "ADDR")[0] or "").split(",") if a.strip())
+    if not addrs and needed:
+        raise ConfigError("no Vault address: set vault.addr, $BAO_ADDR or $VAULT_ADDR")
     for addr in addrs:
         check_vault_addr(addr)
     return tuple(a.rstrip("/") for a in addrs)
 
 
-def _parse_vault(t: VaultTable, env: Mapping[str, str]) -> VaultConfig:
-    addrs = _vault_addrs(t, env)
+def _parse_vault(t: VaultTable, env: Mapping[str, str], vault_needed: bool) -> VaultConfig:
+    addrs = _vault_addrs(t, env, vault_needed)
+    source = token_source(t, env)
     if not (math.isfinite(t.timeout) and t.timeout > 0):
         raise ConfigError("vault.timeout must be a positive number")
     vault = VaultConfig(
-        addr=addrs[0],
+        addr=addrs[0] if addrs else "",      # "": none, for a command that never talks to Vault
         addrs=addrs,
         auth=t.auth,
-        ca_cert=t.ca_cert or env.get("VAULT_CACERT") or None,          # the file wins over $VAULT_*
-        namespace=t.namespace or env.get("VAULT_NAMESPACE") or None,
+        ca_cert=t.ca_cert or from_env(env, "CACERT")[0],          # the file wins over $BAO_*/$VAULT_*
+        namespace=t.namespace or from_env(env, "NAMESPACE")[0],
         timeout=t.timeout,
         retry_for=float(parse_duration(t.retry_for, "vault.retry_for")),
-        token=env.get("VAULT_TOKEN") or None,
+        token=source.value,
+        token_source=source,
         token_file=t.token_file,
         approle_mount=check_mount(t.approle_mount, "vault.approle_mount"),
         role_id=t.role_id,
@@ -158,12 +192,12 @@ def _parse_vault(t: VaultTable, env: Mapping[str, str]) -> VaultConfig:
 
 def _check_vault_auth(vault: VaultConfig) -> None:
     """What each login method needs, and the values that go into headers."""
-    # Checked here, before anything is sent, and never echoed: the value may be a token. ($VAULT_TOKEN only
-    # where it is the one used: with a token file or another auth method it is ignored.)
-    if vault.auth == "token" and not vault.token_file and vault.token is not None and not header_safe(vault.token):
-        raise ConfigError(f"$VAULT_TOKEN {HEADER_UNSAFE}")
+    # Checked here, before anything is sent, and never echoed: the value may be a token. ($BAO_TOKEN or
+    # $VAULT_TOKEN only where it is the one used: with a token file or another auth method it is ignored.)
+    if vault.auth == "token" and vault.token is not None and not header_safe(vault.token):
+        raise ConfigError(f"{vault.token_source.origin} {HEADER_UNSAFE}")
     if vault.namespace is not None and not header_safe(vault.namespace):
-        raise ConfigError(f"vault.namespace (or $VAULT_NAMESPACE) {HEADER_UNSAFE}")
+        raise ConfigError(f"vault.namespace (or $BAO_NAMESPACE, $VAULT_NAMESPACE) {HEADER_UNSAFE}")
     if vault.auth == "approle":
         if not (vault.role_id or vault.role_id_file) or not vault.secret_id_file:
             raise ConfigError("vault.auth = 'approle' needs vault.role_id (or role_id_file) and vault.secret_id_file")

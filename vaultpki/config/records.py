@@ -14,7 +14,21 @@ from vaultpki.core.layout import Mode, PkiNames
 from vaultpki.core.renewal import RenewPolicy
 from vaultpki.redact import redacted_repr
 
-__all__ = ["Config", "ReloadConfig", "VaultConfig", "VaultLogin"]
+__all__ = ["HOME_TOKEN_FILE", "Config", "ReloadConfig", "TokenSource", "VaultConfig", "VaultLogin"]
+
+HOME_TOKEN_FILE = "~/.vault-token"
+
+
+class TokenSource(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a static token comes from (``config.build.token_source`` chose it): a file to read when the
+    token is needed, or a value from the environment; ``origin`` names it in messages."""
+
+    origin: str                   # "vault.token_file", "$BAO_TOKEN", "$VAULT_TOKEN" or "~/.vault-token"
+    path: str | None = None       # read when the token is needed (None and no value: no token anywhere)
+    value: str | None = None      # from the environment; never logged (see __repr__)
+
+    def __repr__(self) -> str:
+        return redacted_repr(self, "value")
 
 
 class VaultLogin(msgspec.Struct, frozen=True, kw_only=True):
@@ -37,7 +51,8 @@ class VaultConfig(VaultLogin, frozen=True):
     ca_cert: str | None
     namespace: str | None
     timeout: float
-    token: str | None = None      # from $VAULT_TOKEN; never logged (see __repr__)
+    token: str | None = None      # from $BAO_TOKEN or $VAULT_TOKEN; never logged (see __repr__)
+    token_source: TokenSource = TokenSource(origin=HOME_TOKEN_FILE)   # where a static token comes from
     addrs: tuple[str, ...] = ()   # every address to try, in order (HA: fail over between them)
     retry_for: float = 60.0       # how long to retry transient failures of one request (an election, an outage)
 

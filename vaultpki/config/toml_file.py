@@ -19,8 +19,10 @@ __all__ = ["MAX_CONFIG_BYTES", "dumps", "load"]
 MAX_CONFIG_BYTES = 1 << 20
 
 
-def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
-    """Read ``path`` (else ``$VAULTPKI_CONFIG``) and the environment; the only I/O of the configuration."""
+def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None, *,
+         vault_needed: bool = True) -> Config:
+    """Read ``path`` (else ``$VAULTPKI_CONFIG``) and the environment; the only I/O of the configuration.
+    ``vault_needed=False``: no Vault address is required (``parse``)."""
     env = dict(os.environ) if env is None else env
     chosen = path or env.get("VAULTPKI_CONFIG")
     if not chosen:
@@ -35,7 +37,7 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
         raise ConfigError(f"config file {shown} is not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {shown} is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
-    return parse(raw, env, source=str(chosen))
+    return parse(raw, env, source=str(chosen), vault_needed=vault_needed)
 
 
 def dumps(doc: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ Nothing is verified on purpose: we want to see what is served, whatever it is.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import socket
@@ -131,6 +132,7 @@ def served_certificate(endpoint: str | Endpoint, timeout: float = 5.0, server_na
             raw.settimeout(remaining())
             with _client_context().wrap_socket(raw, server_hostname=sni) as tls:
                 der = tls.getpeercert(binary_form=True)
+                _close_politely(tls, deadline - time.monotonic())
     except ReloadError:
         raise
     except TimeoutError:  # socket.timeout is TimeoutError since 3.10
@@ -151,6 +153,20 @@ def served_certificate(endpoint: str | Endpoint, timeout: float = 5.0, server_na
         return x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise ReloadError(f"probe {ep}: the served certificate does not parse: {exc}") from None
+
+
+def _close_politely(tls: ssl.SSLSocket, left: float) -> None:
+    """End the session with a TLS close_notify and wait for the server's, then shut the socket down.
+
+    Closing at once would leave what the server sent after the handshake (TLS 1.3 session tickets)
+    unread, and the kernel answers unread data with a reset: PostgreSQL then logs "connection reset
+    by peer" at every probe. Read to the server's close_notify instead; a server that will not say
+    goodbye in time costs nothing, the certificate is already in hand."""
+    if left <= 0:
+        return
+    with contextlib.suppress(OSError, ValueError):     # ssl.SSLError and timeouts are OSErrors
+        tls.settimeout(left)
+        tls.unwrap().shutdown(socket.SHUT_RDWR)
 
 
 def _ssl_request(sock: socket.socket, ep: Endpoint) -> None:

@@ -183,8 +183,9 @@ class Syncer:
         plan, state, anchors, vault_error, decisions = self._look(now)
         self.metrics.vault_up.set(0 if vault_error else 1)
         due = [d for d in decisions if d.due]
-        for d in due:
-            self.log.info("due", extra={"file": d.file, "reason": d.reason})
+        for d in due:      # an expired certificate is an outage in the making: a warning, not routine
+            level = logging.WARNING if _has_expired(state, d.file, now) else logging.INFO
+            self.log.log(level, "due", extra={"file": d.file, "reason": d.reason})
         if not due:
             self._observe(plan, self.store.snapshot(), now)
             report = PassReport(tuple(decisions), next_wake=self._wake_at(decisions))
@@ -369,3 +370,13 @@ class Syncer:
 def failed_files(report: PassReport) -> tuple[str, ...]:
     """The files named by a report's failures ('reload' and 'verify' failures name none)."""
     return tuple(f.split(":", 1)[0] for f in report.failures if f.split(":", 1)[0].endswith(".crt"))
+
+
+def _has_expired(state: DirState, file: str, now: dt.datetime) -> bool:
+    """Whether the leaf in ``file`` (as read this pass) is past its not-after."""
+    entry = state.entries.get(file)
+    try:
+        chain = crypto.load_certs(entry.data) if entry is not None and entry.data else []
+    except VaultpkiError:
+        return False
+    return bool(chain) and chain[0].not_valid_after_utc <= now

@@ -20,7 +20,7 @@ import msgspec
 from vaultpki.errors import ConfigError, StoreError
 from vaultpki.store.descriptors import os_errors
 
-__all__ = ["PROCESS_OWNER", "OwnedDir", "Owner", "describe_user", "resolve_owner"]
+__all__ = ["PROCESS_OWNER", "OwnedDir", "Owner", "describe_user", "needed_chown", "resolve_owner"]
 
 # Group or others may write: such a directory is anybody's to change.
 LOOSE = stat.S_IWGRP | stat.S_IWOTH
@@ -121,8 +121,19 @@ class OwnedDir:
         return os_errors(f"cannot write to certs-dir {self.path}")
 
     def _chown(self, fd: int) -> None:
-        if self.owner.uid is None and self.owner.gid is None:
-            return
-        uid = -1 if self.owner.uid is None else self.owner.uid
-        gid = -1 if self.owner.gid is None else self.owner.gid
-        os.fchown(fd, uid, gid)
+        """Give ``fd`` the configured owner and group, calling ``fchown`` only when one of them differs.
+
+        A service that runs as the configured user already creates its files with that owner, and a
+        systemd unit with ``SystemCallFilter=~@privileged`` kills a process that calls ``fchown`` at all
+        (SIGSYS, before any cleanup can run), even a call that would change nothing."""
+        change = needed_chown(self.owner, os.fstat(fd))
+        if change is not None:
+            os.fchown(fd, *change)
+
+
+def needed_chown(owner: Owner, st: os.stat_result) -> tuple[int, int] | None:
+    """The (uid, gid) arguments of the ``fchown`` that gives a file with status ``st`` the configured
+    owner (-1: leave as is), or None when it already has them."""
+    uid = -1 if owner.uid is None or owner.uid == st.st_uid else owner.uid
+    gid = -1 if owner.gid is None or owner.gid == st.st_gid else owner.gid
+    return None if uid == -1 and gid == -1 else (uid, gid)

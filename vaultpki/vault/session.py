@@ -6,24 +6,26 @@ for logging in again). The PKI endpoints on top are ``client.HttpVault``.
 from __future__ import annotations
 
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import hvac
+import msgspec
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from vaultpki.config import HEADER_UNSAFE, VaultConfig, header_safe
+from vaultpki.config.records import HOME_TOKEN_FILE
 from vaultpki.errors import ConfigError, VaultDenied, VaultRequestError, VaultUnavailable
-from vaultpki.files import NotReadable, read_regular
+from vaultpki.files import NotReadable, read_regular, secret_exposure
 from vaultpki.vault.failover import VaultAdapter
 from vaultpki.vault.failures import Refused, translate_errors
 from vaultpki.vault.http_session import new_session, tls_context
+from vaultpki.vault.retry_log import gave_up, started_retrying
 from vaultpki.vault.transport import one_line
 
-__all__ = ["VaultSession"]
+__all__ = ["NO_TOKEN", "VaultSession", "admin_config", "static_token"]
 
 POOL_SIZE = 16      # keep-alive connections per address: as many as a bulk run keeps in flight
 
@@ -108,6 +110,11 @@ class VaultSession:
         if self._adapter is not None:
             self._adapter.close()
 
+    def _active_addr(self) -> str:
+        """The address the last request went to (for the retry log lines)."""
+        adapter = self._adapter
+        return adapter.addrs[adapter.active] if adapter is not None else self._addrs[0]
+
     def _call(self, what: str, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         """One request (failover inside the adapter), transient failures retried with backoff for up to
         ``vault.retry_for``; the decoded JSON (None when Vault answered with no body)."""
@@ -121,6 +128,8 @@ class VaultSession:
             stop=stop_after_delay(self._cfg.retry_for),
             wait=wait_exponential_jitter(multiplier=0.25, max=self._max_wait),
             reraise=True,
+            before_sleep=started_retrying(what, self._active_addr, self._cfg.retry_for),
+            retry_error_callback=gave_up(what, self._active_addr, self._cfg.retry_for),
         )
         return retrying(attempt)
 
@@ -148,16 +157,8 @@ class VaultSession:
         self._obtained = self._clock()
 
     def _static_token(self) -> None:
-        """A token from the environment or a file: learn whether and when it expires."""
-        if self._cfg.token_file:
-            token = _read_secret(self._cfg.token_file, "vault.token_file")
-            if not header_safe(token):             # (checked before it is set: another thread may be waiting to use it)
-                raise ConfigError(f"vault.token_file {self._cfg.token_file} {HEADER_UNSAFE}")
-            self._token = token
-        elif self._cfg.token:
-            self._token = self._cfg.token
-        else:
-            raise ConfigError("no Vault token: set $VAULT_TOKEN or vault.token_file (or use approle/cert auth)")
+        """A token from a file or the environment (``static_token``): learn whether and when it expires."""
+        self._token = static_token(self._cfg)
         if self._one_shot:
             return                 # lease unknown: never renewed, which a one-shot command never needs
         try:
@@ -270,6 +271,30 @@ class VaultSession:
                 self._may_look_up = False
 
 
+def admin_config(cfg: VaultConfig) -> VaultConfig:
+    """``cfg`` for an admin command (``provision``, ``ca …``): always a static token from the same sources
+    (the operator's own, whatever login method the node's configuration names for itself)."""
+    return msgspec.structs.replace(cfg, auth="token")
+
+
+NO_TOKEN = ("no Vault token: set vault.token_file, $BAO_TOKEN or $VAULT_TOKEN, or log in with `bao login` or "
+            "`vault login` (~/.vault-token)")
+
+
+def static_token(cfg: VaultConfig) -> str:
+    """The token ``cfg.token_source`` names (``config.build.token_source`` chose it, in the one documented
+    order): a file read now, under the same rules whichever file it is, or the environment's value."""
+    source = cfg.token_source
+    if source.value is not None:
+        return source.value                    # judged when the configuration was parsed
+    if source.path is None or (source.origin == HOME_TOKEN_FILE and not os.path.lexists(source.path)):
+        raise ConfigError(NO_TOKEN)
+    token = _read_secret(source.path, source.origin)
+    if not header_safe(token):      # (checked before it is used: another thread may be waiting to use it)
+        raise ConfigError(f"{source.origin} {source.path} {HEADER_UNSAFE}")
+    return token
+
+
 def _is_transient(exc: BaseException) -> bool:
     """Worth retrying: Vault away, sealed, electing or overloaded; never a TLS or hostile-answer failure."""
     return isinstance(exc, VaultUnavailable) and not isinstance(exc, Refused)
@@ -284,18 +309,23 @@ def _payload(response: Any, what: str) -> dict[str, Any]:
 
 
 MAX_SECRET_BYTES = 1 << 16       # a token, role-id or secret-id is a few dozen bytes
+# A role-id names the AppRole, like a user name: it logs in nobody without the secret-id, so its file may
+# be readable by others (a ConfigMap, a 0444 Secret). Tokens and secret-ids are secrets.
+NOT_SECRET = frozenset({"vault.role_id_file"})
 
 
 def _read_secret(path: str, key: str) -> str:
-    """Read a token or secret-id file, refusing one that others can read. Judged by what was opened
-    (``files.read_regular``): a regular file of at most MAX_SECRET_BYTES, never a FIFO (whose open
+    """Read a token, secret-id or role-id file, refusing a token or secret-id that somebody else can read
+    (``files.secret_exposure``: the kubelet's root-owned 0440 in our own group passes). Judged by what was
+    opened (``files.read_regular``): a regular file of at most MAX_SECRET_BYTES, never a FIFO (whose open
     would wait for a writer forever) or a device."""
     try:
         data, st = read_regular(path, MAX_SECRET_BYTES)
     except NotReadable as exc:
         raise ConfigError(f"{key} {path} cannot be read: {exc}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{key} {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
+    exposure = None if key in NOT_SECRET else secret_exposure(st)
+    if exposure is not None:
+        raise ConfigError(f"{key} {path} {exposure}; chmod 600 it")
     try:
         value = data.decode("utf-8").strip()
     except UnicodeDecodeError:
