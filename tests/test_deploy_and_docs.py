@@ -10,6 +10,7 @@ import textwrap
 import tomllib
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -104,6 +105,37 @@ def test_kubernetes_sidecar_example() -> None:
     parsed = config.parse(tomllib.loads(cfg_map["data"]["vaultpki.toml"]), {}, source="k8s example")
     assert str(parsed.certs_dir) == certs_dir
     assert parsed.reload.process == "cockroach" and len(parsed.vault.addrs) == 3
+
+
+def kubelet_env(container: dict[str, Any], pod_name: str) -> dict[str, str]:
+    """A container's ``env`` as the kubelet builds it: ``fieldRef: metadata.name`` is the pod's name, and
+    ``$(VAR)`` is replaced only by a variable defined earlier in the same list (else left as it is;
+    ``$$`` is a literal ``$``)."""
+    env: dict[str, str] = {}
+    for var in container.get("env", []):
+        if "valueFrom" in var:
+            assert var["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, var
+            env[var["name"]] = pod_name
+            continue
+
+        def expand(m: re.Match[str]) -> str:
+            return "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0))
+        env[var["name"]] = re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", expand, var["value"])
+    return env
+
+
+@pytest.mark.parametrize("pod_name", ["cockroachdb-0", "cockroachdb-2"])
+def test_kubernetes_example_names_each_pods_own_role_through_the_environment(pod_name: str) -> None:
+    docs = list(yaml.safe_load_all(K8S.read_text()))
+    pod = next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]
+    cfg_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    raw = tomllib.loads(cfg_map["data"]["vaultpki.toml"])
+    assert config.parse(raw, {}, source="k8s example").pki.node_role == "node"    # the file alone: no pod's role
+    for container in (c for c in pod["initContainers"] + pod["containers"] if c["name"].startswith("vaultpki")):
+        env = kubelet_env(container, pod_name)
+        parsed = config.parse(raw, env, source="k8s example")
+        assert parsed.pki.node_role == f"node-{pod_name}", container["name"]
+        assert parsed.node_hosts[0] == f"{pod_name}.cockroachdb" and "localhost" in parsed.node_hosts
 
 
 # A token in a process's environment is inherited by every child (a reload command) and readable by

@@ -5,9 +5,12 @@ Nothing here mocks Vault. A missing ``bao`` binary is a failure, not a skip.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,9 +114,14 @@ def deploy(bao: DevServer) -> Callable[..., Deployment]:
     return make
 
 
+_EMPTY_HOME = tempfile.mkdtemp(prefix="vaultpki-test-home-")
+atexit.register(shutil.rmtree, _EMPTY_HOME, ignore_errors=True)
+
+
 def run_cli(args: list[str], env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the real ``vaultpki`` command in a subprocess (exit codes and stderr exactly as users see them)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "VAULTPKI_", "BAO_"))}
+    base["HOME"] = _EMPTY_HOME      # a developer's own ~/.vault-token (bao login) must not reach a test
     base.update(env or {})
     return subprocess.run([sys.executable, "-m", "vaultpki", *args], env=base, capture_output=True,
                           text=True, timeout=timeout, check=False)

@@ -123,7 +123,7 @@ class Lab:
         (role_id, a secret-id delivered response-wrapped and unwrapped as the node does)."""
         self.admin.write_data(f"auth/approle/role/{node}", data=role_fields(self.planned, **override))
         role_id = self.admin.read(f"auth/approle/role/{node}/role-id")["data"]["role_id"]
-        wrapped = self.admin.write(f"auth/approle/role/{node}/secret-id", wrap_ttl="60s")["wrap_info"]["token"]
+        wrapped = self.admin.write_data(f"auth/approle/role/{node}/secret-id", wrap_ttl="60s")["wrap_info"]["token"]
         secret_id = hvac.Client(url=self.server.addr, token=wrapped).sys.unwrap()["data"]["secret_id"]
         return role_id, secret_id
 

@@ -136,7 +136,8 @@ def test_health_to_json() -> None:
     health = Health(due_files=("node.crt",), last_error="node.crt: vault down", consecutive_failures=2,
                     reload_verified=False, extra={"not": "exported"})
     assert health.to_json() == {"healthy": False, "due_files": ["node.crt"], "last_error": "node.crt: vault down",
-                                "consecutive_failures": 2, "reload_verified": False}
+                                "consecutive_failures": 2, "reload_verified": False,
+                                "reload_pending": False, "reload_failures": 0}
     assert json.loads(json.dumps(health.to_json())) == health.to_json()
 
 
@@ -187,7 +188,8 @@ def test_healthz_200_when_healthy(server: MetricsServer, metrics: Metrics) -> No
     status, content_type, body = get(server.port, "/healthz")
     assert status == 200 and content_type == "application/json"
     assert json.loads(body) == {"healthy": True, "due_files": ["node.crt"], "last_error": None,
-                                "consecutive_failures": 0, "reload_verified": None}
+                                "consecutive_failures": 0, "reload_verified": None,
+                                "reload_pending": False, "reload_failures": 0}
 
 
 def test_healthz_503_when_a_due_file_keeps_failing(server: MetricsServer, metrics: Metrics) -> None:
@@ -210,3 +212,14 @@ def test_stop_closes_the_port(metrics: Metrics) -> None:
     srv.stop()
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=5):
         pass
+
+
+def test_health_turns_unhealthy_after_repeated_reload_failures() -> None:
+    """A reload that keeps failing (the database cannot be signalled) is unhealthy after
+    RELOAD_FAILURES_UNHEALTHY attempts in a row, even with every file fresh."""
+    from vaultpki.daemon.metrics import RELOAD_FAILURES_UNHEALTHY
+
+    health = Health(reload_pending=True, reload_failures=RELOAD_FAILURES_UNHEALTHY - 1)
+    assert health.healthy
+    health.reload_failures = RELOAD_FAILURES_UNHEALTHY
+    assert not health.healthy and health.to_json()["reload_failures"] == RELOAD_FAILURES_UNHEALTHY

@@ -77,7 +77,8 @@ def test_the_status_json_shape(pki: Pki, cas: CaSet, dir_state: Callable[..., Di
     state = a_node_dir(pki, cas, dir_state)
     state = msgspec.structs.replace(state, dir_problems=(DirProblem("certs-dir /certs", "writable by group 7"),))
     doc = as_json(status_report(state, [], now, {"node.crt": answer(OcspStatus.GOOD, now)}))
-    assert list(doc) == ["certs_dir", "problems", "files"]
+    assert list(doc) == ["certs_dir", "problems", "files", "reload_pending"]
+    assert doc["reload_pending"] is None          # a reload the daemon still owes would be here
     assert doc["problems"] == ["certs-dir /certs: writable by group 7"]
     node = next(row for row in doc["files"] if row["file"] == "node.crt")
     ca = next(row for row in doc["files"] if row["file"] == "ca.crt")

@@ -922,3 +922,26 @@ def test_snapshot_never_blocks_on_a_fifo(managed: Path) -> None:
     assert states, "snapshot blocked on the FIFO"
     entry = states[0].entries["client.x.crt"]
     assert entry.data is None and not entry.target_is_regular
+
+
+def test_a_state_record_is_written_whole_read_back_and_removed(tmp_path: Path) -> None:
+    """The daemon's pending-reload record: 0600 in the state dir, replaced atomically, never through a link."""
+    store = CertsDir(tmp_path / "certs")
+    assert store.read_record("pending-reload.json") is None            # no certs-dir yet: nothing pending
+    with pytest.raises(StoreError, match="does not exist"):
+        store.write_record("pending-reload.json", b"{}")               # nothing written, nothing to remember
+    store.write_set([FileContent("ca.crt", b"x", False)])
+    store.write_record("pending-reload.json", b'{"a": 1}')
+    store.write_record("pending-reload.json", b'{"a": 2}')
+    record = tmp_path / "certs" / STATE_DIR / "pending-reload.json"
+    assert store.read_record("pending-reload.json") == b'{"a": 2}'
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    assert [p.name for p in record.parent.iterdir() if p.name.endswith(".tmp")] == []
+    store.write_record("pending-reload.json", None)
+    assert not record.exists() and store.read_record("pending-reload.json") is None
+    os.symlink("/etc/passwd", record)
+    with pytest.raises(StoreError):
+        store.read_record("pending-reload.json")                      # a link is never followed
+    for bad in ("../x.json", "lock", "current", ".hidden.json"):
+        with pytest.raises(StoreError, match="invalid state record name"):
+            store.write_record(bad, b"{}")

@@ -17,7 +17,9 @@ from vaultpki.cli.output import echo_json
 from vaultpki.core.report import OcspOutcome, StatusReport, ocsp_questions, problems_of, status_report, verify_report
 from vaultpki.core.snapshot import DirState, Expectation
 from vaultpki.core.validate import Problem
+from vaultpki.daemon.pending import read_pending
 from vaultpki.errors import InputError, VaultpkiError
+from vaultpki.store.certs_dir import CertsDir
 from vaultpki.vault import ocsp
 
 
@@ -91,7 +93,7 @@ def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
     if not state.exists:
         # A mistyped path is bad input, not an empty report a monitoring script would read as "all fine".
         raise InputError(f"certs-dir {state.path} does not exist")
-    report = status_report(state, problems, now, ocsp_results)
+    report = status_report(state, problems, now, ocsp_results, read_pending(CertsDir(Path(state.path))))
     if as_json:
         echo_json(msgspec.to_builtins(report))
         return
@@ -101,6 +103,10 @@ def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
 def _print_status(report: StatusReport) -> None:
     for message in report.problems:
         click.echo(f"PROBLEM {message}")
+    if report.reload_pending is not None:
+        pending = report.reload_pending
+        click.echo(f"RELOAD PENDING since {pending.since} ({pending.reason}; "
+                   f"{pending.failures} failed attempt(s)): the daemon tries again at every pass")
     for row in report.files:
         click.echo(f"{row.file} ({row.kind})")
         for cert in row.certificates:

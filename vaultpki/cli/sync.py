@@ -86,6 +86,8 @@ def _once(syncer: Syncer) -> None:
     if report.ok:
         when = f"; next renewal {report.next_wake:%Y-%m-%d %H:%M:%S}Z" if report.next_wake else ""
         click.echo((f"renewed; reload: {syncer.reloader.describe()}" if report.renewed else "nothing due") + when)
+        if syncer.pending.current is not None:
+            click.echo(f"reload pending ({syncer.pending.current.reason}); the next pass tries again")
         return
     for failure in report.failures:
         click.echo(f"vaultpki: error: {failure}", err=True)

@@ -2,6 +2,8 @@
 together (the keys that go together or exclude each other, what each login method needs) and where
 ``$BAO_*``/``$VAULT_*`` fill in what the file leaves out. Pure: a dict and an environment in, a Config out.
 
+Above the file: ``$VAULTPKI_<TABLE>_<KEY>`` (``env_overrides``), a per-pod value the file cannot hold.
+
 The precedence of every value the environment may give (docs/configuration.md "Where the token comes
 from"): the file's key, else ``$BAO_X``, else ``$VAULT_X``, and for the token last ``~/.vault-token``,
 what ``bao login``/``vault login`` write. It is the ``bao`` CLI's own order (it reads ``BAO_X`` and falls
@@ -13,9 +15,11 @@ for this tool, and because a daemon's environment is the one place a token shoul
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from vaultpki.config.env_overrides import apply_overrides
 from vaultpki.config.records import HOME_TOKEN_FILE, Config, ReloadConfig, TokenSource, VaultConfig
 from vaultpki.config.schema import PkiTable, ReloadTable, RenewTable, VaultTable, check_strings, read_file
 from vaultpki.config.values import (
@@ -41,7 +45,22 @@ __all__ = ["from_env", "parse", "token_source"]
 def parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<config>", *,
           vault_needed: bool = True) -> Config:
     """Build a Config from a parsed TOML document and an environment (pure). ``vault_needed=False``: a
-    command that never talks to Vault (``status``, ``verify``) accepts a config with no Vault address."""
+    command that never talks to Vault (``status``, ``verify``) accepts a config with no Vault address.
+    ``$VAULTPKI_<TABLE>_<KEY>`` variables win over the file's keys (``env_overrides``)."""
+    document, overridden = apply_overrides(raw, env)
+    try:
+        return _parse(document, env, source, vault_needed)
+    except ConfigError as exc:
+        raise ConfigError(_with_origin(str(exc), overridden)) from None
+
+
+def _with_origin(message: str, overridden: Mapping[str, str]) -> str:
+    """A message about a key the environment set says so: the file may not even hold that key."""
+    origins = [f"${var}" for key, var in overridden.items() if re.search(rf"(?<![\w.]){re.escape(key)}\b", message)]
+    return f"{message} (set by {', '.join(origins)})" if origins else message
+
+
+def _parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str, vault_needed: bool) -> Config:
     doc = read_file(raw)
     check_strings(doc)
     key_type, key_bits = check_key_params(doc.key_type.value, doc.key_bits)

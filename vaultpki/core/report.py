@@ -27,6 +27,7 @@ __all__ = [
     "CertRecord",
     "FileRow",
     "OcspOutcome",
+    "PendingReload",
     "ProblemRecord",
     "RenewalOutlook",
     "StatusReport",
@@ -77,12 +78,25 @@ class FileRow(msgspec.Struct, frozen=True, omit_defaults=True):
     ocsp: str | None = None              # only with --ocsp: the status, or why there is none
 
 
+class PendingReload(msgspec.Struct, frozen=True):
+    """A reload of the database that has not happened yet (kept by the daemon in ``.vaultpki/``).
+
+    ``failures`` counts the attempts in a row that failed (a process that could not be signalled, a
+    command that failed, a reload not verified); an attempt that found nobody to tell counts none."""
+
+    since: str                           # ISO 8601, UTC: when it became pending
+    reason: str                          # why the last attempt did not do it
+    failures: int = 0
+    files: tuple[str, ...] = ()          # what was written that the database has not been told of
+
+
 class StatusReport(msgspec.Struct, frozen=True):
     """``vaultpki status``: the directories' problems, then every certificate file."""
 
     certs_dir: str
     problems: tuple[str, ...]            # the directories the set rests on: not a file of any row
     files: tuple[FileRow, ...]
+    reload_pending: PendingReload | None = None
 
 
 class ProblemRecord(msgspec.Struct, frozen=True):
@@ -207,7 +221,7 @@ def _ocsp_column(result: OcspOutcome | None) -> str | None:
 
 
 def status_report(state: DirState, problems: Sequence[Problem], now: dt.datetime,
-                  ocsp: Mapping[str, OcspOutcome]) -> StatusReport:
+                  ocsp: Mapping[str, OcspOutcome], pending: PendingReload | None = None) -> StatusReport:
     """One row per certificate file CockroachDB would load (other entries are only problems of ``verify``)."""
     rows = []
     bundles = ca_bundles(state)
@@ -228,7 +242,7 @@ def status_report(state: DirState, problems: Sequence[Problem], now: dt.datetime
             ocsp=_ocsp_column(ocsp.get(name)),
         ))
     dir_problems = tuple(str(Problem(p.subject, p.message, p.severity)) for p in state.dir_problems)
-    return StatusReport(certs_dir=state.path, problems=dir_problems, files=tuple(rows))
+    return StatusReport(certs_dir=state.path, problems=dir_problems, files=tuple(rows), reload_pending=pending)
 
 
 def verify_report(state: DirState, problems: Sequence[Problem]) -> VerifyReport:

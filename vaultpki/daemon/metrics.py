@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
-__all__ = ["Health", "Metrics", "MetricsServer", "crdb_type"]
+__all__ = ["RELOAD_FAILURES_UNHEALTHY", "Health", "Metrics", "MetricsServer", "crdb_type"]
 
 # file name -> CockroachDB's certificate type label (certificate_metrics.go)
 _CRDB_TYPES = {
@@ -37,6 +37,11 @@ def crdb_type(file: str) -> str | None:
     return _CRDB_TYPES.get(file)
 
 
+#: A reload that failed this many times in a row makes ``/healthz`` unhealthy: one failure may be a database
+#: restarting, three in a row (each pass retries) is a database that is not getting its new certificates.
+RELOAD_FAILURES_UNHEALTHY = 3
+
+
 class Health(msgspec.Struct):
     """Unhealthy when a file is due (inside its window, missing or invalid) and renewing it keeps failing,
     or when the database was last seen serving something other than the files on disk."""
@@ -45,15 +50,19 @@ class Health(msgspec.Struct):
     last_error: str | None = None
     consecutive_failures: int = 0
     reload_verified: bool | None = None
+    reload_pending: bool = False
+    reload_failures: int = 0          # failed reload attempts in a row (see RELOAD_FAILURES_UNHEALTHY)
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
-        return not (self.due_files and self.consecutive_failures > 0) and self.reload_verified is not False
+        return (not (self.due_files and self.consecutive_failures > 0) and self.reload_verified is not False
+                and self.reload_failures < RELOAD_FAILURES_UNHEALTHY)
 
     def to_json(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "due_files": list(self.due_files), "last_error": self.last_error,
-                "consecutive_failures": self.consecutive_failures, "reload_verified": self.reload_verified}
+                "consecutive_failures": self.consecutive_failures, "reload_verified": self.reload_verified,
+                "reload_pending": self.reload_pending, "reload_failures": self.reload_failures}
 
 
 class Metrics:
@@ -90,6 +99,9 @@ class Metrics:
                                      "1: the served certificate is the one written; 0: it is not; -1: not checked",
                                      registry=r)
         self.reload_verified.set(-1)
+        self.reload_pending = Gauge("vaultpki_reload_pending",
+                                    "1 while a reload of the database has not happened yet (kept across restarts)",
+                                    registry=r)
         self.vault_up = Gauge("vaultpki_vault_up", "1 when the last Vault request succeeded", registry=r)
         self.healthy = Gauge("vaultpki_healthy", "1 when no due file is failing to renew and the last reload took",
                              registry=r)

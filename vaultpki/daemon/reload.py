@@ -15,9 +15,15 @@ from typing import Protocol
 
 import msgspec
 
-from vaultpki.errors import ConfigError
+from vaultpki.errors import ConfigError, ReloadError
 
-__all__ = ["NoReload", "ReloadOutcome", "Reloader", "parse_signal"]
+__all__ = ["NoReload", "ReloadNotRunning", "ReloadOutcome", "Reloader", "parse_signal"]
+
+
+class ReloadNotRunning(ReloadError):
+    """Nobody to tell: no process of the name, no pidfile, or a stale one. Not a failure of the pass (at
+    first boot, or after an outage, the database is not running yet and reads the new files when it starts),
+    but the reload stays pending until a process gets it (``vaultpki.daemon.pending``)."""
 
 
 class ReloadOutcome(msgspec.Struct, frozen=True):

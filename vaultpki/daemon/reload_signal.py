@@ -13,7 +13,7 @@ import msgspec
 import psutil
 
 from vaultpki.daemon.processes import ProcessHandle, group_name, is_named, process_ids
-from vaultpki.daemon.reload import ReloadOutcome
+from vaultpki.daemon.reload import ReloadNotRunning, ReloadOutcome
 from vaultpki.errors import ConfigError, ReloadError
 from vaultpki.store.ownership import describe_user
 
@@ -72,7 +72,7 @@ class SignalByName(msgspec.Struct, frozen=True):
             also = f" (sent to {', '.join(map(str, signalled))})" if signalled else ""
             raise ReloadError(_not_permitted(denied[0], self.sig) + also)
         if not signalled:
-            raise ReloadError(f"no process named {self.name!r} is running")
+            raise ReloadNotRunning(f"no process named {self.name!r} is running")
         pids = ", ".join(map(str, signalled))
         return ReloadOutcome(tuple(signalled), f"sent {self.sig.name} to {self.name!r} (pid {pids})")
 
@@ -135,12 +135,12 @@ class SignalByPidfile(msgspec.Struct, frozen=True):
         try:
             handle = os.pidfd_open(pid)
         except ProcessLookupError:
-            raise ReloadError(f"no process with pid {pid}: stale pidfile {self.path}") from None
+            raise ReloadNotRunning(f"no process with pid {pid}: stale pidfile {self.path}") from None
         try:
             self._check(pid)
             signal.pidfd_send_signal(handle, self.sig)
         except ProcessLookupError:          # gone since the pidfd was opened: whatever has the pid now is not it
-            raise ReloadError(f"no process with pid {pid}: stale pidfile {self.path}") from None
+            raise ReloadNotRunning(f"no process with pid {pid}: stale pidfile {self.path}") from None
         except PermissionError:
             raise ReloadError(_not_permitted(pid, self.sig)) from None
         finally:
@@ -176,7 +176,7 @@ class SignalByPidfile(msgspec.Struct, frozen=True):
             with open(self.path, "rb") as handle:
                 data = handle.read(PIDFILE_MAX)
         except FileNotFoundError:
-            raise ReloadError(f"pidfile {self.path} does not exist: is the database running?") from None
+            raise ReloadNotRunning(f"pidfile {self.path} does not exist: is the database running?") from None
         except OSError as exc:
             raise ReloadError(f"cannot read pidfile {self.path}: {(exc.strerror or str(exc)).lower()}") from exc
         lines = data.decode("ascii", errors="replace").splitlines()

@@ -33,6 +33,7 @@ from vaultpki.core.ports import VaultPort
 from vaultpki.core.renewal import Decision, decide, next_wake, renew_at
 from vaultpki.core.snapshot import DirState, judge_leaf
 from vaultpki.daemon.metrics import Metrics
+from vaultpki.daemon.pending import PendingReloads
 from vaultpki.daemon.probe import Prober
 from vaultpki.daemon.reload import Reloader
 from vaultpki.errors import ReloadError, StoreError, VaultpkiError, VaultUnavailable
@@ -70,7 +71,7 @@ class Syncer:
         self.metrics, self.now, self.log, self.sleep, self.monotonic = metrics, now, log, sleep, monotonic
         self._options = IssueOptions(key_type=cfg.key_type, key_bits=cfg.key_bits, ttl_seconds=cfg.ttl_seconds,
                                      method=cfg.issue_method, ca_trust=cfg.ca_trust)
-        self._unverified = False                        # the last reload did not take: try it again
+        self.pending = PendingReloads(store, metrics, log, now)   # a reload owed from before: try it again
         self._defaults: dict[str, x509.Certificate] = {}
 
     def plan(self) -> Plan:
@@ -189,7 +190,7 @@ class Syncer:
         if not due:
             self._observe(plan, self.store.snapshot(), now)
             report = PassReport(tuple(decisions), next_wake=self._wake_at(decisions))
-            return self._reload_again(report) if self._unverified else self._done(report)
+            return self._reload_again(report) if self.pending.current else self._done(report)
         if anchors is None:
             assert vault_error is not None
             self._observe(plan, state, now, due=[d.file for d in due])
@@ -254,8 +255,8 @@ class Syncer:
         try:
             self.reloader.reload()
         except ReloadError as exc:
-            self.metrics.reloads.labels("failed").inc()
-            return self._done(PassReport(report.decisions, failures=(f"reload: {exc}",), next_wake=report.next_wake))
+            failures = self.pending.missed(exc)
+            return self._done(PassReport(report.decisions, failures=failures, next_wake=report.next_wake))
         self.metrics.reloads.labels("ok").inc()
         verified = self._verify(())
         failures = () if verified is not False else (f"verify: {self.cfg.reload.verify} still does not serve "
@@ -288,15 +289,12 @@ class Syncer:
                                             "not_after": leaf.not_after.isoformat()})
         try:
             outcome = self.reloader.reload()
-        except ReloadError as exc:
-            self.metrics.reloads.labels("failed").inc()
-            self.log.error("reload failed", extra={"error": str(exc)})
-            self._unverified = True
-            failures.append(f"reload: {exc}")
+        except ReloadError as exc:      # nobody to tell yet is pending, not failed (first boot)
+            failures.extend(self.pending.missed(exc, names))
             return PassReport(report.decisions, leaves, tuple(failures), False, None)
         self.metrics.reloads.labels("ok").inc()
         self.log.info("reloaded", extra={"how": self.reloader.describe(), "detail": outcome.detail})
-        verified = self._verify(leaves)
+        verified = self._verify(leaves, names)
         if verified is False:
             failures.append(f"verify: {self.cfg.reload.verify} does not serve the certificate just written "
                             f"(previous set kept in {self.store.path}/.vaultpki/previous)")
@@ -311,10 +309,10 @@ class Syncer:
                         self.reloader.reload()
         return PassReport(report.decisions, leaves, tuple(failures), True, verified)
 
-    def _verify(self, leaves: tuple[IssuedLeaf, ...]) -> bool | None:
+    def _verify(self, leaves: tuple[IssuedLeaf, ...], names: list[str] | None = None) -> bool | None:
         """Poll the endpoint until it serves a certificate that is on disk now (the new one if it was renewed)."""
         if self.prober is None:
-            self._unverified = False        # the reload itself succeeded; there is nothing more to check
+            self.pending.done()             # the reload itself succeeded; there is nothing more to check
             return None
         on_disk = self._leaf_serials()
         written = {int(leaf.serial.replace(":", ""), 16) for leaf in leaves}
@@ -326,7 +324,7 @@ class Syncer:
             except ReloadError as exc:
                 self.log.warning("verify probe failed", extra={"error": str(exc)})
             if served is not None and served in on_disk | written:
-                self._unverified = False
+                self.pending.done()
                 self.metrics.reload_verified.set(1)
                 self.metrics.health.reload_verified = True
                 self.log.info("reload verified", extra={"serial": crypto.format_serial(served)})
@@ -334,7 +332,7 @@ class Syncer:
             if self.monotonic() >= deadline:
                 break
             self.sleep(VERIFY_POLL)
-        self._unverified = True
+        self.pending.unverified(f"{self.cfg.reload.verify} serves another certificate", names or ())
         self.metrics.reload_verified.set(0)
         self.metrics.health.reload_verified = False
         self.log.error("reload NOT verified: the endpoint still serves another certificate",

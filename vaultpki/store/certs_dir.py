@@ -26,11 +26,12 @@ from vaultpki.store.generation import Stage
 from vaultpki.store.opening import LOCK, PREVIOUS, STATE_DIR
 from vaultpki.store.ownership import PROCESS_OWNER, Owner
 from vaultpki.store.reading import ReadsBack
+from vaultpki.store.state_file import KeepsState
 
 __all__ = ["CertsDir"]
 
 
-class CertsDir(AdoptsPlainFiles, ReadsBack):
+class CertsDir(AdoptsPlainFiles, ReadsBack, KeepsState):
     """One certs-dir on disk."""
 
     def __init__(self, path: Path, owner: Owner = PROCESS_OWNER) -> None:
