@@ -41,6 +41,7 @@ from vaultpki.store.certs_dir import CertsDir
 from vaultpki.store.generation import Stage
 
 from .conftest import Deployment, run_cli, toml_dump, tree
+from .test_cli_errors import one_error_line
 
 NAMES = ("ca.crt", "node.crt", "node.key", "client.root.crt", "client.root.key")
 SET_COUNT = 4
@@ -451,14 +452,6 @@ def node_dir(deploy: Callable[..., Deployment], tmp_path: Path) -> tuple[Deploym
     return dep, certs_dir, config
 
 
-def one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vaultpki: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
 
 def _mount(*args: str) -> bool:
     return subprocess.run(["mount", *args], capture_output=True, timeout=STEP_TIMEOUT, check=False).returncode == 0
@@ -512,12 +505,12 @@ def test_disk_full_is_one_error_and_the_old_set_stays(deploy: Callable[..., Depl
         if mounted:
             fill(mount_point)
             result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": token})
-            one_error_line(result, f"cannot write to certs-dir {certs_dir}", "no space left on device")
+            one_error_line(result, 1, f"cannot write to certs-dir {certs_dir}", "no space left on device")
             assert tree(certs_dir) == before
             (mount_point / "filler").unlink()
         else:
             result = issue_with_fsize_limit(config, token, 64)
-            one_error_line(result, f"cannot write to certs-dir {certs_dir}", "file too large")
+            one_error_line(result, 1, f"cannot write to certs-dir {certs_dir}", "file too large")
             assert tree(certs_dir) == before
         again = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": token})
         assert again.returncode == 0, again.stderr
@@ -564,7 +557,7 @@ def test_read_only_certs_dir_is_one_error_and_the_old_set_stays(node_dir: tuple[
     with read_only(certs_dir):
         result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": dep.server.root_token})
         reason = "read-only file system" if os.geteuid() == 0 else "permission denied"
-        one_error_line(result, f"cannot write to certs-dir {certs_dir}", reason)
+        one_error_line(result, 1, f"cannot write to certs-dir {certs_dir}", reason)
     assert tree(certs_dir) == before
     assert_verify_ok(certs_dir)
 
@@ -595,7 +588,7 @@ def test_failure_after_the_switch_switches_back(deploy: Callable[..., Deployment
         result = run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": with_ui.server.root_token})
     finally:
         subprocess.run(["chattr", "-i", str(certs_dir)], check=True, timeout=STEP_TIMEOUT)
-    one_error_line(result, f"cannot write to certs-dir {certs_dir}", "operation not permitted")
+    one_error_line(result, 1, f"cannot write to certs-dir {certs_dir}", "operation not permitted")
     after = tree(certs_dir)
     assert visible_entries(after) == visible_entries(before)
     assert read_node(certs_dir) == read_node_from(before)
@@ -607,7 +600,7 @@ def test_failure_after_the_switch_switches_back(deploy: Callable[..., Deployment
     rollback = run_cli(["rollback", "--certs-dir", str(certs_dir)])
     assert links_after == links_before, (f"a failed write changed current/previous: {links_before} -> {links_after}; "
                                          f"rollback now says: {rollback.stdout.strip() or rollback.stderr.strip()}")
-    one_error_line(rollback, "no previous generation")
+    one_error_line(rollback, 1, "no previous generation")
 
 
 @pytest.mark.parametrize("target", ["copy", "empty"])

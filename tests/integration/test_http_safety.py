@@ -43,6 +43,7 @@ from vaultpki.dev.provision import ProvisionSpec, provision
 
 from .conftest import NODE_HOSTS, SHORT, run_cli, toml_dump, tree
 from .daemon_proc import SyncDaemon, msg
+from .test_cli_errors import one_error_line
 
 pytestmark = pytest.mark.integration
 
@@ -214,14 +215,6 @@ def issue_node(config: Path, env: dict[str, str] | None = None) -> subprocess.Co
     return run_cli(["--config", str(config), "issue-node"], {"VAULT_TOKEN": TOKEN, **(env or {})}, timeout=120)
 
 
-def one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr[-2000:])
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vaultpki: error: "), result.stderr[-2000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
 
 # ------------------------------------------------------------------------------------ redirects
 
@@ -238,7 +231,7 @@ def test_a_redirect_away_from_the_configured_addresses_is_refused_and_nothing_le
     result = issue_node(config_for(tmp_path, vault.url, ca, auth))
     time.sleep(0.2)                                     # a leaked request would have arrived by now
     assert other.connections == 0 and bytes(other.received) == b"", bytes(other.received)[:600]
-    one_error_line(result, "redirect to", "refused")
+    one_error_line(result, 1, "redirect to", "refused")
     assert TOKEN not in result.stderr and SECRET_ID not in result.stderr
     assert vault.connections >= 1
     assert tree(tmp_path / "certs") == {}
@@ -296,7 +289,7 @@ def test_vault_timeout_bounds_the_whole_request(hostile: Callable[..., Hostile],
         elapsed = time.monotonic() - start
     finally:
         stopped.set()
-    one_error_line(result, f"within {TIMEOUT}s")
+    one_error_line(result, 1, f"within {TIMEOUT}s")
     # one try (TIMEOUT) is already past retry_for (1 s): no second one; the rest is start-up on a busy machine
     assert elapsed < TIMEOUT + 1 + 6, elapsed
     assert tree(tmp_path / "certs") == {}
@@ -391,7 +384,7 @@ def test_a_runaway_body_is_refused_in_bounded_memory(hostile: Callable[..., Host
             proc.wait()
     elapsed = time.monotonic() - start
     result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    one_error_line(result, "refused (at most" if kind == "huge-content-length" else "bytes refused")
+    one_error_line(result, 1, "refused (at most" if kind == "huge-content-length" else "bytes refused")
     assert peak < 200, f"peak RSS {peak:.0f} MiB"
     assert elapsed < 20, elapsed
     assert tree(tmp_path / "certs") == {}
@@ -506,5 +499,5 @@ def test_a_certificate_for_another_name_is_refused(hostile: Callable[..., Hostil
     ca = LocalCa(tmp_path)
     vault = hostile(redirect_to("http://127.0.0.2:1"), tls=ca.server_context(*cert_names))
     result = issue_node(config_for(tmp_path, vault.url.replace("127.0.0.1", addr_host), ca))
-    one_error_line(result, "TLS connection to Vault", reason)
+    one_error_line(result, 1, "TLS connection to Vault", reason)
     assert TOKEN.encode() not in bytes(vault.received)

@@ -39,6 +39,7 @@ from vaultpki.store.certs_dir import CertsDir
 from vaultpki.store.ownership import Owner
 
 from .conftest import Deployment, run_cli, tree
+from .test_cli_errors import one_error_line
 
 pytestmark = pytest.mark.integration
 
@@ -57,14 +58,6 @@ def nobody_sh(script: str) -> None:
     result = as_nobody("sh", "-ec", script)
     assert result.returncode == 0, f"the attacker's move failed: {script!r}: {result.stderr}"
 
-
-def one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vaultpki: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture
@@ -179,7 +172,7 @@ def test_a_loose_certs_dir_is_refused_and_named_by_verify(node: Callable[..., tu
     certs.chmod(mode)
     assert as_nobody("test", "-w", str(certs), "-a", "-x", str(certs)).returncode == 0, "nobody can write there"
     before = tree(certs)
-    line = one_error_line(issue(dep, config), f"certs-dir {certs}", f"writable by group or others (mode {mode:04o})")
+    line = one_error_line(issue(dep, config), 1, f"certs-dir {certs}", f"writable by group or others (mode {mode:04o})")
     assert "refusing to write" in line
     assert tree(certs) == before
     verify_names(config, f"certs-dir {certs}: is writable by group or others (mode {mode:04o})")
@@ -210,7 +203,7 @@ def test_a_state_dir_another_user_can_change_is_refused(node: Callable[..., tupl
         state.chmod(mode)
         needle = f"state dir {state}: is writable by group or others (mode {mode:04o})"
     before = tree(certs)
-    one_error_line(issue(dep, config), "refusing to write", needle.replace(": is", " is").replace("warning: ", ""))
+    one_error_line(issue(dep, config), 1, "refusing to write", needle.replace(": is", " is").replace("warning: ", ""))
     assert tree(certs) == before
     # verify cannot tell a stranger from the service user without an owner: a warning; the set itself is valid
     verify_names(config, needle, fails=how != "made-by-nobody")
@@ -239,7 +232,7 @@ def test_current_swapped_by_another_user_is_refused_and_named(node: Callable[...
     verify_names(config, f"state dir {state}: is writable by group or others (mode 0777)",
                  f"warning: current generation {state}/gen-attacker: is owned by nobody (uid {NOBODY})")
     before = tree(certs)
-    one_error_line(issue(dep, config), "refusing to write", f"state dir {state} is writable by group or others")
+    one_error_line(issue(dep, config), 1, "refusing to write", f"state dir {state} is writable by group or others")
     assert tree(certs) == before
 
 
@@ -253,7 +246,7 @@ def test_a_lock_link_is_never_followed(node: Callable[..., tuple[Deployment, Pat
     assert os.stat(certs / ".vaultpki").st_uid == NOBODY, "vaultpki gave the state dir to the configured owner"
     nobody_sh(f"rm -f {certs}/.vaultpki/lock && ln -s {stand.victim} {certs}/.vaultpki/lock")
     before = tree(certs)
-    one_error_line(issue(dep, config), "refusing to write", "lock is a symlink")
+    one_error_line(issue(dep, config), 1, "refusing to write", "lock is a symlink")
     assert not stand.victim.exists(), "root created the file the lock link names"
     assert tree(certs) == before
     stand.assert_untouched(certs)
@@ -266,7 +259,7 @@ def test_an_absolute_current_is_named_by_verify(node: Callable[..., tuple[Deploy
     nobody_sh(f"ln -s {stand.etc} {state}/.swap && mv -T {state}/.swap {state}/current")
     verify_names(config, f".vaultpki/current: points at {stand.etc}, not at a generation inside .vaultpki")
     before = tree(certs)
-    one_error_line(issue(dep, config), "refusing to write", f"current points at {stand.etc}")
+    one_error_line(issue(dep, config), 1, "refusing to write", f"current points at {stand.etc}")
     assert tree(certs) == before
     stand.assert_untouched(certs)
 
