@@ -12,7 +12,7 @@ from typing import Protocol
 
 import psutil
 
-__all__ = ["COMM_LEN", "ProcessHandle", "group_name", "is_named", "process_ids"]
+__all__ = ["COMM_LEN", "ProcessHandle", "is_named", "process_ids"]
 
 
 #: Linux keeps a process's name (``comm``) in 16 bytes including the NUL.
@@ -67,12 +67,3 @@ def process_ids(pid: int) -> tuple[tuple[int, ...], tuple[int, ...], frozenset[i
         return tuple(int(n) for n in fields.get(key, "").split())
     return numbers("Uid"), numbers("Gid"), frozenset(numbers("Groups"))
 
-
-def group_name(gid: int) -> str:
-    """A group as an error names it: by name when the system knows one, always with its gid."""
-    import grp
-
-    try:
-        return f"{grp.getgrgid(gid).gr_name} (gid {gid})"
-    except KeyError:
-        return f"gid {gid}"

@@ -12,10 +12,10 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from vaultpki.daemon.processes import ProcessHandle, group_name, is_named, process_ids
+from vaultpki.daemon.processes import ProcessHandle, is_named, process_ids
 from vaultpki.daemon.reload import ReloadNotRunning, ReloadOutcome
 from vaultpki.errors import ConfigError, ReloadError
-from vaultpki.store.ownership import describe_user
+from vaultpki.store.ownership import describe_group, describe_user
 
 __all__ = ["SignalByName", "SignalByPidfile"]
 
@@ -155,7 +155,7 @@ class SignalByPidfile(msgspec.Struct, frozen=True):
         uids, gids, groups = ids
         if self.gid is not None:
             if self.gid != gids[1] and self.gid not in groups:
-                raise ReloadError(f"pid {pid} from pidfile {self.path} is not in group {group_name(self.gid)}, "
+                raise ReloadError(f"pid {pid} from pidfile {self.path} is not in group {describe_group(self.gid)}, "
                                   "through which the keys are read: nothing signalled")
         else:
             expected = os.geteuid() if self.uid is None else self.uid

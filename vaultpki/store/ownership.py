@@ -20,7 +20,7 @@ import msgspec
 from vaultpki.errors import ConfigError, StoreError
 from vaultpki.store.descriptors import os_errors
 
-__all__ = ["PROCESS_OWNER", "OwnedDir", "Owner", "describe_user", "needed_chown", "resolve_owner"]
+__all__ = ["PROCESS_OWNER", "OwnedDir", "Owner", "describe_group", "describe_user", "needed_chown", "resolve_owner"]
 
 # Group or others may write: such a directory is anybody's to change.
 LOOSE = stat.S_IWGRP | stat.S_IWOTH
@@ -65,6 +65,14 @@ def describe_user(uid: int) -> str:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
         return f"uid {uid}"
+
+
+def describe_group(gid: int) -> str:
+    """'name (gid N)', or 'gid N' for a gid with no name: for messages."""
+    try:
+        return f"{grp.getgrgid(gid).gr_name} (gid {gid})"
+    except KeyError:
+        return f"gid {gid}"
 
 
 class OwnedDir:
