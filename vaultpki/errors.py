@@ -11,7 +11,8 @@
     ├── StoreError                (1)  the certs-dir could not be read or written
     └── ReloadError               (1)  the database could not be told to reload
 
-Foreign exceptions are translated where they enter (vault.py, store.py, crypto.py)
+Foreign exceptions are translated where they enter (vault/failures.py, store/descriptors.py,
+core/crypto.py)
 and chained with ``from``; the CLI prints ``vaultpki: error: <message>`` and exits
 with ``exit_code``.
 """

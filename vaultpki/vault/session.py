@@ -105,11 +105,6 @@ class VaultSession:
         client.adapter = adapter
         return client
 
-    def close(self) -> None:
-        """Close the session's connections."""
-        if self._adapter is not None:
-            self._adapter.close()
-
     def _active_addr(self) -> str:
         """The address the last request went to (for the retry log lines)."""
         adapter = self._adapter
@@ -162,7 +157,7 @@ class VaultSession:
         if self._one_shot:
             return                 # lease unknown: never renewed, which a one-shot command never needs
         try:
-            data = (self._call("looking up the token", "GET", "auth/token/lookup-self") or {}).get("data") or {}
+            data = self._look_up_self()
         except VaultDenied:
             # A least-privilege token need not be allowed to look itself up: its expiry is then
             # unknown, and a request that fails because it expired says so itself.
@@ -252,10 +247,9 @@ class VaultSession:
         if self._may_look_up is False:
             return self._lease is not None and self._clock() >= self._obtained + self._lease
         try:
-            self._call("looking up the token", "GET", "auth/token/lookup-self")
+            self._look_up_self()
         except VaultDenied:
             return True
-        self._may_look_up = True
         return False
 
     def _learn_whether_tokens_may_look_up(self) -> None:
@@ -265,10 +259,16 @@ class VaultSession:
             return
         with self._token_lock:
             try:
-                self._call("looking up the token", "GET", "auth/token/lookup-self")
-                self._may_look_up = True
+                self._look_up_self()
             except VaultDenied:
                 self._may_look_up = False
+
+    def _look_up_self(self) -> dict[str, Any]:
+        """``auth/token/lookup-self``'s data; that the token could ask is itself worth knowing (see
+        ``_may_look_up``). Raises VaultDenied when the token is gone or the policy lacks the grant."""
+        data = (self._call("looking up the token", "GET", "auth/token/lookup-self") or {}).get("data") or {}
+        self._may_look_up = True
+        return dict(data)
 
 
 def admin_config(cfg: VaultConfig) -> VaultConfig:
