@@ -21,7 +21,7 @@ from vaultpki.core.report import (
     status_report,
     verify_report,
 )
-from vaultpki.core.snapshot import DirProblem, DirState
+from vaultpki.core.snapshot import DirState
 from vaultpki.core.validate import Problem
 
 
@@ -75,7 +75,7 @@ def leaf_not_after(state: DirState) -> dt.datetime:
 def test_the_status_json_shape(pki: Pki, cas: CaSet, dir_state: Callable[..., DirState], now: dt.datetime) -> None:
     """Keys in the order ``status --json`` has always printed them; ``ocsp`` only when it was asked."""
     state = a_node_dir(pki, cas, dir_state)
-    state = msgspec.structs.replace(state, dir_problems=(DirProblem("certs-dir /certs", "writable by group 7"),))
+    state = msgspec.structs.replace(state, dir_problems=(Problem("certs-dir /certs", "writable by group 7"),))
     doc = as_json(status_report(state, [], now, {"node.crt": answer(OcspStatus.GOOD, now)}))
     assert list(doc) == ["certs_dir", "problems", "files", "reload_pending"]
     assert doc["reload_pending"] is None          # a reload the daemon still owes would be here

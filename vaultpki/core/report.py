@@ -241,7 +241,7 @@ def status_report(state: DirState, problems: Sequence[Problem], now: dt.datetime
             problems=tuple(p.message for p in problems if p.file in (name, cert_name.key_file)),
             ocsp=_ocsp_column(ocsp.get(name)),
         ))
-    dir_problems = tuple(str(Problem(p.subject, p.message, p.severity)) for p in state.dir_problems)
+    dir_problems = tuple(map(str, state.dir_problems))
     return StatusReport(certs_dir=state.path, problems=dir_problems, files=tuple(rows), reload_pending=pending)
 
 

@@ -28,7 +28,7 @@ from vaultpki.core.layout import CA_CLIENT_FILE, CA_FILE, CertSpec, Eku, Mode, s
 from vaultpki.core.validate import Problem, check_issued, date_problem, verify_chain
 from vaultpki.errors import CertificateError
 
-__all__ = ["DirProblem", "DirState", "Expectation", "FileState", "LeafJudgement", "judge", "judge_leaf", "key_mode_problem"]
+__all__ = ["DirState", "Expectation", "FileState", "LeafJudgement", "judge", "judge_leaf", "key_mode_problem"]
 
 
 class FileState(msgspec.Struct, frozen=True):
@@ -45,21 +45,14 @@ class FileState(msgspec.Struct, frozen=True):
     read_error: str | None = None
 
 
-class DirProblem(msgspec.Struct, frozen=True):
-    """A directory the set rests on (the certs-dir, ``.vaultpki``, a generation) that another user could
-    change, or a ``current`` leading out of the state dir: the store finds these, the writer refuses them."""
-
-    subject: str                     # "certs-dir /var/lib/cockroach/certs", ".vaultpki/current", ...
-    message: str
-    severity: str = "error"          # "warning": owned by a user verify cannot tell from the service user
-
-
 class DirState(msgspec.Struct, frozen=True):
     path: str
     exists: bool
     entries: dict[str, FileState] = msgspec.field(default_factory=dict)
     service_gid: int = 0             # the gid of the process that will read the keys
-    dir_problems: tuple[DirProblem, ...] = ()
+    # the directories the set rests on (the certs-dir, .vaultpki, a generation) that another user could
+    # change, or a current leading out of the state dir: the store finds these, the writer refuses them
+    dir_problems: tuple[Problem, ...] = ()
 
 
 class Expectation(msgspec.Struct, frozen=True):
@@ -135,7 +128,7 @@ def judge(state: DirState, now: dt.datetime, expect: Expectation | None = None) 
     """Every problem CockroachDB would have with this certs-dir, at start-up or at the first handshake."""
     if not state.exists:
         return [Problem(state.path, "certs-dir does not exist")]
-    problems = [Problem(p.subject, p.message, p.severity) for p in state.dir_problems]
+    problems = list(state.dir_problems)
     loaded: dict[str, _Loaded] = {}
     for entry in sorted(state.entries.values(), key=lambda e: e.name):
         if entry.is_dir and not entry.is_symlink:

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vaultpki.core.validate import Problem
 from vaultpki.errors import StoreError
 from vaultpki.store.descriptors import MAX_READ, read_fd
 from vaultpki.store.opening import CURRENT, GENERATION, PREVIOUS, STATE_DIR, OpensDirs
 
 if TYPE_CHECKING:
-    from vaultpki.core.snapshot import DirProblem, DirState, FileState
+    from vaultpki.core.snapshot import DirState, FileState
 
 __all__ = ["ReadsBack"]
 
@@ -40,20 +41,18 @@ class ReadsBack(OpensDirs):
         return DirState(str(self.path), True, {n: self._entry(n) for n in names}, service_gid=gid,
                         dir_problems=tuple(self._dir_problems()))
 
-    def _dir_problems(self) -> Iterator[DirProblem]:
+    def _dir_problems(self) -> Iterator[Problem]:
         """The certs-dir, ``.vaultpki`` and the generations ``current``/``previous`` name, judged as the writer would."""
-        from vaultpki.core.snapshot import DirProblem
-
-        def guard(role: str, path: Path, st: os.stat_result) -> Iterator[DirProblem]:
+        def guard(role: str, path: Path, st: os.stat_result) -> Iterator[Problem]:
             problem = self._guard_problem(role, str(path), st)
             if problem is not None:
-                yield DirProblem(*problem)
+                yield Problem(*problem)
 
         with contextlib.suppress(FileNotFoundError):
             yield from guard("certs-dir", self.path, os.stat(self.path))
             st = os.lstat(self._state)
             if stat.S_ISLNK(st.st_mode):
-                yield DirProblem(f"state dir {self._state}", f"is a symlink to {os.readlink(self._state)}, which "
+                yield Problem(f"state dir {self._state}", f"is a symlink to {os.readlink(self._state)}, which "
                                  "vaultpki never writes through")
                 return
             if not stat.S_ISDIR(st.st_mode):
@@ -65,7 +64,7 @@ class ReadsBack(OpensDirs):
                     continue
                 target = os.readlink(path)
                 if not GENERATION.fullmatch(target):
-                    yield DirProblem(f"{STATE_DIR}/{link}", f"points at {target}, not at a generation inside "
+                    yield Problem(f"{STATE_DIR}/{link}", f"points at {target}, not at a generation inside "
                                      f"{STATE_DIR}" + (": CockroachDB loads its files from there" if link == CURRENT
                                                        else ""))
                     continue
