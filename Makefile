@@ -5,7 +5,9 @@ PY     := $(VENV)/bin/python
 MODE   ?= standard
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-quick lint clean schema bench
+.PHONY: demo test test-quick lint clean schema bench wheelhouse man
+
+WHEELHOUSE := $(VENV)/cache/wheelhouse
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +23,30 @@ demo: $(STAMP)
 schema: $(STAMP)
 	tools/fetch-vault-schema.sh $(VENV)/cache >/dev/null
 
+# The man pages in man/ (vaultpki.1 and one per command), rendered from the CLI's help by click-man and committed: the
+# wheel ships them (share/man/man1), and tests/integration/test_completion_man.py fails while they differ from a fresh
+# rendering. Run it after changing any command's help text.
+man: $(STAMP)
+	rm -f man/*.1
+	$(VENV)/bin/click-man --target man vaultpki
+
+# vaultpki's dependencies as wheels, downloaded once: the deployment tests install vaultpki with pip, as the
+# install docs say, into fresh root file systems, from this folder and never from an index (tests/support/wheel.py).
+$(WHEELHOUSE)/.done: pyproject.toml
+	rm -rf $(WHEELHOUSE)
+	$(PY) -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) .
+	rm -f $(WHEELHOUSE)/vaultpki-*.whl
+	touch $@
+
+wheelhouse: $(STAMP) $(WHEELHOUSE)/.done
+
 # The whole suite: what CI runs, and what must pass before a change goes in.
-test: $(STAMP) schema
+test: $(STAMP) schema wheelhouse
 	$(PY) -m pytest -q
 
 # Day-to-day: everything but the tests marked `slow` (those that wait in real time for renewals,
 # elections and outages). One test: $(PY) -m pytest tests/unit/test_config.py::test_parse_errors
-test-quick: $(STAMP) schema
+test-quick: $(STAMP) schema wheelhouse
 	$(PY) -m pytest -q -m "not slow"
 
 # Speed and memory, measured side by side against the same OpenBao in one run (never in a timed test).

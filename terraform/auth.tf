@@ -54,3 +54,39 @@ resource "vault_cert_auth_backend_role" "node" {
   token_max_ttl                = var.approle.token_max_ttl
   depends_on                   = [vault_auth_backend.cert]
 }
+
+# JWT auth per node: a pod logs in with the projected service-account token the kubelet gives it (or any
+# JWT that names the pod). Every pod of a StatefulSet runs as the same service account, so the token's
+# subject names no pod; the kube-apiserver puts the pod's own name into every token it signs
+# (kubernetes.io.pod.name), and each node's role requires exactly that name ("string", never a glob):
+# cockroachdb-1's token can never log in as node-cockroachdb-0. The embedded provisioner makes the same
+# roles (vaultpki/dev/jwt_auth.py; tests/terraform/test_jwt_auth.py compares them).
+resource "vault_jwt_auth_backend" "jwt" {
+  count                  = var.jwt_auth.enabled && var.jwt_auth.create_backend ? 1 : 0
+  type                   = "jwt"
+  path                   = var.jwt_auth.path
+  jwt_validation_pubkeys = length(var.jwt_auth.validation_pubkeys) > 0 ? var.jwt_auth.validation_pubkeys : null
+  oidc_discovery_url     = var.jwt_auth.oidc_discovery_url
+  oidc_discovery_ca_pem  = var.jwt_auth.oidc_discovery_ca_pem
+  jwks_url               = var.jwt_auth.jwks_url
+  bound_issuer           = var.jwt_auth.bound_issuer
+}
+
+resource "vault_jwt_auth_backend_role" "node" {
+  for_each          = var.jwt_auth.enabled ? var.nodes : {}
+  backend           = var.jwt_auth.path
+  role_name         = "node-${each.key}"
+  role_type         = "jwt"
+  user_claim        = "sub"
+  bound_audiences   = var.jwt_auth.bound_audiences
+  bound_subject     = var.jwt_auth.bound_subject
+  bound_claims_type = "string"
+  bound_claims      = { (var.jwt_auth.node_claim) = lookup(var.jwt_auth.claim_values, each.key, each.key) }
+  # The pod's name in the token's metadata (and the audit log): the subject is the same for every pod.
+  claim_mappings          = { (var.jwt_auth.node_claim) = "pod" }
+  token_policies          = [vault_policy.node_static[each.key].name]
+  token_no_default_policy = true # the node policy has all it needs
+  token_ttl               = var.jwt_auth.token_ttl
+  token_max_ttl           = var.jwt_auth.token_max_ttl
+  depends_on              = [vault_jwt_auth_backend.jwt]
+}

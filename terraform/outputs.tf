@@ -44,3 +44,8 @@ output "vaultpki_config" {
     )
   }
 }
+
+output "jwt_roles" {
+  description = "jwt auth role per node (vault.jwt_role of its configuration), when jwt_auth is enabled."
+  value       = { for k, r in vault_jwt_auth_backend_role.node : k => r.role_name }
+}

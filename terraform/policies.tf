@@ -33,10 +33,11 @@ resource "vault_policy" "policy" {
   policy   = templatefile("${local.policies_dir}/${each.key}.hcl.tftpl", each.value)
 }
 
-# With cert auth, a token is bound to one cert role: one static policy per node (never identity
-# templates: every node certificate has CN=node, so all nodes would share one identity).
+# With cert or jwt auth, a token is bound to one node's role: one static policy per node (never identity
+# templates: every node certificate has CN=node, and every pod the same service account, so all nodes
+# would share one identity).
 resource "vault_policy" "node_static" {
-  for_each = var.cert_auth.enabled ? var.nodes : {}
+  for_each = var.cert_auth.enabled || var.jwt_auth.enabled ? var.nodes : {}
   name     = "crdb-node-${each.key}"
   policy = templatefile("${local.policies_dir}/crdb-node.hcl.tftpl", merge(local.policy_vars["crdb-node"], {
     node_role = "${local.node_prefix}-${each.key}"

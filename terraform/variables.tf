@@ -161,3 +161,37 @@ variable "policies_dir" {
   type        = string
   default     = null
 }
+
+# A projected service-account token is valid for about an hour and replaced by the kubelet before it
+# expires; vaultpki reads it at every login. Kubernetes auth (TokenReview) cannot tell one pod of a
+# StatefulSet from another, which is why the module binds nodes through jwt auth instead (docs/vault-setup.md).
+variable "jwt_auth" {
+  description = "Optional JWT auth per node: each pod logs in with its projected service-account token (or any JWT naming it) as its own node. One role per node, node-<name>, requiring node_claim (the pod's name) to equal the node's name (or claim_values[node]), with the node's static policy."
+  type = object({
+    enabled               = optional(bool, false)
+    path                  = optional(string, "jwt")
+    create_backend        = optional(bool, true)
+    validation_pubkeys    = optional(list(string), []) # the kube-apiserver's service-account public keys, PEM
+    oidc_discovery_url    = optional(string)           # or the cluster's issuer, when it serves OIDC discovery
+    oidc_discovery_ca_pem = optional(string)
+    jwks_url              = optional(string) # or its JWKS
+    bound_issuer          = optional(string) # the tokens' iss: the cluster's --service-account-issuer
+    bound_audiences       = optional(list(string), ["vault"])
+    bound_subject         = optional(string) # system:serviceaccount:<namespace>:<service account>
+    node_claim            = optional(string, "/kubernetes.io/pod/name")
+    claim_values          = optional(map(string), {})
+    token_ttl             = optional(number, 3600)
+    token_max_ttl         = optional(number, 86400)
+  })
+  default = {}
+  validation {
+    condition = !var.jwt_auth.enabled || !var.jwt_auth.create_backend || (
+      (length(var.jwt_auth.validation_pubkeys) > 0 ? 1 : 0) + (var.jwt_auth.oidc_discovery_url == null ? 0 : 1) + (var.jwt_auth.jwks_url == null ? 0 : 1)
+    ) == 1
+    error_message = "jwt_auth: the backend needs exactly one source of signing keys: validation_pubkeys, oidc_discovery_url or jwks_url."
+  }
+  validation {
+    condition     = length(var.jwt_auth.bound_audiences) > 0 && startswith(var.jwt_auth.node_claim, "/")
+    error_message = "jwt_auth: bound_audiences must name the audience the tokens are made for, and node_claim is a JSON pointer (/kubernetes.io/pod/name)."
+  }
+}

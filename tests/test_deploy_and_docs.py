@@ -10,16 +10,13 @@ import textwrap
 import tomllib
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from vaultpki import config
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "systemd" / "vaultpki-sync.service"
-K8S = ROOT / "deploy" / "kubernetes" / "cockroachdb-with-vaultpki.yaml"
 ENV = {"VAULT_ADDR": "https://vault.internal:8200"}
 DOCS = ROOT / "docs"
 REFERENCE = DOCS / "configuration.md"         # the configuration reference: every key
@@ -88,56 +85,6 @@ def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
         assert setting in text
 
 
-def test_kubernetes_sidecar_example() -> None:
-    docs = list(yaml.safe_load_all(K8S.read_text()))
-    sts = next(d for d in docs if d["kind"] == "StatefulSet")
-    pod = sts["spec"]["template"]["spec"]
-    assert pod["shareProcessNamespace"] is True                      # the sidecar can see cockroach...
-    assert pod["securityContext"]["runAsUser"] == 1000                # ...and signal it as the same user
-    containers = {c["name"]: c for c in pod["containers"] + pod["initContainers"]}
-    assert not any("runAsUser" in c.get("securityContext", {}) for c in containers.values())
-    assert containers["vaultpki-init"]["args"][-2:] == ["sync", "--once"]
-    assert "sync" in containers["vaultpki"]["args"] and "--once" not in containers["vaultpki"]["args"]
-    certs_dir = next(a.split("=", 1)[1] for a in containers["cockroachdb"]["command"] if a.startswith("--certs-dir="))
-    for c in containers.values():
-        assert any(m["name"] == "certs" and m["mountPath"] == certs_dir for m in c["volumeMounts"]), c["name"]
-    cfg_map = next(d for d in docs if d["kind"] == "ConfigMap")
-    parsed = config.parse(tomllib.loads(cfg_map["data"]["vaultpki.toml"]), {}, source="k8s example")
-    assert str(parsed.certs_dir) == certs_dir
-    assert parsed.reload.process == "cockroach" and len(parsed.vault.addrs) == 3
-
-
-def kubelet_env(container: dict[str, Any], pod_name: str) -> dict[str, str]:
-    """A container's ``env`` as the kubelet builds it: ``fieldRef: metadata.name`` is the pod's name, and
-    ``$(VAR)`` is replaced only by a variable defined earlier in the same list (else left as it is;
-    ``$$`` is a literal ``$``)."""
-    env: dict[str, str] = {}
-    for var in container.get("env", []):
-        if "valueFrom" in var:
-            assert var["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, var
-            env[var["name"]] = pod_name
-            continue
-
-        def expand(m: re.Match[str]) -> str:
-            return "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0))
-        env[var["name"]] = re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", expand, var["value"])
-    return env
-
-
-@pytest.mark.parametrize("pod_name", ["cockroachdb-0", "cockroachdb-2"])
-def test_kubernetes_example_names_each_pods_own_role_through_the_environment(pod_name: str) -> None:
-    docs = list(yaml.safe_load_all(K8S.read_text()))
-    pod = next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]
-    cfg_map = next(d for d in docs if d["kind"] == "ConfigMap")
-    raw = tomllib.loads(cfg_map["data"]["vaultpki.toml"])
-    assert config.parse(raw, {}, source="k8s example").pki.node_role == "node"    # the file alone: no pod's role
-    for container in (c for c in pod["initContainers"] + pod["containers"] if c["name"].startswith("vaultpki")):
-        env = kubelet_env(container, pod_name)
-        parsed = config.parse(raw, env, source="k8s example")
-        assert parsed.pki.node_role == f"node-{pod_name}", container["name"]
-        assert parsed.node_hosts[0] == f"{pod_name}.cockroachdb" and "localhost" in parsed.node_hosts
-
-
 # A token in a process's environment is inherited by every child (a reload command) and readable by
 # anything running as the same user in /proc/PID/environ: the shipped deployments deliver Vault
 # credentials as files only.
@@ -168,24 +115,6 @@ def test_systemd_unit_puts_no_token_in_the_environment() -> None:
     assert vault.auth == "approle" and vault.token is None
     run = "/run/credentials/vaultpki-sync.service/"
     assert vault.secret_id_file == run + "secret-id" and vault.role_id_file == run + "role-id"
-
-
-def test_kubernetes_example_puts_no_token_in_the_environment() -> None:
-    docs = list(yaml.safe_load_all(K8S.read_text()))
-    pod = next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]
-    for container in pod["containers"] + pod["initContainers"]:
-        for var in container.get("env", []):
-            assert not CREDENTIAL_WORDS.search(var["name"]), (container["name"], var)
-            assert "secretKeyRef" not in var.get("valueFrom", {}), (container["name"], var)
-        assert not any("secretRef" in source for source in container.get("envFrom", [])), container["name"]
-    secret_volumes = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
-    assert secret_volumes and all(v.get("defaultMode") == 0o400 for v in secret_volumes.values())
-    cfg_map = next(d for d in docs if d["kind"] == "ConfigMap")
-    vault = config.parse(tomllib.loads(cfg_map["data"]["vaultpki.toml"]), {}, source="k8s example").vault
-    assert vault.auth == "approle" and vault.token is None and vault.token_file is None
-    sidecar = next(c for c in pod["containers"] if c["name"] == "vaultpki")
-    mounted = {m["mountPath"] for m in sidecar["volumeMounts"] if m["name"] in secret_volumes}
-    assert {str(Path(f).parent) for f in (vault.secret_id_file, vault.role_id_file)} <= mounted
 
 
 def _docs() -> list[Path]:

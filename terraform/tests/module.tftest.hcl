@@ -194,3 +194,45 @@ run "bad_node_name_is_refused" {
   }
   expect_failures = [var.nodes]
 }
+
+run "jwt_auth_per_pod_roles" {
+  command = plan
+  variables {
+    mode = "split-node"
+    jwt_auth = {
+      enabled            = true
+      validation_pubkeys = ["-----BEGIN PUBLIC KEY-----\nmock\n-----END PUBLIC KEY-----\n"]
+      bound_issuer       = "https://kubernetes.default.svc.cluster.local"
+      bound_subject      = "system:serviceaccount:crdb:cockroachdb"
+      claim_values       = { n2 = "cockroachdb-1" }
+    }
+  }
+  assert {
+    condition     = vault_jwt_auth_backend_role.node["n1"].bound_claims == tomap({ "/kubernetes.io/pod/name" = "n1" }) && vault_jwt_auth_backend_role.node["n2"].bound_claims == tomap({ "/kubernetes.io/pod/name" = "cockroachdb-1" })
+    error_message = "each node's jwt role requires its own pod's name in the token (the node's name unless claim_values says otherwise)"
+  }
+  assert {
+    condition     = alltrue([for r in vault_jwt_auth_backend_role.node : r.bound_claims_type == "string" && r.role_type == "jwt" && r.token_no_default_policy && r.bound_audiences == toset(["vault"]) && r.bound_subject == "system:serviceaccount:crdb:cockroachdb"])
+    error_message = "the claim is matched exactly (never a glob), the audience and the service account are bound, and no default policy is handed out"
+  }
+  assert {
+    condition     = alltrue([for n in ["n1", "n2"] : vault_jwt_auth_backend_role.node[n].token_policies == toset(["crdb-node-${n}"]) && vault_jwt_auth_backend_role.node[n].role_name == "node-${n}"])
+    error_message = "each node's jwt login gets that node's static policy and nothing else"
+  }
+  assert {
+    condition     = strcontains(vault_policy.node_static["n2"].policy, "path \"pki-crdb/sign/node-server-n2\"") && !strcontains(vault_policy.node_static["n2"].policy, "{{identity")
+    error_message = "jwt nodes get a static policy each, naming their own PKI role (split layouts too)"
+  }
+  assert {
+    condition     = length(vault_cert_auth_backend_role.node) == 0 && vault_jwt_auth_backend.jwt[0].path == "jwt"
+    error_message = "jwt auth needs no cert auth; the module mounts the jwt backend"
+  }
+}
+
+run "jwt_auth_needs_one_source_of_keys" {
+  command = plan
+  variables {
+    jwt_auth = { enabled = true }
+  }
+  expect_failures = [var.jwt_auth]
+}

@@ -157,7 +157,7 @@ def test_rotation_without_a_moment_of_downtime(bao: DevServer, shared_dir: Path)
             assert refused.returncode == 2 and "still has" in refused.stderr and "alice" in refused.stderr
             # ...so alice is re-issued from the new CA and her old certificates are revoked.
             user_certs("alice")
-            issuers = json.loads(cli("ca", "status", "--mount", PKI.mount, "--json"))
+            issuers = json.loads(cli("ca", "status", "--mount", PKI.mount, "--json"))["issuers"]
             assert [i["is_default"] for i in issuers] == [True, False]          # newest first: the new one
             for line in admin.list(f"{PKI.mount}/certs")["data"]["keys"]:
                 cert = crypto.load_certs(admin.read(f"{PKI.mount}/cert/{line}")["data"]["certificate"].encode())[0]

@@ -157,6 +157,7 @@ def test_a_reload_that_keeps_failing_survives_restarts_and_turns_healthz_unhealt
         with SyncDaemon(config, token) as daemon:      # a restart does not forget it, nor turn healthy
             event = daemon.wait_for(msg("a reload is pending from before"), 30)
             assert event["reload_failures"] >= RELOAD_FAILURES_UNHEALTHY
+            daemon.wait_for(msg("metrics listening"), 30)          # the server starts after the Syncer is built
             status, _ = daemon.get("/healthz")
             assert status == 503
             assert daemon.stop() == 0

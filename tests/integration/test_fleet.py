@@ -88,7 +88,7 @@ def test_dry_run_mints_nothing(deploy: Callable[..., Deployment], tmp_path: Path
     assert node.returncode == 0, node.stderr
     plan = json.loads(node.stdout)
     assert plan["dry_run"] and {c["file"] for c in plan["certificates"]} == {"node.crt", "client.node.crt", "ui.crt"}
-    assert {c["file"] for c in plan["ca_files"]} == {"ca.crt"} and plan["key_mode"] == "0600"
+    assert {c["file"] for c in plan["ca_files"]} == {"ca.crt", "ca-ui.crt"} and plan["key_mode"] == "0600"
     user = run_cli(["--config", str(config), "issue-user", "marc", "--dry-run", "--certs-dir", str(tmp_path / "m")], token)
     assert user.returncode == 0 and "would issue client.marc.crt" in user.stdout and "CN=marc" in user.stdout
     sync = run_cli(["--config", str(config), "sync", "--dry-run"], token)

@@ -139,7 +139,7 @@ def test_issue_user_every_mode(deploy: Callable[..., Deployment], tmp_path: Path
     if mode is Mode.SPLIT_CA:
         # A client's ca.crt verifies the nodes (node CA); its own cert comes from the client CA.
         assert verify_chain(leaf, ca, NOW(), {Eku.CLIENT_AUTH}) is not None
-        assert summary["certificates"][0]["file"] == "client.marc.crt"
+        assert summary["issued"][0]["file"] == "client.marc.crt"
     else:
         assert verify_chain(leaf, ca, NOW(), {Eku.CLIENT_AUTH}) is None
     verify = run_cli(["verify", "--certs-dir", str(user_dir)])
@@ -238,7 +238,7 @@ def test_status_json_lists_every_file(deploy: Callable[..., Deployment], tmp_pat
     result = run_cli(["--config", str(config), "status", "--json"])
     assert result.returncode == 0, result.stderr
     rows = {row["file"]: row for row in json.loads(result.stdout)["files"]}
-    assert set(rows) == {"ca.crt", "ca-client.crt", "node.crt", "client.node.crt", "ui.crt"}
+    assert set(rows) == {"ca.crt", "ca-client.crt", "ca-ui.crt", "node.crt", "client.node.crt", "ui.crt"}
     node = rows["node.crt"]["certificates"][0]
     assert node["serial"] == crypto.describe(certs(certs_dir / "node.crt")[0]).serial
     assert 3000 < node["seconds_left"] <= 3600                         # ttl = "1h"

@@ -208,18 +208,6 @@ def kubernetes_commands() -> dict[str, list[str]]:
     return {"init": list(init["args"]), "sidecar": list(sidecar["args"])}
 
 
-def kubernetes_config(lab: Lab, node: str, role_id: str, secret_id: str) -> Path:
-    """The example's ConfigMap, pointed at this server, this pod's PKI role and the credential files."""
-    docs = list(yaml.safe_load_all(K8S.read_text()))
-    shipped = tomllib.loads(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["vaultpki.toml"])
-    assert shipped["vault"]["auth"] == "approle"
-    path = lab.config(node, role_id, secret_id)
-    ours = tomllib.loads(path.read_text())
-    ours["mode"], ours["node"] = shipped["mode"], {"hosts": list(HOSTS)}
-    path.write_text(toml_dump(ours))
-    return path
-
-
 def run_then_daemon(lab: Lab, config: Path, once: list[str], daemon: list[str], node: str, role_id: str) -> None:
     """``once`` to completion, then the daemon until its first pass: both succeed, each logs in once."""
     first = run_cli(vaultpki_argv(once, config)[0])
@@ -250,14 +238,6 @@ def test_systemd_unit_sync_once_then_sync_with_the_module_defaults(lab: Lab) -> 
     commands = systemd_commands()
     config = lab.config("systemd", role_id, secret_id)
     run_then_daemon(lab, config, commands["ExecStartPre"], commands["ExecStart"], "systemd", role_id)
-
-
-@pytest.mark.slow
-def test_kubernetes_init_container_then_sidecar_with_the_module_defaults(lab: Lab) -> None:
-    role_id, secret_id = lab.approle("k8s")
-    commands = kubernetes_commands()
-    config = kubernetes_config(lab, "k8s", role_id, secret_id)
-    run_then_daemon(lab, config, commands["init"], commands["sidecar"], "k8s", role_id)
 
 
 @pytest.mark.slow

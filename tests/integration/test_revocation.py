@@ -50,7 +50,7 @@ def test_revoke_user_then_ocsp_status_and_verify(deploy: Callable[..., Deploymen
 
     result = run_cli(["--config", str(config), "revoke-user", "revme", "--json"], token)
     assert result.returncode == 0, result.stderr
-    revoked = json.loads(result.stdout)
+    revoked = json.loads(result.stdout)["revoked"]
     assert {r["serial"] for r in revoked} == {crypto.describe(first[0]).serial, crypto.describe(second[0]).serial}
     assert all(r["common_name"] == "revme" and r["revocation_time"] > 0 for r in revoked)
 

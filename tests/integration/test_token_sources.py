@@ -54,7 +54,7 @@ def test_ca_status_with_only_vault_token_file(deploy: Callable[..., Deployment],
     config = config_without(dep, tmp_path, token_file=str(token))
     result = run_cli(["--config", str(config), "ca", "status", "--json"], {"HOME": str(home)})
     assert result.returncode == 0, result.stderr
-    issuers = json.loads(result.stdout)
+    issuers = json.loads(result.stdout)["issuers"]
     assert len(issuers) >= 1 and sum(1 for i in issuers if i["is_default"]) == 1
 
 

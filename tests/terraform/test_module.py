@@ -57,7 +57,7 @@ def test_example_validates_against_the_provider_schema(tf_env: dict[str, str], e
 
 def test_module_terraform_test_runs_pass(tf_env: dict[str, str]) -> None:
     result = run_terraform(["test"], MODULE, tf_env).check()
-    assert "0 failed" in result.flat_output and "7 passed" in result.flat_output, result.output
+    assert "0 failed" in result.flat_output and "9 passed" in result.flat_output, result.output
 
 
 def test_no_lock_file_or_data_dir_left_in_the_tree() -> None:

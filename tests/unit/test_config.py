@@ -663,7 +663,15 @@ def test_every_key_is_accepted_by_the_schema(key: str) -> None:
         target = target.setdefault(table, {})
     target[name] = _a_valid(key)
     raw.setdefault("ui", {}).setdefault("hosts", ["console.example.com"])
+    raw["vault"] |= _LOGIN_NEEDS.get(key, {})
     parse(raw, {})
+
+
+# The keys of a login method that another method refuses: each is set together with its method.
+_LOGIN_NEEDS: dict[str, dict[str, str]] = {
+    "vault.jwt_role": {"auth": "jwt", "jwt_file": "/t"}, "vault.jwt_file": {"auth": "jwt", "jwt_role": "r"},
+    "vault.kubernetes_role": {"auth": "kubernetes"},
+}
 
 
 def _a_valid(key: str) -> Any:
@@ -671,10 +679,13 @@ def _a_valid(key: str) -> Any:
     special: dict[str, Any] = {
         "certs_dir": "/c", "mode": "split-node", "key_type": "ec", "key_bits": 384, "ttl": "1h", "ca_trust": "root",
         "issue_method": "issue", "vault.addr": ADDR, "vault.auth": "token", "vault.timeout": 5, "vault.retry_for": "5s",
-        "vault.approle_mount": "approle", "vault.cert_mount": "cert", "node.hosts": ["db1"], "node.users": ["root"],
+        "vault.approle_mount": "approle", "vault.cert_mount": "cert",
+        "vault.jwt_mount": "jwt", "vault.jwt_role": "node-n1", "vault.kubernetes_mount": "kubernetes",
+        "vault.kubernetes_role": "crdb", "node.hosts": ["db1"], "node.users": ["root"], "node.pk8": True,
         "ui.hosts": ["console.example.com"], "renew.before": "24h", "renew.jitter": "1%", "renew.retry_initial": "1s",
         "renew.retry_max": "1m", "renew.ca_check": "1h", "renew.ocsp_check": False, "renew.revoke_replaced": True,
-        "reload.signal": "HUP", "reload.command": ["true"], "reload.command_timeout": "5s",
+        "reload.signal": "HUP", "reload.command": ["true"], "reload.commands": [["true"], ["false"]],
+        "reload.command_timeout": "5s",
         "reload.verify": "tls://db1:8080", "reload.verify_timeout": "5s", "reload.rollback_on_failure": True,
     }
     if key in special:
@@ -701,7 +712,8 @@ def test_an_unknown_key_with_a_line_break_stays_on_one_line() -> None:
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    pytest.param(_with("vault", auth="ldap"), "vault.auth = 'ldap' is not one of: token, approle, cert", id="auth-choices"),
+    pytest.param(_with("vault", auth="ldap"), "vault.auth = 'ldap' is not one of: token, approle, cert, jwt, kubernetes",
+                 id="auth-choices"),
     pytest.param(_with(None, mode="split"), "mode = 'split' is not one of: standard, split-node, split-ca", id="mode-choices"),
     pytest.param(_with(None, ca_trust=1), "ca_trust must be a non-empty string", id="choice-not-a-string"),
     pytest.param(_with(None, key_type="dsa"), "key_type = 'dsa' is not one of: ec, rsa", id="key-type-choices"),

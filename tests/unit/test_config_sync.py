@@ -140,10 +140,16 @@ def test_reload_process_and_pidfile_go_together() -> None:
     pytest.param({"pidfile": "/run/c.pid", "command": ["true"]}, id="pidfile+command"),
     pytest.param({"process": "cockroach", "pidfile": "/run/c.pid", "command": ["true"]}, id="all-three"),
 ])
-def test_reload_two_targets_refused(reload: dict[str, Any]) -> None:
-    message = refused("set only one of process, pidfile or command", reload=reload)
-    for key in reload:
-        assert key in message
+def test_a_signal_and_a_command_go_together(reload: dict[str, Any]) -> None:
+    """The signal first, then the command (docs/sync.md "Reload and verification")."""
+    r = config(reload=reload).reload
+    assert r.commands == (("true",),)
+    assert (r.process, r.pidfile) == (reload.get("process"), reload.get("pidfile"))
+
+
+def test_command_and_commands_together_are_refused() -> None:
+    refused("set reload.command (one command) or reload.commands (a list of them), not both",
+            reload={"command": ["a"], "commands": [["b"]]})
 
 
 @pytest.mark.parametrize("sig", [

@@ -248,9 +248,8 @@ def test_plan_node_adds_ui_when_ui_mount_set(mode: Mode) -> None:
     assert ui.dns_sans == ("console.example.com",)
     assert ui.ip_sans == ("192.0.2.7",)
     assert ui.ekus == SERVER
-    assert ui.trust == TrustSpec("pki-ui", None)
-    assert TrustSpec("pki-ui", None) in plan.trusts
-    assert all(t.file != "ca-ui.crt" for t in plan.ca_files)   # UI CA is never written into the dir
+    assert ui.trust == TrustSpec("pki-ui", "ca-ui.crt")
+    assert TrustSpec("pki-ui", "ca-ui.crt") in plan.ca_files   # CockroachDB's own console client trusts ca-ui.crt
 
 
 @pytest.mark.parametrize("mode", [pytest.param(m, id=m.value) for m in Mode])

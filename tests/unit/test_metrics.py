@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from vaultpki.daemon.metrics import Health, Metrics, MetricsServer, crdb_type
+from vaultpki.daemon.metrics import PASS_FAILURES_UNHEALTHY, Health, Metrics, MetricsServer, crdb_type
 
 NOW_TS = 1_900_000_000.0
 NOT_AFTER = NOW_TS + 10 * 86400
@@ -122,7 +122,8 @@ def test_each_metrics_has_its_own_registry() -> None:
 @pytest.mark.parametrize(("due", "failures", "healthy"), [
     pytest.param((), 0, True, id="nothing"),
     pytest.param(("node.crt",), 0, True, id="due-but-not-failing-yet"),
-    pytest.param((), 3, True, id="failing-but-nothing-due"),
+    pytest.param((), PASS_FAILURES_UNHEALTHY - 1, True, id="failing-but-nothing-due-yet"),
+    pytest.param((), PASS_FAILURES_UNHEALTHY, False, id="failing-with-nothing-due-for-too-long"),
     pytest.param(("node.crt",), 1, False, id="due-and-failing"),
 ])
 def test_health(metrics: Metrics, due: tuple[str, ...], failures: int, healthy: bool) -> None:

@@ -225,8 +225,6 @@ def _node(pki, cas, **kw):  # type: ignore[no-untyped-def]
                      id="node-missing-client-auth"),
         pytest.param("client.marc", lambda p, c, n: _client(p, c, ekus=[CLIENT, SERVER]),
                      "extended key usage is [clientAuth, serverAuth], expected [clientAuth]", id="client-extra-server-auth"),
-        pytest.param("client.marc", lambda p, c, n: _client(p, c, ekus=[CLIENT, ExtendedKeyUsageOID.CODE_SIGNING]),
-                     "1.3.6.1.5.5.7.3.3", id="client-extra-other-eku"),
         pytest.param("client.marc", lambda p, c, n: _client(p, c, ekus=None), "no extended key usage", id="no-eku-ext"),
         pytest.param("ui", lambda p, c, n: p.leaf("console.example.com", c.root, dns=["console.example.com"], ekus=[CLIENT]),
                      "lacks serverAuth", id="ui-without-server-auth"),
@@ -543,7 +541,8 @@ def test_judge_rotated_ca_bundle(standard, pki, cas, now) -> None:  # type: igno
 
 def test_judge_ui_checked_against_ca_ui(standard, pki, cas, now) -> None:  # type: ignore[no-untyped-def]
     standard.put("ui", pki.leaf("console.example.com", cas.other, dns=["console.example.com"], ekus=[SERVER]))
-    assert judge(standard.state(), now) == []       # no ca-ui.crt: browsers' trust, not ours
+    # no ca-ui.crt: CockroachDB's own console client falls back to ca.crt, which did not sign ui.crt
+    assert [(p.file, p.severity) for p in judge(standard.state(), now)] == [("ca-ui.crt", "warning")]
     standard.files["ca-ui.crt"] = cas.root.cert_pem
     assert has(judge(standard.state(), now), "ui.crt", "does not chain")
     standard.files["ca-ui.crt"] = cas.other.cert_pem

@@ -13,13 +13,22 @@ import msgspec
 
 from vaultpki import config as config_mod
 from vaultpki.cli.context import _Ctx, chosen_dir, utc_now
-from vaultpki.cli.output import echo_json
-from vaultpki.core.report import OcspOutcome, StatusReport, ocsp_questions, problems_of, status_report, verify_report
+from vaultpki.cli.output import emit
+from vaultpki.core.layout import plan_node
+from vaultpki.core.renewal import RenewPolicy
+from vaultpki.core.report import (
+    FileRow,
+    OcspOutcome,
+    StatusReport,
+    ocsp_questions,
+    problems_of,
+    status_report,
+    verify_report,
+)
 from vaultpki.core.snapshot import DirState, Expectation
 from vaultpki.core.validate import Problem
 from vaultpki.daemon.pending import read_pending
 from vaultpki.errors import InputError, VaultpkiError
-from vaultpki.store.certs_dir import CertsDir
 from vaultpki.vault import ocsp
 
 
@@ -35,15 +44,16 @@ def _load_dir(obj: _Ctx, certs_dir: str | None) -> tuple[DirState, Expectation |
     return target.snapshot(), _expectation(cfg, target.path, cfg.certs_dir if cfg else None)
 
 
-def _ocsp_states(state: DirState) -> dict[str, OcspOutcome]:
-    """Per leaf file: the OcspResult from the responder named in the certificate, or why there is none."""
+def _ocsp_states(state: DirState, ca_cert: str | None) -> dict[str, OcspOutcome]:
+    """Per leaf file: the OcspResult from the responder named in the certificate, or why there is none;
+    ``ca_cert`` (the configuration's ``vault.ca_cert``) is trusted beside the system's store."""
     results: dict[str, OcspOutcome] = {}
     for name, question in ocsp_questions(state).items():
         if isinstance(question, str):
             results[name] = question
             continue
         try:
-            results[name] = ocsp.query(*question, now=utc_now())
+            results[name] = ocsp.query(*question, now=utc_now(), ca_cert=ca_cert)
         except VaultpkiError as exc:
             results[name] = str(exc)
     return results
@@ -53,8 +63,13 @@ def _judged(obj: _Ctx, certs_dir: str | None, check_ocsp: bool,
             now: dt.datetime) -> tuple[DirState, list[Problem], dict[str, OcspOutcome]]:
     """A certs-dir, its problems, and (with ``check_ocsp``) each leaf's OCSP answer."""
     state, expect = _load_dir(obj, certs_dir)
-    ocsp_results = _ocsp_states(state) if check_ocsp else {}
+    vault_ca = obj.config(vault_needed=False).vault.ca_cert if check_ocsp and obj.config_path else None
+    ocsp_results = _ocsp_states(state, vault_ca) if check_ocsp else {}
     return state, problems_of(state, now, expect, ocsp_results), ocsp_results
+
+
+# What `vaultpki --help` and the man pages' NAME lines say of each (click would cut the docstring short).
+_SHORT_HELP = {"status": "Show every certificate file of a certs-dir.", "verify": "Judge a certs-dir as CockroachDB would."}
 
 
 def _inspecting(command: Callable[..., None]) -> click.Command:
@@ -62,11 +77,11 @@ def _inspecting(command: Callable[..., None]) -> click.Command:
     for option in reversed((
         click.option("--certs-dir", metavar="DIR", help="The certs-dir to look at (default: certs_dir from the config)."),
         click.option("--ocsp", "check_ocsp", is_flag=True, help="Also ask each certificate's OCSP responder (network)."),
-        click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON document (docs/json.md)."),
         click.pass_obj,
     )):
         command = option(command)
-    return click.command()(command)
+    return click.command(short_help=_SHORT_HELP[command.__name__])(command)
 
 
 @_inspecting
@@ -75,7 +90,7 @@ def verify(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
     state, problems, _ = _judged(obj, certs_dir, check_ocsp, utc_now())
     report = verify_report(state, problems)
     if as_json:
-        echo_json(msgspec.to_builtins(report))
+        emit(report.ok, msgspec.to_builtins(report))
     else:
         for problem in problems:
             click.echo(str(problem), err=problem.severity == "error")
@@ -87,17 +102,34 @@ def verify(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
 
 @_inspecting
 def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) -> None:
-    """Every certificate file: kind, subject, SANs, issuer, serial, expiry, time left, problems."""
+    """Every certificate file: kind, subject, SANs, issuer, serial, expiry, time left, problems, and when
+    sync renews it."""
     now = utc_now()
     state, problems, ocsp_results = _judged(obj, certs_dir, check_ocsp, now)
     if not state.exists:
         # A mistyped path is bad input, not an empty report a monitoring script would read as "all fine".
         raise InputError(f"certs-dir {state.path} does not exist")
-    report = status_report(state, problems, now, ocsp_results, read_pending(CertsDir(Path(state.path))))
+    policy, renewed = _renewal_inputs(obj, state)
+    # The store as the config has it: a certs-dir owned by the configured owner is no intruder's.
+    store, _ = chosen_dir(obj, certs_dir)
+    report = status_report(state, problems, now, ocsp_results, read_pending(store), policy, renewed)
     if as_json:
-        echo_json(msgspec.to_builtins(report))
+        emit(True, msgspec.to_builtins(report))      # status reports; judging is verify's (its exit code)
         return
     _print_status(report)
+
+
+def _renewal_inputs(obj: _Ctx, state: DirState) -> tuple[RenewPolicy | None, frozenset[str]]:
+    """The ``[renew]`` policy and the leaf files ``sync`` renews, when the dir looked at is the config's own
+    (another dir, such as a user's, is not the daemon's: no schedule)."""
+    cfg = obj.config(vault_needed=False) if obj.config_path else None
+    if cfg is None or cfg.certs_dir is None or Path(state.path).resolve() != cfg.certs_dir.resolve():
+        return None, frozenset()
+    try:
+        plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users)
+    except VaultpkiError:           # a config sync would refuse: it renews nothing
+        return None, frozenset()
+    return cfg.renew, frozenset(spec.cert_file for spec in plan.certs)
 
 
 def _print_status(report: StatusReport) -> None:
@@ -107,6 +139,10 @@ def _print_status(report: StatusReport) -> None:
         pending = report.reload_pending
         click.echo(f"RELOAD PENDING since {pending.since} ({pending.reason}; "
                    f"{pending.failures} failed attempt(s)): the daemon tries again at every pass")
+        if pending.remaining:
+            click.echo(f"  still to run: {', then '.join(pending.remaining)}")
+        if pending.done:
+            click.echo(f"  already ran:  {', '.join(pending.done)}")
     for row in report.files:
         click.echo(f"{row.file} ({row.kind})")
         for cert in row.certificates:
@@ -120,6 +156,26 @@ def _print_status(report: StatusReport) -> None:
             click.echo(f"  OCSP    {row.ocsp}")
         for message in row.problems:
             click.echo(f"  PROBLEM {message}")
+        _print_renewal(row)
+
+
+def _print_renewal(row: FileRow) -> None:
+    """When sync renews the file: the time, then what it comes from (the window and the jitter)."""
+    plan = row.renewal
+    if plan is None:
+        return
+    when = "due: the next pass renews it" if plan.due else f"in {_span(plan.seconds_until)}"
+    click.echo(f"  renews  {plan.renew_at}  ({when})")
+    floor = "; the window is wider than half the lifetime, so it renews at half-life" if plan.floored else ""
+    click.echo(f"  window  opens {plan.window_opens} (renew.before); jitter ±{plan.jitter_seconds}s "
+               f"(renew.jitter), {plan.jitter_offset_seconds:+d}s for this serial{floor}")
+
+
+def _span(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{days}d {hours}h" if days else f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"
 
 
 def _time_left(seconds: int) -> str:

@@ -10,7 +10,7 @@ import click
 
 from vaultpki import config as config_mod
 from vaultpki.cli.context import DEFAULT_USER_DIR, _Ctx, node_dir, one_shot_vault, utc_now
-from vaultpki.cli.output import echo_json, report_dry_run, report_issued
+from vaultpki.cli.output import report_dry_run, report_issued
 from vaultpki.core.issue import IssuedSet, IssueOptions, obtain, obtain_partial
 from vaultpki.core.layout import FileContent, Plan, plan_node, plan_user, validate_username
 from vaultpki.errors import InputError
@@ -33,22 +33,22 @@ def _issue_and_write(cfg: config_mod.Config, plan: Plan, target: CertsDir) -> Is
     return issued
 
 
-@click.command("issue-node")
+@click.command("issue-node", short_help="Issue this node's certificates, as one set.")
 @click.option("--certs-dir", metavar="DIR", help="Override certs_dir from the config.")
 @click.option("--user", "users", metavar="NAME", multiple=True,
               help="Also write client.NAME.crt/.key into the set (repeatable; adds to node.users).")
 @click.option("--dry-run", is_flag=True, help="Print what would be issued and written; mint nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (docs/json.md).")
 @click.pass_obj
 def issue_node(obj: _Ctx, certs_dir: str | None, users: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
     """Issue everything this node needs for the configured mode (and ui.crt when configured), as one set."""
     cfg = obj.config()
-    plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, (*cfg.node_users, *users))
+    plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, (*cfg.node_users, *users), pk8=cfg.node_pk8)
     target = CertsDir(node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))
     if dry_run:
         report_dry_run(cfg, plan, target, as_json)
         return
-    report_issued(_issue_and_write(cfg, plan, target), target, as_json)
+    report_issued(cfg, plan, _issue_and_write(cfg, plan, target), target, as_json)
 
 
 def _read_user_list(source: str) -> str:
@@ -85,32 +85,37 @@ def _read_users(source: str) -> list[str]:
     return list(users)
 
 
-@click.command("issue-user")
+@click.command("issue-user", short_help="Issue SQL users' client certificates.")
 @click.argument("user", required=False)
 @click.option("--from-file", "from_file", metavar="FILE", help="Issue for every user in FILE (one per line; - for stdin).")
 @click.option("--certs-dir", metavar="DIR", default=DEFAULT_USER_DIR, show_default=True,
               help="Where to write client.USER.crt/.key and ca.crt.")
 @click.option("--owner", metavar="USER", help="Owner of the written files (default: you).")
 @click.option("--group", metavar="GROUP", help="Group of the written files.")
+@click.option("--pk8", is_flag=True,
+              help="Also write the key as client.USER.key.pk8 (PKCS#8 DER, for Java's JDBC driver), mode as the .key.")
 @click.option("--dry-run", is_flag=True, help="Print what would be issued and written; mint nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document, the same for USER and --from-file.")
 @click.pass_obj
 def issue_user(obj: _Ctx, user: str | None, from_file: str | None, certs_dir: str, owner: str | None,
-               group: str | None, dry_run: bool, as_json: bool) -> None:
-    """Issue client.USER.crt/.key (CN=USER) and ca.crt for SQL user USER (or every user of --from-file)."""
+               group: str | None, pk8: bool, dry_run: bool, as_json: bool) -> None:
+    """Issue client.USER.crt/.key (CN=USER) and ca.crt for SQL user USER (or every user of --from-file).
+
+    Without --pk8, a re-issue removes an earlier client.USER.key.pk8 of vaultpki's: it would hold the
+    replaced key."""
     if (user is None) == (from_file is None):
         raise click.UsageError("give exactly one of USER or --from-file")
     # Every name is validated before any path is built or any request made.
     users = [validate_username(user)] if user is not None else _read_users(from_file or "-")
     cfg = obj.config()
-    plans = [plan_user(cfg.mode, cfg.pki, u) for u in users]
+    plans = [plan_user(cfg.mode, cfg.pki, u, pk8=pk8) for u in users]
     plan = Plan(trusts=plans[0].trusts, certs=tuple(c for p in plans for c in p.certs))
     target = CertsDir(config_mod.expand_path(certs_dir, "--certs-dir", InputError), resolve_owner(owner, group))
     if dry_run:
-        report_dry_run(cfg, plan, target, as_json)
+        report_dry_run(cfg, plan, target, as_json, users=True)
         return
     if user is not None:
-        report_issued(_issue_and_write(cfg, plan, target), target, as_json)
+        report_issued(cfg, plan, _issue_and_write(cfg, plan, target), target, as_json, users=True)
         return
     _issue_many(cfg, plan, target, as_json)
 
@@ -136,17 +141,7 @@ def _issue_many(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_json: b
         issued, failed = obtain_partial(plan, one_shot_vault(cfg), _options(cfg), utc_now, None,
                                         progress=lambda _name: bar.update(1), sink=write, streamed=True)
     failures = {name.removeprefix("client.").removesuffix(".crt"): str(exc) for name, exc in failed.items()}
-    if as_json:
-        echo_json({
-            "certs_dir": str(target.path),
-            "issued": [{"user": leaf.spec.common_name, "serial": leaf.serial, "not_after": leaf.not_after.isoformat()}
-                       for leaf in issued.leaves],
-            "failed": [{"user": u, "error": e} for u, e in failures.items()],
-        })
-    else:
-        click.echo(f"issued {len(issued.leaves)} of {len(plan.certs)} user certificates into {target.path}")
-        for name, error in failures.items():
-            click.echo(f"vaultpki: error: {name}: {error}", err=True)
+    report_issued(cfg, plan, issued, target, as_json, users=True, bulk=True, failed=failures)
     if failures:
         sys.exit(1)
 

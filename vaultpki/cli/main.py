@@ -17,6 +17,7 @@ import msgspec
 
 from vaultpki.cli.ca import ca
 from vaultpki.cli.context import _Ctx
+from vaultpki.cli.init import init
 from vaultpki.cli.inspection import status, verify
 from vaultpki.cli.issuing import issue_node, issue_user
 from vaultpki.cli.provision import provision
@@ -62,14 +63,28 @@ class _Group(click.Group):
             _fail(exc, bool(ctx.obj and ctx.obj.debug) or "--debug" in sys.argv)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             short_help="CockroachDB certs-dirs from Vault/OpenBao PKI.")
 @click.option("--config", "config_path", envvar="VAULTPKI_CONFIG", metavar="FILE",
               help="TOML configuration (default: $VAULTPKI_CONFIG).")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(package_name="vaultpki")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
-    """Issue and keep fresh CockroachDB certificates from Vault / OpenBao PKI."""
+    """Issue and keep fresh CockroachDB certificates from Vault / OpenBao PKI.
+
+    The configuration is a TOML file named by --config FILE (before or after the command) or
+    $VAULTPKI_CONFIG; `vaultpki init` writes a commented one. Vault's address, CA bundle and token come
+    from it, else from $BAO_ADDR/$VAULT_ADDR, $BAO_CACERT/$VAULT_CACERT, and $BAO_TOKEN/$VAULT_TOKEN or
+    ~/.vault-token.
+
+    Exit status: 0 on success; 1 for an operational failure (Vault, the certs-dir, a check that failed);
+    2 for bad input or configuration. Every error is one line on stderr, and nothing is written. With
+    --json, a command prints one JSON document on stdout.
+
+    Shell completion for bash: eval "$(_VAULTPKI_COMPLETE=bash_source vaultpki)" (zsh_source and
+    fish_source for zsh and fish).
+    """
     ctx.obj = _Ctx(config_path, debug)
 
 
@@ -81,7 +96,7 @@ def _config_after(ctx: click.Context, _param: click.Parameter, value: str | None
 
 def _accept_config(command: click.Command) -> None:
     """Let ``--config`` follow the subcommand too (``vaultpki status --config f``), in every subcommand of a group."""
-    command.params.append(click.Option(["--config"], "config_after", metavar="FILE", expose_value=False,
+    command.params.append(click.Option(["--config", "config_after"], metavar="FILE", expose_value=False,
                                        callback=_config_after, help="TOML configuration (as before the subcommand)."))
     if isinstance(command, click.Group):
         for sub in command.commands.values():
@@ -91,3 +106,4 @@ def _accept_config(command: click.Command) -> None:
 for _command in (issue_node, issue_user, sync, status, verify, rollback, revoke_user, revoke, ca, provision):
     _accept_config(_command)
     main.add_command(_command)
+main.add_command(init)          # writes a configuration: it reads none

@@ -9,11 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+import msgspec
 
 from vaultpki import config as config_mod
 from vaultpki.cli.context import _Ctx, node_dir
+from vaultpki.cli.output import emit
 from vaultpki.core.layout import plan_node
 from vaultpki.core.report import renewal_outlook
+from vaultpki.daemon.actions import Actions
 from vaultpki.daemon.clock import SystemClock
 from vaultpki.daemon.metrics import Metrics, MetricsServer
 from vaultpki.daemon.probe import EndpointProber
@@ -29,18 +32,19 @@ from vaultpki.store.ownership import resolve_owner
 from vaultpki.vault.client import HttpVault
 
 
-def _reloader(cfg: config_mod.Config) -> Reloader:
-    """How the database learns of new files: the configured signal or command, else nothing."""
+def _reloader(cfg: config_mod.Config) -> Actions:
+    """What runs after a write, in order: the configured signal, then each command; else nothing."""
     r = cfg.reload
     sig = parse_signal(r.signal)
+    actions: list[Reloader] = []
     if r.pidfile:      # (with reload.process too: the pid must be that process)
         owner = resolve_owner(cfg.owner, cfg.group)
-        return SignalByPidfile.for_files_of(Path(r.pidfile), sig, r.process, owner.uid, owner.gid)
-    if r.process:
-        return SignalByName(r.process, sig)
-    if r.command:
-        return RunCommand(r.command, float(r.command_timeout))   # gets our environment minus Vault credentials
-    return NoReload()
+        actions.append(SignalByPidfile.for_files_of(Path(r.pidfile), sig, r.process, owner.uid, owner.gid))
+    elif r.process:
+        actions.append(SignalByName(r.process, sig))
+    # Each gets our environment minus the Vault credentials, plus what was renewed (daemon.actions).
+    actions += [RunCommand(argv, float(r.command_timeout)) for argv in r.commands]
+    return Actions(tuple(actions) or (NoReload(),))
 
 
 def _syncer_factory(certs_dir: str | None, metrics: Metrics, log: logging.Logger,
@@ -61,10 +65,21 @@ def _listen_addr(text: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
-def _dry_run(syncer: Syncer) -> None:
+def _dry_run(syncer: Syncer, as_json: bool) -> None:
     """One look: what is due and what would be done; exit 1 when Vault could not be asked."""
     decisions, vault_error = syncer.preview()
     outlook = renewal_outlook(decisions)
+    if as_json:
+        upcoming = outlook.next_renewal
+        emit(vault_error is None, {
+            "dry_run": True, "certs_dir": str(syncer.store.path),
+            "due": [{"file": d.file, "reason": d.reason, "at": d.at.isoformat()} for d in outlook.due],
+            "next_renewal": upcoming.isoformat() if upcoming else None,
+            "reload": syncer.reloader.describe(), "verify": syncer.cfg.reload.verify,
+            "error": str(vault_error) if vault_error is not None else None})
+        if vault_error is not None:
+            sys.exit(1)
+        return
     for decision in outlook.due:
         click.echo(f"would renew {decision.file}: {decision.reason}")
     if outlook.due:
@@ -78,13 +93,26 @@ def _dry_run(syncer: Syncer) -> None:
         sys.exit(1)
 
 
-def _once(syncer: Syncer) -> None:
+def _once(syncer: Syncer, as_json: bool) -> None:
     """One pass (cron, a systemd timer): exit 0 when it went well, 1 with one line per failure."""
     report = syncer.run_pass()
+    if as_json:
+        pending = syncer.pending.current      # what a reload is still owed, after this pass
+        emit(report.ok, {
+            "dry_run": False, "certs_dir": str(syncer.store.path),
+            "renewed": [{"file": leaf.spec.cert_file, "serial": leaf.serial, "not_after": leaf.not_after.isoformat()}
+                        for leaf in report.renewed],
+            "failures": list(report.failures), "reloaded": report.reloaded, "verified": report.verified,
+            "reload_pending": msgspec.to_builtins(pending),      # as status --json has it (null: none)
+            "next_renewal": report.next_renewal.isoformat() if report.next_renewal else None,
+            "next_wake": report.next_wake.isoformat() if report.next_wake else None})
+        if not report.ok:
+            sys.exit(1)
+        return
     for leaf in report.renewed:
         click.echo(f"renewed {leaf.spec.cert_file} (serial {leaf.serial}, expires {leaf.not_after:%Y-%m-%d %H:%M:%S}Z)")
     if report.ok:
-        when = f"; next renewal {report.next_wake:%Y-%m-%d %H:%M:%S}Z" if report.next_wake else ""
+        when = f"; next renewal {report.next_renewal:%Y-%m-%d %H:%M:%S}Z" if report.next_renewal else ""
         click.echo((f"renewed; reload: {syncer.reloader.describe()}" if report.renewed else "nothing due") + when)
         if syncer.pending.current is not None:
             click.echo(f"reload pending ({syncer.pending.current.reason}); the next pass tries again")
@@ -94,16 +122,19 @@ def _once(syncer: Syncer) -> None:
     sys.exit(1)
 
 
-@click.command()
+@click.command(short_help="Keep this node's certs-dir fresh.")
 @click.option("--once", is_flag=True, help="One pass, then exit (for cron or a systemd timer): 0 ok, 1 failed.")
 @click.option("--certs-dir", metavar="DIR", help="Override certs_dir from the config.")
 @click.option("--metrics-addr", metavar="HOST:PORT", help="Serve /metrics and /healthz here (daemon mode).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--dry-run", is_flag=True, help="One look: print what is due and what would be done; mint nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --once or --dry-run: print one JSON document (docs/json.md).")
 @click.pass_obj
 def sync(obj: _Ctx, once: bool, certs_dir: str | None, metrics_addr: str | None, log_format: str,
-         dry_run: bool) -> None:
+         dry_run: bool, as_json: bool) -> None:
     """Keep this node's certs-dir fresh: renew what is due, reload the database, verify it took."""
+    if as_json and not (once or dry_run):
+        raise click.UsageError("--json goes with --once or --dry-run (the daemon logs JSON with --log-format json)")
     listen = _listen_addr(metrics_addr) if metrics_addr else None
     log = setup(log_format)
     clock = SystemClock()
@@ -111,10 +142,10 @@ def sync(obj: _Ctx, once: bool, certs_dir: str | None, metrics_addr: str | None,
     build = _syncer_factory(certs_dir, metrics, log, clock.now)
     syncer = build(obj.config())
     if dry_run:
-        _dry_run(syncer)
+        _dry_run(syncer, as_json)
         return
     if once:
-        _once(syncer)
+        _once(syncer, as_json)
         return
     server = None
     if listen is not None:

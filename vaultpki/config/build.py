@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vaultpki.config.env_overrides import apply_overrides
-from vaultpki.config.records import HOME_TOKEN_FILE, Config, ReloadConfig, TokenSource, VaultConfig
+from vaultpki.config.records import HOME_TOKEN_FILE, KUBERNETES_TOKEN_FILE, Config, ReloadConfig, TokenSource, VaultConfig
 from vaultpki.config.schema import PkiTable, ReloadTable, RenewTable, VaultTable, check_strings, read_file
 from vaultpki.config.values import (
     HEADER_UNSAFE,
@@ -84,6 +84,7 @@ def _parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str, vault_ne
         retry_max=parse_duration(doc.renew.retry_max, "renew.retry_max"),
         reload=_parse_reload(doc.reload),
         node_users=_node_users(doc.node.users),
+        node_pk8=doc.node.pk8,
     )
     _check_combination(config)
     return config
@@ -123,21 +124,25 @@ def _node_users(users: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _parse_reload(t: ReloadTable) -> ReloadConfig:
+    """The actions after a write: the signal (``process``, ``pidfile``, or both: the pid in the pidfile must
+    then be that process), then the commands (``command`` is a list of one), in order."""
+    if t.command and t.commands:
+        raise ConfigError("reload: set reload.command (one command) or reload.commands (a list of them), not both")
+    for number, argv in enumerate(t.commands, start=1):
+        if not argv:
+            raise ConfigError(f"reload.commands: command {number} is empty (a command is a list such as "
+                              '["systemctl", "reload", "haproxy"])')
     reload = ReloadConfig(
         signal=parse_signal(t.signal).name if t.signal is not None else "SIGHUP",
         process=t.process,
         pidfile=t.pidfile,
         command=t.command,
+        commands=(t.command,) if t.command else t.commands,
         command_timeout=parse_duration(t.command_timeout, "reload.command_timeout"),
         verify=t.verify,
         verify_timeout=parse_duration(t.verify_timeout, "reload.verify_timeout"),
         rollback_on_failure=t.rollback_on_failure,
     )
-    # process and pidfile go together: the pid in the pidfile must then be that process.
-    chosen = [k for k, v in (("process", reload.process), ("pidfile", reload.pidfile), ("command", reload.command)) if v]
-    if len(chosen) > 1 and chosen != ["process", "pidfile"]:
-        raise ConfigError(f"reload: set only one of process, pidfile or command (got {', '.join(chosen)}; "
-                          "process and pidfile may go together)")
     if reload.verify is not None:
         parse_endpoint(reload.verify)       # a postgres:// or tls:// host:port, refused now rather than at reload
     return reload
@@ -204,6 +209,11 @@ def _parse_vault(t: VaultTable, env: Mapping[str, str], vault_needed: bool) -> V
         cert_role=t.cert_role,
         cert_file=t.cert_file,
         key_file=t.key_file,
+        jwt_mount=check_mount(t.jwt_mount, "vault.jwt_mount"),
+        jwt_role=None if t.jwt_role is None else check_role(t.jwt_role, "vault.jwt_role"),
+        jwt_file=t.jwt_file or (KUBERNETES_TOKEN_FILE if t.auth == "kubernetes" else None),
+        kubernetes_mount=check_mount(t.kubernetes_mount, "vault.kubernetes_mount"),
+        kubernetes_role=None if t.kubernetes_role is None else check_role(t.kubernetes_role, "vault.kubernetes_role"),
     )
     _check_vault_auth(vault)
     return vault
@@ -224,6 +234,25 @@ def _check_vault_auth(vault: VaultConfig) -> None:
         raise ConfigError("vault.auth = 'cert' needs vault.cert_file and vault.key_file")
     if vault.auth == "cert" and not all(a.startswith("https://") for a in vault.addrs):
         raise ConfigError("vault.auth = 'cert' needs an https:// Vault address (the certificate is sent in the TLS handshake)")
+    _check_jwt_auth(vault)
+
+
+# Which login method reads which of the JWT keys: any other method given one is a mistake worth a line
+# (a jwt_file next to auth = "token" would otherwise be silently ignored, and the token used instead).
+_JWT_KEYS = {"jwt_role": ("jwt",), "kubernetes_role": ("kubernetes",), "jwt_file": ("jwt", "kubernetes")}
+
+
+def _check_jwt_auth(vault: VaultConfig) -> None:
+    """What jwt and kubernetes auth need; their keys set for another login method."""
+    if vault.auth == "jwt" and not (vault.jwt_role and vault.jwt_file):
+        raise ConfigError("vault.auth = 'jwt' needs vault.jwt_role and vault.jwt_file (the file holding the JWT, such as a "
+                          "projected service-account token)")
+    if vault.auth == "kubernetes" and not vault.kubernetes_role:
+        raise ConfigError("vault.auth = 'kubernetes' needs vault.kubernetes_role")
+    for key, methods in _JWT_KEYS.items():
+        if getattr(vault, key) is not None and vault.auth not in methods:
+            raise ConfigError(f"vault.{key} is set, but vault.auth = {vault.auth!r} does not use it (it is for auth = "
+                              f"{' or '.join(repr(m) for m in methods)})")
 
 
 def _parse_pki(t: PkiTable) -> PkiNames:

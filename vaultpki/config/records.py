@@ -14,9 +14,12 @@ from vaultpki.core.layout import Mode, PkiNames
 from vaultpki.core.renewal import RenewPolicy
 from vaultpki.redact import redacted_repr
 
-__all__ = ["HOME_TOKEN_FILE", "Config", "ReloadConfig", "TokenSource", "VaultConfig", "VaultLogin"]
+__all__ = ["HOME_TOKEN_FILE", "KUBERNETES_TOKEN_FILE", "Config", "ReloadConfig", "TokenSource", "VaultConfig", "VaultLogin"]
 
 HOME_TOKEN_FILE = "~/.vault-token"
+# Where the kubelet puts a pod's service-account token when the pod automounts it: vault.jwt_file's
+# default with auth = "kubernetes".
+KUBERNETES_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 class TokenSource(msgspec.Struct, frozen=True, kw_only=True):
@@ -43,6 +46,11 @@ class VaultLogin(msgspec.Struct, frozen=True, kw_only=True):
     cert_role: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    jwt_mount: str = "jwt"
+    jwt_role: str | None = None
+    jwt_file: str | None = None           # a JWT (for kubernetes auth: the pod's service-account token)
+    kubernetes_mount: str = "kubernetes"
+    kubernetes_role: str | None = None
 
 
 class VaultConfig(VaultLogin, frozen=True):
@@ -66,7 +74,8 @@ class ReloadConfig(msgspec.Struct, frozen=True):
     signal: str = "SIGHUP"
     process: str | None = None           # exact process name, like `pkill -x`
     pidfile: str | None = None           # first line is the pid
-    command: tuple[str, ...] = ()        # run instead of a signal (no shell)
+    command: tuple[str, ...] = ()        # as written: ``commands`` holds it as its one command
+    commands: tuple[tuple[str, ...], ...] = ()   # run after the signal, in order (no shell)
     command_timeout: int = 60
     verify: str | None = None            # postgres://host:port or tls://host:port
     verify_timeout: int = 15
@@ -93,3 +102,4 @@ class Config(msgspec.Struct, frozen=True):
     retry_max: float = 300.0      # ...and the cap
     reload: ReloadConfig = ReloadConfig()
     node_users: tuple[str, ...] = ()   # SQL users whose client certs the node's certs-dir also holds
+    node_pk8: bool = False             # their keys also as client.<user>.key.pk8 (PKCS#8 DER, for Java)

@@ -24,7 +24,7 @@ __all__ = [
     "config_keys", "read_file",
 ]
 
-AuthMethod = Literal["token", "approle", "cert"]
+AuthMethod = Literal["token", "approle", "cert", "jwt", "kubernetes"]
 CaTrust = Literal["issuer", "root"]
 IssueMethod = Literal["sign", "issue"]
 
@@ -59,10 +59,12 @@ class PkiTable(_Table, frozen=True):
 
 
 class NodeTable(_Table, frozen=True):
-    """``[node]``: the node certificate's host names, and the users whose client certs sit beside it."""
+    """``[node]``: the node certificate's host names, and the users whose client certs sit beside it (with
+    their keys also as PKCS#8 DER when ``pk8``)."""
 
     hosts: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
+    pk8: bool = False
 
 
 class UiTable(_Table, frozen=True):
@@ -90,6 +92,7 @@ class ReloadTable(_Table, frozen=True):
     process: str | None = None
     pidfile: str | None = None
     command: tuple[str, ...] = ()
+    commands: tuple[tuple[str, ...], ...] = ()
     command_timeout: str = "60s"
     verify: str | None = None
     verify_timeout: str = "15s"
@@ -204,6 +207,8 @@ def _expected(kind: Any) -> str:
         return "must be a positive number"
     if kind is int or int in get_args(kind):
         return "must be an integer"
+    if get_origin(kind) is tuple and get_origin(get_args(kind)[0]) is tuple:
+        return 'must be a list of commands, each a list of non-empty strings (e.g. [["systemctl", "reload", "haproxy"]])'
     if get_origin(kind) is tuple or any(get_origin(arg) is tuple for arg in get_args(kind)):
         return "must be a list of non-empty strings"
     return "must be a non-empty string"
@@ -221,7 +226,8 @@ def check_strings(table: _Table, prefix: str = "") -> None:
             if "\x00" in value:
                 raise ConfigError(f"{key} has a NUL character")
         elif isinstance(value, tuple):
+            value = tuple(part for item in value for part in (item if isinstance(item, tuple) else (item,)))
             if not all(item.strip() for item in value):
-                raise ConfigError(f"{key} must be a list of non-empty strings")
+                raise ConfigError(f"{key} {_expected(field.type)}")
             if any("\x00" in item for item in value):
                 raise ConfigError(f"{key} has a NUL character")

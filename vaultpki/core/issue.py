@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 import msgspec
 from cryptography import x509
 
-from vaultpki.core import crypto
+from vaultpki.core import crypto, pkcs8
 from vaultpki.core.layout import CertSpec, FileContent, Plan, TrustSpec
 from vaultpki.core.ports import Answers, CaMaterial, Clock, IssuedCert, IssueRequest, Progress, SignRequest, Sink, VaultPort
 from vaultpki.core.validate import check_issued
@@ -120,7 +120,8 @@ def _judge_one(
     spec: CertSpec, key: crypto.PrivateKey | None, issued: IssuedCert, anchors: list[x509.Certificate],
     options: IssueOptions, now: dt.datetime,
 ) -> tuple[IssuedLeaf, list[FileContent]]:
-    """What Vault returned for one leaf, checked as CockroachDB will check it, as the bytes of its two files."""
+    """What Vault returned for one leaf, checked as CockroachDB will check it, as the bytes of its files (the
+    certificate, the key, and the key's PKCS#8 copy when the spec asks for one)."""
     where = f"{spec.mount}/{options.method}/{spec.role}"
     if key is None:
         try:
@@ -137,6 +138,11 @@ def _judge_one(
         FileContent(spec.cert_file, crypto.certs_to_pem(chain), secret=False),
         FileContent(spec.key_file, crypto.key_to_pem(key), secret=True),
     ]
+    if spec.pk8:
+        der = pkcs8.to_der(key)
+        if (problem := pkcs8.content_problem(der, key, spec.key_file)) is not None:
+            raise IssuanceRefused(f"refusing {spec.pk8_file}: it {problem}")
+        files.append(FileContent(spec.pk8_file, der, secret=True))
     return IssuedLeaf(spec, crypto.format_serial(leaf.serial_number), leaf.not_valid_after_utc), files
 
 

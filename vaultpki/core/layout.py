@@ -11,6 +11,12 @@ The three modes are those of CockroachDB's "Advanced PKI" guide:
   nodes', against ``ca-client.crt`` when it exists, so a split-CA node without a
   ``client.node.crt`` from the client CA cannot talk to its peers
   (cockroachdb/cockroach#47603). The planner never produces that layout.
+
+In every mode, a DB Console certificate from a CA of its own (``pki.ui_mount``) comes with that CA in
+``ca-ui.crt``: CockroachDB's own HTTPS client for the console trusts ``ca-ui.crt``, else ``ca.crt``
+(``GetUIClientTLSConfig``/``getUICACertLocked`` in pkg/security/certificate_manager.go). A user's key
+may also be written as ``client.<user>.key.pk8`` (PKCS#8 DER, for Java's JDBC driver), which
+CockroachDB's loader skips like every name not ending in ``.crt``.
 """
 
 from __future__ import annotations
@@ -27,13 +33,16 @@ from vaultpki.errors import ConfigError, InputError
 __all__ = [
     "CA_CLIENT_FILE",
     "CA_FILE",
+    "CA_UI_FILE",
     "CertSpec",
     "Eku",
     "FileContent",
     "FileKind",
     "Mode",
+    "PK8_SUFFIX",
     "Plan",
     "TrustSpec",
+    "pk8_key_file",
     "plan_node",
     "plan_user",
     "split_hosts",
@@ -42,6 +51,9 @@ __all__ = [
 
 CA_FILE = "ca.crt"
 CA_CLIENT_FILE = "ca-client.crt"
+CA_UI_FILE = "ca-ui.crt"
+# What `cockroach cert create-client --also-generate-pkcs8-key` appends to the key's name (pkg/security/certs.go).
+PK8_SUFFIX = ".pk8"
 MAX_USERNAME_BYTES = 63
 
 
@@ -93,6 +105,7 @@ class CertSpec(msgspec.Struct, frozen=True):
     ekus: frozenset[Eku]
     trust: TrustSpec             # the CA set this leaf must chain to
     send_common_name: bool       # user roles take the CN from the request, so an ACL can police it
+    pk8: bool = False            # also the key as PKCS#8 DER (``pk8_file``), for Java clients
 
     @property
     def cert_file(self) -> str:
@@ -101,6 +114,15 @@ class CertSpec(msgspec.Struct, frozen=True):
     @property
     def key_file(self) -> str:
         return f"{self.stem}.key"
+
+    @property
+    def pk8_file(self) -> str:
+        return self.key_file + PK8_SUFFIX
+
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        """The files of this leaf: certificate, key, and the key's PKCS#8 copy when asked for."""
+        return (self.cert_file, self.key_file, *((self.pk8_file,) if self.pk8 else ()))
 
 
 class Plan(msgspec.Struct, frozen=True):
@@ -115,9 +137,9 @@ class Plan(msgspec.Struct, frozen=True):
 
     @property
     def file_names(self) -> tuple[str, ...]:
-        """Every file the plan may write: each CA file once, then every leaf's certificate and key."""
+        """Every file the plan may write: each CA file once, then every leaf's certificate and key (and pk8)."""
         cas = dict.fromkeys(t.file for t in self.ca_files if t.file is not None)
-        return (*cas, *(name for c in self.certs for name in (c.cert_file, c.key_file)))
+        return (*cas, *(name for c in self.certs for name in c.file_names))
 
 
 class PkiNames(msgspec.Struct, frozen=True):
@@ -131,6 +153,11 @@ class PkiNames(msgspec.Struct, frozen=True):
     ui_mount: str | None
     ui_role: str | None
     root_role: str = "root"        # client.root.crt has a role (and a policy) of its own
+
+
+def pk8_key_file(name: str) -> str | None:
+    """The key a ``<stem>.key.pk8`` file is a copy of (None for any other name)."""
+    return name.removesuffix(PK8_SUFFIX) if name.endswith(".key" + PK8_SUFFIX) else None
 
 
 def split_hosts(hosts: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -212,9 +239,10 @@ def _trusts(mode: Mode, pki: PkiNames) -> tuple[TrustSpec, TrustSpec]:
 
 
 def plan_node(mode: Mode, pki: PkiNames, hosts: Sequence[str], ui_hosts: Sequence[str],
-              users: Sequence[str] = ()) -> Plan:
+              users: Sequence[str] = (), pk8: bool = False) -> Plan:
     """Everything a node's certs-dir needs in ``mode`` (plus ``ui`` when a UI mount is configured),
-    and ``client.<user>`` for each of ``users`` (``root``, say, for ``cockroach init`` on the node)."""
+    and ``client.<user>`` for each of ``users`` (``root``, say, for ``cockroach init`` on the node),
+    each with its key's PKCS#8 copy when ``pk8``."""
     users = [validate_username(u) for u in users]    # 'node' is refused: it is the node's own identity
     dns, ips = split_hosts(hosts)
     if not dns and not ips:
@@ -244,19 +272,22 @@ def plan_node(mode: Mode, pki: PkiNames, hosts: Sequence[str], ui_hosts: Sequenc
         ui_dns, ui_ips = split_hosts(ui_hosts)
         if not ui_dns and not ui_ips:
             raise ConfigError("ui.hosts is empty: the DB Console certificate needs the names browsers use")
-        ui_trust = TrustSpec(pki.ui_mount, None)
-        trusts.append(ui_trust)
+        # From a CA of its own, ui.crt needs that CA in ca-ui.crt; from the node CA, ca.crt serves.
+        ui_trust = node_ca if pki.ui_mount == pki.mount else TrustSpec(pki.ui_mount, CA_UI_FILE)
+        if ui_trust not in trusts:
+            trusts.append(ui_trust)
         certs.append(CertSpec(
             stem="ui", kind=FileKind.UI, mount=pki.ui_mount, role=_require(pki.ui_role, "ui_role", "with ui_mount"),
             common_name=(ui_dns or ui_ips)[0], dns_sans=ui_dns, ip_sans=ui_ips,
             ekus=frozenset({Eku.SERVER_AUTH}), trust=ui_trust, send_common_name=False,
         ))
-    certs += [_client_cert(pki, user, client_ca) for user in dict.fromkeys(users)]
+    certs += [_client_cert(pki, user, client_ca, pk8) for user in dict.fromkeys(users)]
     return Plan(trusts=tuple(trusts), certs=tuple(certs))
 
 
-def plan_user(mode: Mode, pki: PkiNames, user: str) -> Plan:
-    """``client.<user>.crt/.key`` plus the ``ca.crt`` a client needs to verify the nodes.
+def plan_user(mode: Mode, pki: PkiNames, user: str, pk8: bool = False) -> Plan:
+    """``client.<user>.crt/.key`` (and ``.key.pk8`` when ``pk8``) plus the ``ca.crt`` a client needs to
+    verify the nodes.
 
     In split-ca the client certificate comes from the client CA, while the client's
     ``ca.crt`` is still the node CA: it verifies the server, not itself.
@@ -266,13 +297,13 @@ def plan_user(mode: Mode, pki: PkiNames, user: str) -> Plan:
     # In split-ca the client CA anchors the leaf but is not written into a client's dir.
     leaf_trust = client_ca if client_ca is node_ca else TrustSpec(client_ca.mount, None)
     trusts = (node_ca,) if leaf_trust is node_ca else (node_ca, leaf_trust)
-    return Plan(trusts=trusts, certs=(_client_cert(pki, user, leaf_trust),))
+    return Plan(trusts=trusts, certs=(_client_cert(pki, user, leaf_trust, pk8),))
 
 
-def _client_cert(pki: PkiNames, user: str, trust: TrustSpec) -> CertSpec:
+def _client_cert(pki: PkiNames, user: str, trust: TrustSpec, pk8: bool) -> CertSpec:
     return CertSpec(
         stem=f"client.{user}", kind=FileKind.CLIENT, mount=trust.mount,
         role=pki.root_role if user == "root" else pki.user_role,
         common_name=user, dns_sans=(), ip_sans=(), ekus=frozenset({Eku.CLIENT_AUTH}),
-        trust=trust, send_common_name=True,
+        trust=trust, send_common_name=True, pk8=pk8,
     )

@@ -16,6 +16,9 @@ has reached its renewal time:
   larger than what Vault issued (a role's ``max_ttl`` clamping a long ``ttl``, or a
   "24h" window on a 1h certificate) would make every fresh certificate due at once:
   a renewal loop.
+
+Nothing here depends on when or where it is computed, so ``status`` gets from ``schedule`` the very
+time the daemon will renew a certificate, from the certificate and the ``[renew]`` policy alone.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import msgspec
 
 from vaultpki.errors import ConfigError
 
-__all__ = ["Decision", "RenewPolicy", "decide", "jitter_unit", "next_wake", "parse_percent", "renew_at"]
+__all__ = ["Decision", "RenewPolicy", "Schedule", "decide", "jitter_unit", "next_wake", "parse_percent", "renew_at",
+           "schedule"]
 
 MIN_LIFE_FRACTION = 0.5
 # ASCII digits only: Python's \d and float() also take '５' and other scripts' digits.
@@ -70,16 +74,40 @@ def jitter_unit(serial: int) -> float:
     return int.from_bytes(digest[:8], "big") / float(2**64 - 1) * 2 - 1
 
 
-def renew_at(not_before: dt.datetime, not_after: dt.datetime, serial: int, policy: RenewPolicy) -> dt.datetime:
+class Schedule(msgspec.Struct, frozen=True):
+    """When one certificate is renewed, and why then: its window, its jitter, and the time they give.
+
+    ``window_opens`` is ``not_after - window`` (``renew.before``); ``jitter_seconds`` is how far the
+    jitter may move any certificate of this lifetime (±), and ``jitter_offset_seconds`` how far it moves
+    this one (from its serial); ``renew_at`` is the window's opening moved by that offset, never before
+    half of the issued lifetime (``floored`` says when that floor decided it)."""
+
+    window_opens: dt.datetime
+    jitter_seconds: float
+    jitter_offset_seconds: float
+    renew_at: dt.datetime
+    floored: bool
+
+
+def schedule(not_before: dt.datetime, not_after: dt.datetime, serial: int, policy: RenewPolicy) -> Schedule:
+    """The renewal schedule of the certificate with these dates and serial, under ``policy``."""
     lifetime = (not_after - not_before).total_seconds()
     if policy.before_seconds is not None:
         window = float(policy.before_seconds)
     else:
         window = (policy.before_fraction or 0.0) * lifetime
-    jitter = jitter_unit(serial) * policy.jitter_fraction * lifetime
-    at = not_after - dt.timedelta(seconds=window - jitter)
+    spread = policy.jitter_fraction * lifetime
+    offset = jitter_unit(serial) * spread
+    opens = not_after - dt.timedelta(seconds=window)
+    at = not_after - dt.timedelta(seconds=window - offset)
     earliest = not_before + dt.timedelta(seconds=lifetime * MIN_LIFE_FRACTION)
-    return max(at, earliest)
+    return Schedule(window_opens=opens, jitter_seconds=spread, jitter_offset_seconds=offset,
+                    renew_at=max(at, earliest), floored=at < earliest)
+
+
+def renew_at(not_before: dt.datetime, not_after: dt.datetime, serial: int, policy: RenewPolicy) -> dt.datetime:
+    """When the certificate with these dates and serial is due (``schedule``'s ``renew_at``)."""
+    return schedule(not_before, not_after, serial, policy).renew_at
 
 
 def decide(

@@ -9,7 +9,7 @@ records, so the same report reads the same as text and as JSON, and can be teste
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import msgspec
 from cryptography import x509
@@ -17,7 +17,7 @@ from cryptography import x509
 from vaultpki.core import crypto
 from vaultpki.core.certnames import BadFilename, classify
 from vaultpki.core.ocsp import OcspResult, OcspStatus
-from vaultpki.core.renewal import Decision
+from vaultpki.core.renewal import Decision, RenewPolicy, schedule
 from vaultpki.core.snapshot import DirState, Expectation, judge
 from vaultpki.core.validate import Problem, verify_chain
 from vaultpki.errors import VaultpkiError
@@ -30,6 +30,7 @@ __all__ = [
     "PendingReload",
     "ProblemRecord",
     "RenewalOutlook",
+    "RenewalRecord",
     "StatusReport",
     "VerifyReport",
     "ca_bundles",
@@ -67,6 +68,20 @@ class CertRecord(msgspec.Struct, frozen=True):
     seconds_left: int
 
 
+class RenewalRecord(msgspec.Struct, frozen=True):
+    """When ``sync`` renews a leaf file, as ``status`` shows it (``vaultpki.core.renewal.schedule``): the
+    moment its window opens (``renew.before``), the jitter (``renew.jitter``: how far any certificate of
+    this lifetime may move, and how far this one's serial moves it), and the time they give."""
+
+    window_opens: str                    # ISO 8601: not_after - renew.before
+    jitter_seconds: int                  # ± renew.jitter of the issued lifetime
+    jitter_offset_seconds: int           # this certificate's share of it, from its serial
+    renew_at: str                        # ISO 8601: when the daemon renews it (the next pass after it)
+    floored: bool                        # renew_at is half the lifetime: the window is wider than that
+    due: bool                            # renew_at has come, or the file has an error: the next pass renews it
+    seconds_until: int                   # until renew_at (0 when due)
+
+
 class FileRow(msgspec.Struct, frozen=True, omit_defaults=True):
     """One certificate file of the dir: what it is, what it holds, what it chains to, what is wrong with it."""
 
@@ -76,6 +91,7 @@ class FileRow(msgspec.Struct, frozen=True, omit_defaults=True):
     chains_to: str | None                # None for CA files, and for leaves that chain to no CA file
     problems: tuple[str, ...]            # of the file and of its key
     ocsp: str | None = None              # only with --ocsp: the status, or why there is none
+    renewal: RenewalRecord | None = None  # only for the files ``sync`` renews by date, with a configuration
 
 
 class PendingReload(msgspec.Struct, frozen=True):
@@ -88,6 +104,8 @@ class PendingReload(msgspec.Struct, frozen=True):
     reason: str                          # why the last attempt did not do it
     failures: int = 0
     files: tuple[str, ...] = ()          # what was written that the database has not been told of
+    done: tuple[str, ...] = ()           # the actions that already ran for these files (not run again)
+    remaining: tuple[str, ...] = ()      # the actions still owed, in the order they run
 
 
 class StatusReport(msgspec.Struct, frozen=True):
@@ -206,6 +224,23 @@ def _chains_to(data: bytes | None, bundles: Sequence[CaBundle], now: dt.datetime
     return None
 
 
+def _renewal(data: bytes | None, policy: RenewPolicy, now: dt.datetime, has_error: bool) -> RenewalRecord | None:
+    """The schedule of a leaf file's certificate; None when it holds none (``judge`` says why: it is due now)."""
+    try:
+        leaf = crypto.load_certs(data)[0] if data else None
+    except VaultpkiError:
+        return None
+    if leaf is None:
+        return None
+    plan = schedule(leaf.not_valid_before_utc, leaf.not_valid_after_utc, leaf.serial_number, policy)
+    left = int((plan.renew_at - now).total_seconds())
+    return RenewalRecord(
+        window_opens=plan.window_opens.isoformat(), jitter_seconds=round(plan.jitter_seconds),
+        jitter_offset_seconds=round(plan.jitter_offset_seconds), renew_at=plan.renew_at.isoformat(),
+        floored=plan.floored, due=has_error or left <= 0, seconds_until=max(0, left),
+    )
+
+
 def _certificates(data: bytes | None, now: dt.datetime) -> tuple[CertRecord, ...]:
     """The certificates of a file; none when it holds no PEM certificate (judge() says why)."""
     if data is None:
@@ -221,8 +256,10 @@ def _ocsp_column(result: OcspOutcome | None) -> str | None:
 
 
 def status_report(state: DirState, problems: Sequence[Problem], now: dt.datetime,
-                  ocsp: Mapping[str, OcspOutcome], pending: PendingReload | None = None) -> StatusReport:
-    """One row per certificate file CockroachDB would load (other entries are only problems of ``verify``)."""
+                  ocsp: Mapping[str, OcspOutcome], pending: PendingReload | None = None,
+                  policy: RenewPolicy | None = None, renewed: Collection[str] = ()) -> StatusReport:
+    """One row per certificate file CockroachDB would load (other entries are only problems of ``verify``).
+    With a ``policy``, each file of ``renewed`` (the leaves ``sync`` renews) also gets its renewal schedule."""
     rows = []
     bundles = ca_bundles(state)
     for name in sorted(state.entries):
@@ -233,13 +270,18 @@ def status_report(state: DirState, problems: Sequence[Problem], now: dt.datetime
         if cert_name is None:
             continue
         entry = state.entries[name]
+        own = tuple(p for p in problems if p.file in (name, cert_name.key_file))
+        renewal = None
+        if policy is not None and name in renewed and not cert_name.usage.is_ca:
+            renewal = _renewal(entry.data, policy, now, any(p.severity == "error" for p in own))
         rows.append(FileRow(
             file=name,
             kind=cert_name.usage.value + (f" ({cert_name.name})" if cert_name.name else ""),
             certificates=_certificates(entry.data, now),
             chains_to=None if cert_name.usage.is_ca else _chains_to(entry.data, bundles, now),
-            problems=tuple(p.message for p in problems if p.file in (name, cert_name.key_file)),
+            problems=tuple(p.message for p in own),
             ocsp=_ocsp_column(ocsp.get(name)),
+            renewal=renewal,
         ))
     dir_problems = tuple(map(str, state.dir_problems))
     return StatusReport(certs_dir=state.path, problems=dir_problems, files=tuple(rows), reload_pending=pending)

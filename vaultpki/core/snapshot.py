@@ -22,10 +22,10 @@ from collections.abc import Sequence
 import msgspec
 from cryptography import x509
 
-from vaultpki.core import crypto
+from vaultpki.core import crypto, pkcs8
 from vaultpki.core.certnames import BadFilename, CertName, PemUsage, classify
-from vaultpki.core.layout import CA_CLIENT_FILE, CA_FILE, CertSpec, Eku, Mode, split_hosts
-from vaultpki.core.validate import Problem, check_issued, date_problem, verify_chain
+from vaultpki.core.layout import CA_CLIENT_FILE, CA_FILE, CA_UI_FILE, CertSpec, Eku, Mode, pk8_key_file, split_hosts
+from vaultpki.core.validate import Problem, check_issued, date_problem, extra_eku_findings, verify_chain
 from vaultpki.errors import CertificateError
 
 __all__ = ["DirState", "Expectation", "FileState", "LeafJudgement", "judge", "judge_leaf", "key_mode_problem"]
@@ -92,7 +92,8 @@ def judge_leaf(
 
     Missing, unparseable, a key that does not match, other names/SANs/EKUs than the
     spec, a chain that no longer reaches ``anchors`` (the CA changed), expiry, or a
-    key whose (uid, gid, mode) differs from ``key_owner``: each makes it due now.
+    key whose (uid, gid, mode) differs from ``key_owner``: each makes it due now; so
+    does a PKCS#8 copy the spec asks for that is missing, another key's, or not owned as the key is.
     """
     cert_entry, key_entry = state.entries.get(spec.cert_file), state.entries.get(spec.key_file)
     if cert_entry is None or key_entry is None:
@@ -115,7 +116,21 @@ def judge_leaf(
                 or key_entry.mode != mode:
             return LeafJudgement(f"{spec.key_file} owner/mode ({key_entry.uid}:{key_entry.gid} {key_entry.mode:04o}) "
                                  "differs from the configuration", validity)
+    if spec.pk8 and (problem := _pk8_due(spec, state, key, key_entry)) is not None:
+        return LeafJudgement(problem, validity)
     return LeafJudgement(None, validity)
+
+
+def _pk8_due(spec: CertSpec, state: DirState, key: crypto.PrivateKey, key_entry: FileState) -> str | None:
+    """Why the PKCS#8 copy of a leaf's key makes the pair due (None: it is the key's, owned as the key is)."""
+    entry = state.entries.get(spec.pk8_file)
+    if entry is None or entry.data is None:
+        return "missing" if entry is None else f"{spec.pk8_file} unreadable: {entry.read_error}"
+    if (problem := pkcs8.content_problem(entry.data, key, spec.key_file)) is not None:
+        return f"{spec.pk8_file} {problem}"
+    if (entry.uid, entry.gid, entry.mode) != (key_entry.uid, key_entry.gid, key_entry.mode):
+        return f"{spec.pk8_file} owner/mode ({entry.uid}:{entry.gid} {entry.mode:04o}) differs from {spec.key_file}'s"
+    return None
 
 
 class _Loaded(msgspec.Struct):
@@ -147,6 +162,30 @@ def judge(state: DirState, now: dt.datetime, expect: Expectation | None = None) 
         if item is not None:
             loaded[entry.name] = item
     problems += _judge_layout(loaded, now, expect)
+    problems += _pk8_problems(state)
+    return problems
+
+
+def _pk8_problems(state: DirState) -> list[Problem]:
+    """Every ``<stem>.key.pk8`` (which CockroachDB skips): the PKCS#8 DER of the key beside it, no more readable
+    than that key may be."""
+    problems = []
+    for name, entry in sorted(state.entries.items()):
+        key_file = pk8_key_file(name)
+        if key_file is None or (entry.is_dir and not entry.is_symlink):
+            continue
+        if not entry.target_is_regular or entry.data is None:
+            problems.append(Problem(name, f"cannot be read: {entry.read_error or 'not a regular file'}"))
+            continue
+        if (problem := pkcs8.mode_problem(entry.mode, entry.uid, entry.gid, state.service_gid)) is not None:
+            problems.append(Problem(name, problem))
+        key_entry = state.entries.get(key_file)
+        try:
+            key = crypto.load_key(key_entry.data) if key_entry is not None and key_entry.data else None
+        except CertificateError:
+            key = None
+        if (problem := pkcs8.content_problem(entry.data, key, key_file)) is not None:
+            problems.append(Problem(name, problem))
     return problems
 
 
@@ -213,10 +252,20 @@ def _judge_layout(loaded: dict[str, _Loaded], now: dt.datetime, expect: Expectat
                                         "separate client CA: split-ca)", "warning"))
             else:
                 problems.append(Problem(item.name.filename, problem))
+        if usage in (PemUsage.NODE, PemUsage.CLIENT, PemUsage.UI):
+            user = usage is PemUsage.CLIENT and item.name.name != "node"
+            problems += [Problem(item.name.filename, message, severity) for severity, message
+                         in extra_eku_findings(crypto.describe(item.certs[0]), frozenset(usages), user)]
         if usage is PemUsage.CLIENT:
             problems += _client_principals(item)
     if node is not None and client_node is None and "node" not in _principals(node.certs[0]):
         problems.append(Problem("node.crt", "has no 'node' principal (CN or DNS SAN) and there is no client.node.crt"))
+    ui = loaded.get("ui.crt")
+    if ui is not None and ca is not None and CA_UI_FILE not in loaded \
+            and verify_chain(ui.certs, ca.certs, now, {Eku.SERVER_AUTH}) is not None:
+        problems.append(Problem(CA_UI_FILE, "is missing: ui.crt does not chain to ca.crt, and CockroachDB's own HTTPS "
+                                "client for the DB Console trusts ca-ui.crt, else ca.crt (GetUIClientTLSConfig); write "
+                                "the UI CA there (vaultpki issue-node does)", "error" if expect and expect.ui else "warning"))
     if node is not None and client_ca is not None and client_node is None:
         problems.append(Problem(
             "client.node.crt",
@@ -277,10 +326,17 @@ def _principals(cert: x509.Certificate) -> set[str]:
 
 
 def _client_principals(item: _Loaded) -> list[Problem]:
+    """CockroachDB logs a client certificate in as its CN and as each of its DNS SANs (pkg/security/auth.go,
+    GetCertificateUserScope; pkg/rpc/auth.go for 'node'), unless a crdb:// URI SAN names the user instead.
+    So every one of them must be the file's user; a user named in a DNS SAN alone (no CN) works, and is
+    only a warning: CockroachDB's docs, and tools that map the CN, expect CN=<user>."""
     user = item.name.name or ""
     info = crypto.describe(item.certs[0])
     problems = []
-    if info.common_name != user:
+    if not info.common_name and user in info.dns_sans:
+        problems.append(Problem(item.name.filename, f"has no CN: CockroachDB takes the user {user!r} from its DNS SAN, "
+                                f"but its docs and CN-mapping tools expect CN={user}", "warning"))
+    elif info.common_name != user:
         problems.append(Problem(item.name.filename, f"CN is {info.common_name!r}, expected {user!r}"))
     others = sorted(set(info.dns_sans) - {user})
     if others:
@@ -312,7 +368,4 @@ def _expected(loaded: dict[str, _Loaded], expect: Expectation) -> list[Problem]:
             problems.append(Problem("node.crt", f"SANs lack configured hosts {', '.join(missing)}"))
         if expect.mode is Mode.STANDARD and info.common_name != "node":
             problems.append(Problem("node.crt", f"CN is {info.common_name!r}; standard mode needs CN=node"))
-    client_node = loaded.get("client.node.crt")
-    if client_node is not None and crypto.describe(client_node.certs[0]).common_name != "node":
-        problems.append(Problem("client.node.crt", "CN is not 'node'"))
     return problems

@@ -7,23 +7,38 @@ chain check that it and ``snapshot.judge()`` (a whole certs-dir) share.
 Chain building follows Go's crypto/x509, which is what CockroachDB verifies with:
 every certificate in a CA file is a trust anchor (an intermediate may be one),
 parents must be CA:TRUE with keyCertSign, every certificate with an EKU extension
-must allow the usage, and dates are checked on the whole chain.
+must allow the usage, dates are checked on the whole chain, and ``gochain`` adds
+Go's name constraints, path lengths and unhandled critical extensions. Like Go, a
+chain is accepted when any path to an anchor passes every rule.
+
+Extended key usages: a leaf must allow what CockroachDB uses it for (``node.crt``
+serverAuth, plus clientAuth when it is also the node's client certificate; client
+certificates clientAuth; ``ui.crt`` serverAuth). Beyond that, an EKU that would let a
+user's key serve TLS (serverAuth, anyExtendedKeyUsage, or no EKU extension at all) is
+an error; any other extra EKU is only a warning (``extra_eku_findings``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 
 import msgspec
 from cryptography import x509
 
-from vaultpki.core import crypto
+from vaultpki.core import crypto, gochain
 from vaultpki.core.layout import CertSpec, Eku, FileKind
 
-__all__ = ["VAULT_BACKDATE", "Problem", "check_issued", "date_problem", "lifetime_problem", "verify_chain"]
+__all__ = [
+    "VAULT_BACKDATE", "Problem", "check_issued", "date_problem", "extra_eku_findings", "lifetime_problem", "verify_chain",
+]
 
 MAX_CHAIN_DEPTH = 8
+# Paths to an anchor tried before giving up (Go caps its signature checks at 100): more than one path
+# exists only with cross-signed CAs or a CA in several files.
+MAX_PATHS = 16
+ANY_EKU = "2.5.29.37.0"
 # How far Vault and OpenBao date a leaf's NotBefore back (a role's not_before_duration, default 30 s;
 # vaultpki's roles keep the default), so that a peer whose clock is a little behind accepts it.
 VAULT_BACKDATE = dt.timedelta(seconds=30)
@@ -48,7 +63,7 @@ def _eku_allows(cert: x509.Certificate, usage: Eku) -> bool:
     info = crypto.describe(cert)
     if info.ekus is None:
         return True
-    return usage in info.ekus or "2.5.29.37.0" in info.other_ekus   # anyExtendedKeyUsage
+    return usage in info.ekus or ANY_EKU in info.other_ekus
 
 
 def date_problem(cert: x509.Certificate, now: dt.datetime, what: str) -> str | None:
@@ -66,14 +81,27 @@ def verify_chain(
     now: dt.datetime,
     usages: Iterable[Eku],
 ) -> str | None:
-    """None when ``chain[0]`` verifies to one of ``anchors`` for every usage, else why not."""
+    """None when ``chain[0]`` verifies to one of ``anchors`` for every usage, else why not (the first path's
+    problem, when every path Go could build has one)."""
     if not anchors:
         return "no CA certificate to verify against"
     leaf, pool = chain[0], list(chain[1:])
-    path = _build_path(leaf, pool, list(anchors), [])
-    if path is None:
+    wanted = list(usages)
+    first: str | None = None
+    for path in itertools.islice(_paths(leaf, pool, list(anchors), ()), MAX_PATHS):
+        problem = _path_problem(path, now, wanted)
+        if problem is None:
+            return None
+        first = first or problem
+    if first is None:
         subjects = ", ".join(a.subject.rfc4514_string() for a in anchors)
         return f"does not chain to the trusted CA ({subjects}); issued by {leaf.issuer.rfc4514_string()}"
+    return first
+
+
+def _path_problem(path: list[x509.Certificate], now: dt.datetime, usages: list[Eku]) -> str | None:
+    if (refusal := gochain.path_refusal(path)) is not None:
+        return _explain(refusal, path)
     for i, cert in enumerate(path):
         what = "certificate" if i == 0 else f"issuer {cert.subject.rfc4514_string()}"
         if (problem := date_problem(cert, now, what)) is not None:
@@ -84,24 +112,100 @@ def verify_chain(
     return None
 
 
-def _build_path(
+def _paths(
     cert: x509.Certificate,
     pool: list[x509.Certificate],
     anchors: list[x509.Certificate],
-    path: list[x509.Certificate],
-) -> list[x509.Certificate] | None:
-    path = path + [cert]
+    below: tuple[x509.Certificate, ...],
+) -> Iterator[list[x509.Certificate]]:
+    """Every path from ``cert`` up to an anchor, anchors tried first (Go's order: roots, then intermediates)."""
+    path = (*below, cert)
     if cert in anchors:              # certificates compare by their DER bytes
-        return path
+        yield list(path)
+        return
     if len(path) > MAX_CHAIN_DEPTH:
-        return None
-    for parent in anchors + pool:
+        return
+    for parent in dict.fromkeys(anchors + pool):
         if parent in path or not crypto.is_issued_by(cert, parent) or not crypto.can_sign_certs(parent):
             continue
-        found = _build_path(parent, pool, anchors, path)
-        if found is not None:
-            return found
-    return None
+        yield from _paths(parent, pool, anchors, path)
+
+
+_REFUSED = "Go, and so CockroachDB, refuses it at every handshake"
+
+
+def _explain(refusal: gochain.Refusal, path: list[x509.Certificate]) -> str:
+    """Go's refusal, where it comes from, and what to do about it."""
+    leaf = path[0]
+    who = "the certificate" if refusal.subject == leaf.subject.rfc4514_string() else refusal.subject
+    if refusal.kind == "critical":
+        oid = refusal.name or ""
+        return (f"{refusal.go_error} ({oid}, {gochain.extension_name(oid)}, in {who}): {_REFUSED}; that certificate "
+                "must be reissued without the extension, or with it not critical")
+    if refusal.kind == "pathlen":
+        return (f"{refusal.go_error} ({who} allows {refusal.allowed} intermediate CA(s) below it, this chain has "
+                f"{refusal.below}): {_REFUSED}; set ca_trust = \"issuer\" (the CA file then holds the issuing CA itself, "
+                "which Go accepts as a trust anchor), or use a root without that limit")
+    return f"{refusal.go_error} (name constraints of {who}): {_REFUSED}; {_name_advice(refusal, leaf)}"
+
+
+def _name_advice(refusal: gochain.Refusal, leaf: x509.Certificate) -> str:
+    info = crypto.describe(leaf)
+    if refusal.name_type == "DNS name" and refusal.name == info.common_name and info.ekus == frozenset({Eku.CLIENT_AUTH}):
+        return ("CockroachDB takes a client certificate's identity from its CN, so this copy of the CN among the DNS SANs "
+                "is not needed: set exclude_cn_from_sans = true on the Vault role, or issue client certificates from a "
+                "client CA whose constraints permit the name (mode = \"split-ca\")")
+    if refusal.name_type == "DNS name" and refusal.name == "node":
+        return ("use mode = \"split-node\" (node.crt then needs no 'node' name; set exclude_cn_from_sans = true on the "
+                "client-node role, so that client.node.crt carries 'node' as its CN only), or a CA whose name "
+                "constraints permit 'node'")
+    return "issue it from a CA whose name constraints permit this name, or leave the name out of the configured hosts"
+
+
+# --- extended key usages ------------------------------------------------------
+
+_FLAG = {Eku.SERVER_AUTH: "server_flag", Eku.CLIENT_AUTH: "client_flag"}
+
+
+def _missing_ekus(info: crypto.CertInfo, needed: frozenset[Eku]) -> str | None:
+    """Why a leaf's EKUs do not allow what its file is used for (None: they do, or there is no EKU extension)."""
+    if info.ekus is None or ANY_EKU in info.other_ekus or needed <= info.ekus:
+        return None
+    return f"extended key usage is [{_ekus(info)}], lacks {', '.join(sorted(e.value for e in needed - info.ekus))}"
+
+
+def extra_eku_findings(info: crypto.CertInfo, needed: frozenset[Eku], user: bool) -> list[tuple[str, str]]:
+    """(severity, message) for each extended key usage a leaf has beyond ``needed``, what its file is used for.
+
+    ``user``: a user's client certificate. Its key must never be able to serve TLS: the CA that signed it
+    also vouches for the nodes (outside split-ca), and a user name may look like a host name. Any
+    other extra usage grants nothing the holder (the node itself) does not already have, or nothing
+    CockroachDB uses: a warning. Vault roles set serverAuth and clientAuth both unless told otherwise."""
+    if info.ekus is None or ANY_EKU in info.other_ekus:
+        what = "has no extended key usage extension" if info.ekus is None else "allows anyExtendedKeyUsage"
+        if user:
+            return [("error", f"{what}: Go accepts it for any purpose, serverAuth included, so this user's key "
+                              "could serve TLS for the cluster's CA")]
+        return [("warning", f"{what}: Go accepts it for any purpose (unusual, not an error)")]
+    findings = []
+    extra = sorted(info.ekus - needed)
+    if user and Eku.SERVER_AUTH in extra:
+        findings.append(("error", f"extended key usage is [{_ekus(info)}], expected [{', '.join(sorted(needed))}]: "
+                                  "serverAuth would let this user's key serve TLS for the cluster's CA (set server_flag = "
+                                  "false on the Vault role)"))
+        extra.remove(Eku.SERVER_AUTH)
+    for eku in extra:
+        findings.append(("warning", f"extended key usage also allows {eku.value}, which this file does not need "
+                                    f"(unusual, not an error; a Vault role adds it unless {_FLAG[eku]} = false)"))
+    others = [o for o in info.other_ekus if o != ANY_EKU]
+    if others:
+        findings.append(("warning", f"extended key usage also has {', '.join(others)}, which CockroachDB does not use "
+                                    "(unusual, not an error)"))
+    return findings
+
+
+def _ekus(info: crypto.CertInfo) -> str:
+    return ", ".join(sorted(e.value for e in info.ekus or ()) + list(info.other_ekus))
 
 
 # --- identity ---------------------------------------------------------------
@@ -127,14 +231,10 @@ def _identity_problems(info: crypto.CertInfo, spec: CertSpec) -> list[str]:
         problems.append(f"IP SANs are [{', '.join(info.ip_sans)}], expected [{', '.join(spec.ip_sans)}]")
     if info.uri_sans or info.other_sans:
         problems.append(f"unexpected SANs {', '.join(info.uri_sans + info.other_sans)}")
-    if info.ekus is None:
-        problems.append("has no extended key usage extension (it would be accepted for any purpose)")
-    elif spec.kind is FileKind.UI:
-        if Eku.SERVER_AUTH not in info.ekus:
-            problems.append("extended key usage lacks serverAuth")
-    elif info.ekus != spec.ekus or info.other_ekus:
-        got = sorted(e.value for e in info.ekus) + list(info.other_ekus)
-        problems.append(f"extended key usage is [{', '.join(got)}], expected [{', '.join(sorted(e.value for e in spec.ekus))}]")
+    if (eku_gap := _missing_ekus(info, spec.ekus)) is not None:
+        problems.append(eku_gap)
+    # Only errors: an extra usage that is merely unusual is for ``verify`` to mention, never a refusal.
+    problems += [m for severity, m in extra_eku_findings(info, spec.ekus, spec.kind is FileKind.CLIENT) if severity == "error"]
     if info.is_ca:
         problems.append("is a CA certificate, not a leaf")
     if spec.kind is FileKind.CLIENT and "Tenants" in info.ou:

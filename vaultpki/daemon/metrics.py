@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
-__all__ = ["RELOAD_FAILURES_UNHEALTHY", "Health", "Metrics", "MetricsServer", "crdb_type"]
+__all__ = ["PASS_FAILURES_UNHEALTHY", "RELOAD_FAILURES_UNHEALTHY", "Health", "Metrics", "MetricsServer", "crdb_type"]
 
 # file name -> CockroachDB's certificate type label (certificate_metrics.go)
 _CRDB_TYPES = {
@@ -40,11 +40,16 @@ def crdb_type(file: str) -> str | None:
 #: A reload that failed this many times in a row makes ``/healthz`` unhealthy: one failure may be a database
 #: restarting, three in a row (each pass retries) is a database that is not getting its new certificates.
 RELOAD_FAILURES_UNHEALTHY = 3
+#: Passes failing this many times in a row make ``/healthz`` unhealthy even while no file is due: a pass
+#: that could not reach Vault has already retried each request for ``vault.retry_for``, so three in a row
+#: (with the backoff between them) is an outage, not an election, and the files will come due into it.
+PASS_FAILURES_UNHEALTHY = 3
 
 
 class Health(msgspec.Struct):
     """Unhealthy when a file is due (inside its window, missing or invalid) and renewing it keeps failing,
-    or when the database was last seen serving something other than the files on disk."""
+    when passes keep failing even with nothing due (``PASS_FAILURES_UNHEALTHY``: Vault away, say), when a
+    reload keeps failing, or when the database was last seen serving something other than the files on disk."""
 
     due_files: tuple[str, ...] = ()
     last_error: str | None = None
@@ -57,7 +62,7 @@ class Health(msgspec.Struct):
     @property
     def healthy(self) -> bool:
         return (not (self.due_files and self.consecutive_failures > 0) and self.reload_verified is not False
-                and self.reload_failures < RELOAD_FAILURES_UNHEALTHY)
+                and self.consecutive_failures < PASS_FAILURES_UNHEALTHY and self.reload_failures < RELOAD_FAILURES_UNHEALTHY)
 
     def to_json(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "due_files": list(self.due_files), "last_error": self.last_error,
@@ -103,7 +108,7 @@ class Metrics:
                                     "1 while a reload of the database has not happened yet (kept across restarts)",
                                     registry=r)
         self.vault_up = Gauge("vaultpki_vault_up", "1 when the last Vault request succeeded", registry=r)
-        self.healthy = Gauge("vaultpki_healthy", "1 when no due file is failing to renew and the last reload took",
+        self.healthy = Gauge("vaultpki_healthy", "1 when /healthz answers 200 (see the Health record)",
                              registry=r)
         self.healthy.set_function(lambda: 1.0 if self.health.healthy else 0.0)
 

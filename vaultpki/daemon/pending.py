@@ -6,6 +6,8 @@ cannot be signalled, a command that fails, or a reload whose probe never sees th
 failure, and stays pending too. Either way every pass tries again until a reload happens (and, with
 ``reload.verify``, is verified). The record lives in ``.vaultpki/pending-reload.json`` (written by the
 store, atomically), so a restart of the daemon or a SIGHUP does not forget it, and ``status`` shows it.
+With several actions (``vaultpki.daemon.actions``) it also says which already ran for the files it
+names, so a retry runs only the rest, in order.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from collections.abc import Callable, Sequence
 import msgspec
 
 from vaultpki.core.report import PendingReload
+from vaultpki.daemon.actions import ActionsResult
 from vaultpki.daemon.metrics import Metrics
-from vaultpki.daemon.reload import ReloadNotRunning
-from vaultpki.errors import ReloadError, StoreError
+from vaultpki.errors import StoreError
 from vaultpki.store.certs_dir import CertsDir
 
 __all__ = ["PENDING_RECORD", "PendingReloads", "read_pending"]
@@ -51,28 +53,47 @@ class PendingReloads:
                  now: Callable[[], dt.datetime]) -> None:
         self.store, self.metrics, self.log, self.now = store, metrics, log, now
         self.current = read_pending(store)
-        if self.current is not None:
+        if self.current is not None and self.current.since == "unknown":
+            # The record could not be read (the state dir refused, a torn file): a reload may be owed, so it
+            # is treated as pending, but nothing says one was: the log must not claim it.
+            self.log.warning("cannot tell whether a reload is pending; one will be tried",
+                             extra={"reason": self.current.reason})
+        elif self.current is not None:
             self.log.warning("a reload is pending from before", extra={
-                "since": self.current.since, "reason": self.current.reason, "reload_failures": self.current.failures})
+                "since": self.current.since, "reason": self.current.reason, "reload_failures": self.current.failures,
+                "remaining": list(self.current.remaining)})
         self._publish()
 
-    def missed(self, exc: ReloadError, files: Sequence[str] = ()) -> tuple[str, ...]:
-        """A reload that did not happen: remembered; returns the pass's failures (none when nobody was there)."""
-        if isinstance(exc, ReloadNotRunning):
+    @property
+    def files(self) -> tuple[str, ...]:
+        """What was written that the database has not been told of (none when nothing is pending)."""
+        return self.current.files if self.current is not None else ()
+
+    @property
+    def done(self) -> tuple[str, ...]:
+        """The actions that already ran for those files."""
+        return self.current.done if self.current is not None else ()
+
+    def missed(self, result: ActionsResult, files: Sequence[str] = ()) -> tuple[str, ...]:
+        """Actions still owed after a run: remembered; returns the pass's failures (none when the only
+        actions owed are signals that found nobody to tell)."""
+        if result.failed is None:
             self.metrics.reloads.labels("pending").inc()
-            self.log.warning("reload pending: nobody to tell yet", extra={"error": str(exc)})
-            self._keep(f"not running: {exc}", failed=False, files=files)
+            self.log.warning("reload pending: nobody to tell yet", extra={
+                "error": result.not_running, "remaining": list(result.remaining)})
+            self._keep(f"not running: {result.not_running}", False, files, result)
             return ()
         self.metrics.reloads.labels("failed").inc()
-        self.log.error("reload failed", extra={"error": str(exc)})
-        self._keep(f"failed: {exc}", failed=True, files=files)
-        return (f"reload: {exc}",)
+        self.log.error("reload failed", extra={"error": result.failed, "remaining": list(result.remaining)})
+        self._keep(f"failed: {result.failed}", True, files, result)
+        return (f"reload: {result.failed}",)
 
-    def unverified(self, reason: str, files: Sequence[str] = ()) -> None:
-        """The reload went out, but the database does not serve what was written."""
-        self._keep(f"not verified: {reason}", failed=True, files=files)
+    def unverified(self, reason: str, files: Sequence[str], remaining: Sequence[str]) -> None:
+        """The actions ran, but the database does not serve what was written: every action is owed again
+        (which one it missed cannot be told)."""
+        self._keep(f"not verified: {reason}", True, files, ActionsResult((), tuple(remaining)))
 
-    def done(self) -> None:
+    def cleared(self) -> None:
         """The reload happened (and was verified, where that is checked): forget it."""
         if self.current is not None:
             self.log.info("pending reload done", extra={"since": self.current.since})
@@ -80,12 +101,13 @@ class PendingReloads:
             self._save()
         self._publish()
 
-    def _keep(self, reason: str, failed: bool, files: Sequence[str]) -> None:
+    def _keep(self, reason: str, failed: bool, files: Sequence[str], result: ActionsResult) -> None:
         old = self.current
         since = old.since if old is not None else self.now().isoformat()
         failures = (old.failures if old is not None else 0) + (1 if failed else 0)
         known = tuple(sorted({*(old.files if old is not None else ()), *files}))
-        self.current = PendingReload(since=since, reason=reason, failures=failures, files=known)
+        self.current = PendingReload(since=since, reason=reason, failures=failures, files=known,
+                                     done=result.done, remaining=result.remaining)
         self._save()
         self._publish()
 

@@ -1,6 +1,6 @@
 """How the database is told to reload its certificates: the port every way of doing it fills, and
 the choice of none. The ways: a signal by process name or pidfile (``vaultpki.daemon.reload_signal``),
-or a command (``vaultpki.daemon.reload_command``).
+and commands (``vaultpki.daemon.reload_command``), run in that order (``vaultpki.daemon.actions``).
 
 CockroachDB re-reads its certs-dir on SIGHUP, and so does PostgreSQL (our test
 stand-in). A signal is fire-and-forget: it proves nothing about what is served

@@ -36,12 +36,14 @@ class RunCommand(msgspec.Struct, frozen=True):
     script by accident. It runs as our user, which could read our own environment in
     /proc/$PPID/environ: this process makes itself non-dumpable first (``_undumpable``), so
     it cannot. It runs in its own session so a timeout kills whatever it started, not
-    only the direct child.
+    only the direct child. ``extra_env`` is set last, over either: what the command is told
+    of the renewal (``vaultpki.daemon.actions``), which the scrub must not remove.
     """
 
     argv: Sequence[str]
     timeout: float
     env: Mapping[str, str] | None = None
+    extra_env: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         msgspec.structs.force_setattr(self, "argv", tuple(self.argv))     # the caller's list can't change it later
@@ -59,6 +61,7 @@ class RunCommand(msgspec.Struct, frozen=True):
     def reload(self) -> ReloadOutcome:
         program = self.argv[0]
         env = dict(self.env) if self.env is not None else scrubbed_environment(os.environ)
+        env.update(self.extra_env or {})
         _undumpable()
         try:
             proc = subprocess.Popen(

@@ -3,7 +3,13 @@
 The loop sleeps until the next renewal time (or until the Vault token needs
 renewing); it sends Vault nothing in between. Failing passes are retried with
 tenacity's capped exponential backoff and jitter, forever: the daemon never exits
-because Vault is away, and it never touches the files while it is.
+because Vault is away, and it never touches the files while it is. A pass that could
+not reach Vault counts as failing even when nothing is due yet: it is retried the same
+way, and ``/healthz`` reports it once it keeps happening (``PASS_FAILURES_UNHEALTHY``).
+
+Each sleep is logged (``sleeping``) with ``wake_at`` (when it ends), ``wake_for`` (why
+then: ``renewal``, ``ca_check``, ``token`` or ``idle``) and ``next_renewal`` (the earliest
+renewal time of any file, which a wake for the token or the CA check does not move).
 
 Signal handlers only set flags and wake the sleep: SIGHUP re-reads the config and
 runs a pass now; SIGTERM/SIGINT let the pass in progress finish its write, then
@@ -36,10 +42,11 @@ class TokenKeeper(Protocol):
 
 
 class PassFailed(VaultpkiError):
-    """A pass left something due or unverified; the loop retries it with backoff."""
+    """A pass left something due or unverified, or could not reach Vault; the loop retries it with backoff."""
 
     def __init__(self, report: PassReport) -> None:
-        super().__init__("; ".join(report.failures))
+        super().__init__("; ".join(report.failures) or f"nothing is due yet, but Vault could not be asked: "
+                                                       f"{report.vault_error}")
         self.report = report
 
 
@@ -95,7 +102,7 @@ class Daemon:
                 if self.stop:
                     break
                 if report is not None:
-                    self._sleep_until(syncer, report.next_wake)
+                    self._sleep_until(syncer, report.next_wake, report.next_renewal)
         self._log.info("stopped")
         return 0
 
@@ -114,7 +121,7 @@ class Daemon:
 
         def one_pass() -> PassReport:
             report = syncer.run_pass()
-            if not report.ok:
+            if not report.ok or report.vault_error is not None:
                 raise PassFailed(report)
             return report
 
@@ -150,9 +157,13 @@ class Daemon:
         metrics.health.last_error = None
         return report
 
-    def _sleep_until(self, syncer: Syncer, wake_at: dt.datetime | None) -> None:
-        """Sleep to the next renewal time, waking early only to keep the Vault token alive."""
+    def _sleep_until(self, syncer: Syncer, wake_at: dt.datetime | None,
+                     next_renewal: dt.datetime | None = None) -> None:
+        """Sleep to the next pass (the next renewal, or the CA/OCSP check), waking early only to keep the
+        Vault token alive."""
         tokens = self._tokens(syncer)
+        reason = ("idle" if wake_at is None else "renewal" if wake_at == next_renewal
+                  else "reload" if syncer.pending.current else "ca_check")
         wake_at = wake_at or syncer.now() + dt.timedelta(hours=1)
         token_stuck = False
         while not (self.stop or self.rerun):
@@ -161,8 +172,10 @@ class Daemon:
                 return
             until_token = None if token_stuck or tokens is None else tokens.seconds_until_token_refresh()
             if until_token is None or until_token >= until_due:
+                self._log_sleep(wake_at, reason, next_renewal)
                 self._sleep(until_due)
                 continue
+            self._log_sleep(syncer.now() + dt.timedelta(seconds=until_token), "token", next_renewal)
             self._sleep(until_token)
             if self.stop or self.rerun or tokens is None:
                 continue
@@ -178,6 +191,10 @@ class Daemon:
                 # Refreshing did not move the deadline (a token that cannot be renewed): stop waking for it.
                 self._log.warning("the Vault token cannot be refreshed; it will be replaced at the next pass")
                 token_stuck = True
+
+    def _log_sleep(self, until: dt.datetime, reason: str, next_renewal: dt.datetime | None) -> None:
+        self._log.info("sleeping", extra={"wake_at": until.isoformat(), "wake_for": reason,
+                                          "next_renewal": next_renewal.isoformat() if next_renewal else None})
 
 
 class _Stopped(Exception):

@@ -6,7 +6,8 @@ A pass:
    old CA, or inside its renewal window);
 3. issues only what is due;
 4. writes everything as one crash-safe set;
-5. reloads the database once;
+5. runs the post-renewal actions once, in order: the reload signal, then each command
+   (``vaultpki.daemon.actions``);
 6. checks that the database now serves what was written.
 
 A pass raises nothing for a file it could not renew: its report names the failures, and
@@ -19,7 +20,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 from cryptography import x509
@@ -32,6 +33,7 @@ from vaultpki.core.ocsp import OcspStatus
 from vaultpki.core.ports import VaultPort
 from vaultpki.core.renewal import Decision, decide, next_wake, renew_at
 from vaultpki.core.snapshot import DirState, judge_leaf
+from vaultpki.daemon.actions import Actions, Renewed, run_actions
 from vaultpki.daemon.metrics import Metrics
 from vaultpki.daemon.pending import PendingReloads
 from vaultpki.daemon.probe import Prober
@@ -51,7 +53,9 @@ class PassReport(msgspec.Struct, frozen=True):
     failures: tuple[str, ...] = ()            # "file: reason", one per failed file or step
     reloaded: bool = False
     verified: bool | None = None              # None: nothing to verify, or no verify endpoint
-    next_wake: dt.datetime | None = None
+    next_wake: dt.datetime | None = None      # when the next pass is due: the next renewal, or the CA/OCSP check
+    next_renewal: dt.datetime | None = None   # the earliest renewal time of any file
+    vault_error: str | None = None            # Vault could not be asked this pass (nothing due: no failure)
 
     @property
     def ok(self) -> bool:
@@ -64,10 +68,11 @@ class Syncer:
     A service with state between passes, not a value: a plain class.
     """
 
-    def __init__(self, *, cfg: Config, vault: VaultPort, store: CertsDir, reloader: Reloader, prober: Prober | None,
-                 metrics: Metrics, now: Callable[[], dt.datetime], log: logging.Logger,
+    def __init__(self, *, cfg: Config, vault: VaultPort, store: CertsDir, reloader: Reloader | Actions,
+                 prober: Prober | None, metrics: Metrics, now: Callable[[], dt.datetime], log: logging.Logger,
                  sleep: Callable[[float], object] = time.sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.cfg, self.vault, self.store, self.reloader, self.prober = cfg, vault, store, reloader, prober
+        self.actions = reloader.items if isinstance(reloader, Actions) else (reloader,)
         self.metrics, self.now, self.log, self.sleep, self.monotonic = metrics, now, log, sleep, monotonic
         self._options = IssueOptions(key_type=cfg.key_type, key_bits=cfg.key_bits, ttl_seconds=cfg.ttl_seconds,
                                      method=cfg.issue_method, ca_trust=cfg.ca_trust)
@@ -76,7 +81,7 @@ class Syncer:
 
     def plan(self) -> Plan:
         cfg = self.cfg
-        return plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users)
+        return plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users, pk8=cfg.node_pk8)
 
     # --- judging ------------------------------------------------------------
 
@@ -149,7 +154,7 @@ class Syncer:
                 and spec.kind in (FileKind.NODE, FileKind.CLIENT_NODE)):
             return None
         try:
-            result = ocsp.query(leaf, default, timeout=5.0, now=now)
+            result = ocsp.query(leaf, default, timeout=5.0, now=now, ca_cert=self.cfg.vault.ca_cert)
         except VaultpkiError as exc:
             self.log.warning("OCSP check failed", extra={"file": spec.cert_file, "error": str(exc)})
             return None
@@ -189,12 +194,15 @@ class Syncer:
             self.log.log(level, "due", extra={"file": d.file, "reason": d.reason})
         if not due:
             self._observe(plan, self.store.snapshot(), now)
-            report = PassReport(tuple(decisions), next_wake=self._wake_at(decisions))
+            report = PassReport(tuple(decisions), next_wake=self._wake_at(decisions),
+                                next_renewal=next_wake(decisions, now),
+                                vault_error=str(vault_error) if vault_error is not None else None)
             return self._reload_again(report) if self.pending.current else self._done(report)
         if anchors is None:
             assert vault_error is not None
             self._observe(plan, state, now, due=[d.file for d in due])
-            return self._done(PassReport(tuple(decisions), failures=tuple(f"{d.file}: {vault_error}" for d in due)))
+            return self._done(PassReport(tuple(decisions), failures=tuple(f"{d.file}: {vault_error}" for d in due),
+                                         vault_error=str(vault_error)))
         due_specs = tuple(s for s in plan.certs if s.cert_file in {d.file for d in due})
         issued, failed = obtain_partial(Plan(plan.trusts, due_specs), self.vault, self._options, self.now, anchors)
         failures = [f"{name}: {exc}" for name, exc in failed.items()]
@@ -213,16 +221,14 @@ class Syncer:
         if self.cfg.renew.revoke_replaced and report.renewed:
             self._revoke_replaced(state, report.renewed)
         return self._done(PassReport(report.decisions, report.renewed, report.failures, report.reloaded,
-                                     report.verified, self._wake_at(fresh)))
+                                     report.verified, self._wake_at(fresh), next_wake(fresh, self.now())))
 
     def _wake_at(self, decisions: list[Decision]) -> dt.datetime | None:
-        """The next renewal, or the next CA/OCSP check when that comes first."""
-        now = self.now()
-        renewal = next_wake(decisions, now)
-        if not self.cfg.renew.ca_check:
-            return renewal
-        check = now + dt.timedelta(seconds=self.cfg.renew.ca_check)
-        return check if renewal is None or check < renewal else renewal
+        """The next renewal, or the next CA/OCSP check, or (a reload owed: the database not up yet at
+        boot) the next try after ``retry_max``, whichever comes first."""
+        now, renewal = self.now(), next_wake(decisions, self.now())
+        checks = [self.cfg.renew.ca_check or None, self.cfg.retry_max if self.pending.current else None]
+        return min([t for t in [renewal, *(now + dt.timedelta(seconds=c) for c in checks if c)] if t], default=None)
 
     def _revoke_replaced(self, before: DirState, renewed: tuple[IssuedLeaf, ...]) -> None:
         """Revoke what the new set replaced, proving possession of its key (no `revoke` capability)."""
@@ -244,24 +250,36 @@ class Syncer:
                     "file": leaf.spec.cert_file, "serial": crypto.format_serial(old.serial_number)})
 
     def _done(self, report: PassReport) -> PassReport:
+        """Log the pass: ``next_renewal`` is the earliest renewal time of any file, ``wake_at`` when the next
+        pass runs (earlier for the CA/OCSP check; the loop may also wake for the token or a retry)."""
         self.log.info("pass complete", extra={
             "renewed": [leaf.spec.cert_file for leaf in report.renewed], "failures": len(report.failures),
             "verified": report.verified,
-            "next_renewal": report.next_wake.isoformat() if report.next_wake else None})
+            "next_renewal": report.next_renewal.isoformat() if report.next_renewal else None,
+            "wake_at": report.next_wake.isoformat() if report.next_wake else None})
         return report
 
     def _reload_again(self, report: PassReport) -> PassReport:
-        """Nothing is due, but the last reload did not take (the database was restarting, say): retry it."""
-        try:
-            self.reloader.reload()
-        except ReloadError as exc:
-            failures = self.pending.missed(exc)
-            return self._done(PassReport(report.decisions, failures=failures, next_wake=report.next_wake))
-        self.metrics.reloads.labels("ok").inc()
-        verified = self._verify(())
+        """Nothing is due, but the last reload did not take (the database was restarting, say): run again
+        what is still owed of the actions, in order."""
+        files = self.pending.files
+        failures, complete = self._act(files, self.pending.done)
+        if not complete:
+            return self._done(msgspec.structs.replace(report, failures=failures))
+        verified = self._verify((), list(files))
         failures = () if verified is not False else (f"verify: {self.cfg.reload.verify} still does not serve "
                                                      "the certificates on disk",)
-        return self._done(PassReport(report.decisions, (), failures, True, verified, report.next_wake))
+        return self._done(msgspec.structs.replace(report, failures=failures, reloaded=True, verified=verified,
+                                                  next_wake=self._wake_at(list(report.decisions))))   # none owed now
+
+    def _act(self, files: Sequence[str], done: Sequence[str]) -> tuple[tuple[str, ...], bool]:
+        """Run the actions owed for ``files`` (all but ``done``); the pass's failures, and whether none is
+        owed any more. Whatever is still owed is remembered (``pending``)."""
+        result = run_actions(self.actions, Renewed(str(self.store.path), tuple(files)), done, self.log)
+        if not result.complete:
+            return self.pending.missed(result, files), False
+        self.metrics.reloads.labels("ok").inc()
+        return (), True
 
     @staticmethod
     def _consistent(plan: Plan, due: list[Decision], files: tuple[FileContent, ...], leaves: tuple[IssuedLeaf, ...],
@@ -273,7 +291,7 @@ class Syncer:
         if not held:
             return (files, leaves) if leaves or changed_ca else ((), ())
         held_files = {t.file for t in plan.trusts if t.mount in held and t.file}
-        held_files |= {n for s in plan.certs if s.trust.mount in held for n in (s.cert_file, s.key_file)}
+        held_files |= {n for s in plan.certs if s.trust.mount in held for n in s.file_names}
         kept_leaves = tuple(leaf for leaf in leaves if leaf.spec.trust.mount not in held)
         kept = tuple(f for f in files if f.name not in held_files)
         return (kept, kept_leaves) if kept_leaves else ((), ())
@@ -287,14 +305,12 @@ class Syncer:
         for leaf in leaves:
             self.log.info("renewed", extra={"file": leaf.spec.cert_file, "serial": leaf.serial,
                                             "not_after": leaf.not_after.isoformat()})
-        try:
-            outcome = self.reloader.reload()
-        except ReloadError as exc:      # nobody to tell yet is pending, not failed (first boot)
-            failures.extend(self.pending.missed(exc, names))
-            return PassReport(report.decisions, leaves, tuple(failures), False, None)
-        self.metrics.reloads.labels("ok").inc()
-        self.log.info("reloaded", extra={"how": self.reloader.describe(), "detail": outcome.detail})
-        verified = self._verify(leaves, names)
+        # Files of an earlier set nobody was told of are news to the actions as well; every action runs.
+        told = sorted({*names, *self.pending.files})
+        missed, complete = self._act(told, ())       # nobody to tell yet is pending, not failed (first boot)
+        if not complete:
+            return PassReport(report.decisions, leaves, (*failures, *missed), False, None)
+        verified = self._verify(leaves, told)
         if verified is False:
             failures.append(f"verify: {self.cfg.reload.verify} does not serve the certificate just written "
                             f"(previous set kept in {self.store.path}/.vaultpki/previous)")
@@ -305,14 +321,14 @@ class Syncer:
                     self.log.error("rollback failed", extra={"error": str(exc)})
                 else:
                     self.log.warning("rolled back", extra={"generation": generation})
-                    with contextlib.suppress(ReloadError):
-                        self.reloader.reload()
+                    # Best effort: the database is told its old set is back; the verify failure is what is reported.
+                    run_actions(self.actions, Renewed(str(self.store.path), tuple(names)), (), self.log)
         return PassReport(report.decisions, leaves, tuple(failures), True, verified)
 
     def _verify(self, leaves: tuple[IssuedLeaf, ...], names: list[str] | None = None) -> bool | None:
         """Poll the endpoint until it serves a certificate that is on disk now (the new one if it was renewed)."""
         if self.prober is None:
-            self.pending.done()             # the reload itself succeeded; there is nothing more to check
+            self.pending.cleared()          # the actions succeeded; there is nothing more to check
             return None
         on_disk = self._leaf_serials()
         written = {int(leaf.serial.replace(":", ""), 16) for leaf in leaves}
@@ -324,7 +340,7 @@ class Syncer:
             except ReloadError as exc:
                 self.log.warning("verify probe failed", extra={"error": str(exc)})
             if served is not None and served in on_disk | written:
-                self.pending.done()
+                self.pending.cleared()
                 self.metrics.reload_verified.set(1)
                 self.metrics.health.reload_verified = True
                 self.log.info("reload verified", extra={"serial": crypto.format_serial(served)})
@@ -332,7 +348,8 @@ class Syncer:
             if self.monotonic() >= deadline:
                 break
             self.sleep(VERIFY_POLL)
-        self.pending.unverified(f"{self.cfg.reload.verify} serves another certificate", names or ())
+        self.pending.unverified(f"{self.cfg.reload.verify} serves another certificate", names or (),
+                                tuple(a.describe() for a in self.actions))
         self.metrics.reload_verified.set(0)
         self.metrics.health.reload_verified = False
         self.log.error("reload NOT verified: the endpoint still serves another certificate",

@@ -19,11 +19,12 @@ import msgspec
 
 from vaultpki.core.layout import Mode, PkiNames, split_hosts
 from vaultpki.core.policy import POLICY_NAMES, render
+from vaultpki.dev.converge import CREATED, Change, Converger
 from vaultpki.errors import ConfigError
 from vaultpki.vault.admin import ROOT_TTL, VaultAdmin
 
-__all__ = ["ProvisionSpec", "Provisioned", "cert_auth_role", "load_roles", "policy_variables", "provision", "role_body",
-           "static_node_policy_variables"]
+__all__ = ["Change", "ProvisionSpec", "Provisioned", "cert_auth_role", "load_roles", "policy_variables", "provision",
+           "role_body", "static_node_policy_variables"]
 
 INTERMEDIATE_TTL = "43800h"
 
@@ -88,6 +89,7 @@ class Provisioned(msgspec.Struct, frozen=True):
     approle_accessor: str | None = None
     userpass_accessor: str | None = None
     cert_roles: tuple[str, ...] = ()                                      # auth/cert/certs/node-<name>
+    changes: tuple[Change, ...] = ()                                      # what each step came to, in order
 
 
 USER_SELF_ROLE = "user-self"
@@ -101,23 +103,32 @@ def default_policies_dir() -> Path:
 _CA_NAMES = {"node": "CockroachDB node CA", "client": "CockroachDB client CA", "ui": "DB Console CA"}
 
 
-def _setup_ca(admin: VaultAdmin, mount: str, label: str, spec: ProvisionSpec) -> None:
-    admin.enable_pki(mount)
-    name = f"{_CA_NAMES[label]} ({mount})"
+def _setup_ca(run: Converger, mount: str, label: str, spec: ProvisionSpec) -> None:
+    """A CA mount: its CA (made once, then kept), and the URLs its certificates carry."""
+    run.pki_mount(mount)
+    kind = "root CA" if not spec.intermediate else f"intermediate CA, signed by {spec.root_mount}"
+    if not run.has_ca(mount, kind):
+        _make_ca(run.admin, mount, f"{_CA_NAMES[label]} ({mount})", spec)
+        run.note(CREATED, f"{mount}/issuers", kind)
+    base = f"{run.admin.addr}/v1/{mount}"
+    run.ensure(f"{mount}/config/urls", "CA, CRL and OCSP URLs", {
+        "issuing_certificates": [f"{base}/ca"], "crl_distribution_points": [f"{base}/crl"],
+        "ocsp_servers": [f"{base}/ocsp"]})
+
+
+def _make_ca(admin: VaultAdmin, mount: str, name: str, spec: ProvisionSpec) -> None:
+    """The mount's CA: its own root, or an intermediate the root mount signs, made the mount's default issuer."""
     if not spec.intermediate:
         admin.write(f"{mount}/issuers/generate/root/internal", common_name=name, ttl=INTERMEDIATE_TTL,
                     key_type="ec", key_bits=256, issuer_name="root")
-    else:
-        csr = admin.write(f"{mount}/issuers/generate/intermediate/internal", common_name=name,
-                          key_type="ec", key_bits=256)["csr"]
-        signed = admin.write(f"{spec.root_mount}/issuer/default/sign-intermediate", csr=csr, common_name=name,
-                             ttl=INTERMEDIATE_TTL, format="pem_bundle")
-        imported = admin.write(f"{mount}/intermediate/set-signed", certificate=signed["certificate"])
-        keyed = [issuer for issuer, key in (imported.get("mapping") or {}).items() if key]
-        admin.write(f"{mount}/config/issuers", default=keyed[0])
-    base = f"{admin.addr}/v1/{mount}"
-    admin.write(f"{mount}/config/urls", issuing_certificates=[f"{base}/ca"],
-                crl_distribution_points=[f"{base}/crl"], ocsp_servers=[f"{base}/ocsp"])
+        return
+    csr = admin.write(f"{mount}/issuers/generate/intermediate/internal", common_name=name,
+                      key_type="ec", key_bits=256)["csr"]
+    signed = admin.write(f"{spec.root_mount}/issuer/default/sign-intermediate", csr=csr, common_name=name,
+                         ttl=INTERMEDIATE_TTL, format="pem_bundle")
+    imported = admin.write(f"{mount}/intermediate/set-signed", certificate=signed["certificate"])
+    keyed = [issuer for issuer, key in (imported.get("mapping") or {}).items() if key]
+    admin.write(f"{mount}/config/issuers", default=keyed[0])
 
 
 def _cidrs(ips: Sequence[str]) -> list[str]:
@@ -148,18 +159,20 @@ def policy_variables(spec: ProvisionSpec, approle_accessor: str) -> dict[str, di
 def provision(client: hvac.Client, addr: str, spec: ProvisionSpec) -> Provisioned:
     """Create every mount and role the configured mode needs (and, with ``access``, policies and auth)."""
     _check_cert_auth(spec)
-    admin = VaultAdmin(client, addr)
-    openbao = admin.is_openbao()
+    run = Converger(VaultAdmin(client, addr))
+    openbao = run.admin.is_openbao()
     pki = spec.pki
     if spec.intermediate:
-        admin.enable_pki(spec.root_mount)
-        admin.write(f"{spec.root_mount}/issuers/generate/root/internal", common_name="vaultpki root CA",
-                    ttl=ROOT_TTL, key_type="ec", key_bits=256, issuer_name="root")
-    _setup_ca(admin, pki.mount, "node", spec)
+        run.pki_mount(spec.root_mount)
+        if not run.has_ca(spec.root_mount, "root CA"):
+            run.admin.write(f"{spec.root_mount}/issuers/generate/root/internal", common_name="vaultpki root CA",
+                            ttl=ROOT_TTL, key_type="ec", key_bits=256, issuer_name="root")
+            run.note(CREATED, f"{spec.root_mount}/issuers", "root CA")
+    _setup_ca(run, pki.mount, "node", spec)
     client_mount = pki.mount
     if spec.mode is Mode.SPLIT_CA:
         client_mount = pki.client_mount or ""
-        _setup_ca(admin, client_mount, "client", spec)
+        _setup_ca(run, client_mount, "client", spec)
     node_template = "node" if spec.mode is Mode.STANDARD else "node-server"
     # (mount, role name, template in roles.json, allowed_domains, allowed IP CIDRs)
     roles: list[tuple[str, str, str, list[str], list[str]]] = []
@@ -173,32 +186,32 @@ def provision(client: hvac.Client, addr: str, spec: ProvisionSpec) -> Provisione
     roles.append((client_mount, pki.user_role, "user", [], []))
     roles.append((client_mount, pki.root_role, "root", ["root"], []))
     if pki.ui_mount:
-        _setup_ca(admin, pki.ui_mount, "ui", spec)
+        _setup_ca(run, pki.ui_mount, "ui", spec)
         ui_dns, ui_ips = split_hosts(spec.ui_hosts)
         roles.append((pki.ui_mount, pki.ui_role or "ui", "ui", list(ui_dns), _cidrs(ui_ips)))
     approle = userpass = None
     if spec.access:
-        userpass = admin.enable_auth("userpass")
-        approle = admin.enable_auth("approle")
+        userpass = run.auth("userpass")
+        approle = run.auth("approle")
         roles.append((client_mount, USER_SELF_ROLE, "user-self",
                       [f"{{{{identity.entity.aliases.{userpass}.name}}}}"], []))
     made = []
     node_of = {f"{pki.node_role}-{name}": name for name in spec.nodes}     # per-node role -> its node
     for mount, role, template, domains, role_cidrs in roles:
-        admin.write(f"{mount}/roles/{role}", **role_body(template, domains, openbao=openbao, ip_cidrs=role_cidrs,
-                                                         node=node_of.get(role)))
+        run.ensure(f"{mount}/roles/{role}", f"role ({template})",
+                   role_body(template, domains, openbao=openbao, ip_cidrs=role_cidrs, node=node_of.get(role)))
         made.append(f"{mount}/roles/{role}")
     policies: dict[str, str] = {}
     cert_roles: tuple[str, ...] = ()
     if spec.access:
         assert approle is not None
-        policies = _write_access(admin, spec, approle)
+        policies = _write_access(run, spec, approle)
         if spec.cert_auth:
-            cert_roles = _write_cert_auth(admin, spec, approle, policies)
-    return Provisioned(tuple(made), policies, approle, userpass, cert_roles)
+            cert_roles = _write_cert_auth(run, spec, approle, policies)
+    return Provisioned(tuple(made), policies, approle, userpass, cert_roles, tuple(run.changes))
 
 
-def _write_access(admin: VaultAdmin, spec: ProvisionSpec, approle_accessor: str) -> dict[str, str]:
+def _write_access(run: Converger, spec: ProvisionSpec, approle_accessor: str) -> dict[str, str]:
     """The policies (rendered from policies/*.hcl.tftpl) and one AppRole role per node."""
     directory = spec.policies_dir or default_policies_dir()
     policies = {}
@@ -209,10 +222,11 @@ def _write_access(admin: VaultAdmin, spec: ProvisionSpec, approle_accessor: str)
         except OSError as exc:
             raise ConfigError(f"policy template {path} cannot be read: {exc.strerror}") from exc
         policies[name] = render(template, variables)
-        admin.policy(name, policies[name])
+        run.policy(name, policies[name])
     for name in spec.nodes:
-        admin.write(f"auth/approle/role/{name}", token_policies=["crdb-node"], token_no_default_policy=True,
-                    token_ttl="1h", token_max_ttl="24h", secret_id_num_uses=0)
+        run.ensure(f"auth/approle/role/{name}", "AppRole role", {
+            "token_policies": ["crdb-node"], "token_no_default_policy": True, "token_ttl": "1h", "token_max_ttl": "24h",
+            "secret_id_num_uses": 0})
     assert set(policies) <= set(POLICY_NAMES)
     return policies
 
@@ -252,15 +266,15 @@ def static_node_policy_variables(spec: ProvisionSpec, approle_accessor: str, nod
     return {**policy_variables(spec, approle_accessor)["crdb-node"], "node_role": f"{spec.pki.node_role}-{node}"}
 
 
-def _write_cert_auth(admin: VaultAdmin, spec: ProvisionSpec, approle_accessor: str,
+def _write_cert_auth(run: Converger, spec: ProvisionSpec, approle_accessor: str,
                      policies: dict[str, str]) -> tuple[str, ...]:
     """Cert auth with one role per node, each with a static copy of the node policy naming its own PKI role.
 
     The trusted certificate is the node CA mount's chain (what Terraform pins: the intermediate and
     its issuer). A static policy, because a cert-auth token has no per-node identity to template on.
     """
-    admin.enable_auth("cert")
-    issuer = admin.read(f"{spec.pki.mount}/issuer/default/json")
+    run.auth("cert")
+    issuer = run.admin.read(f"{spec.pki.mount}/issuer/default/json")
     chain = "\n".join(issuer.get("ca_chain") or [issuer["certificate"]])
     template = (spec.policies_dir or default_policies_dir()) / "crdb-node.hcl.tftpl"
     made = []
@@ -268,8 +282,9 @@ def _write_cert_auth(admin: VaultAdmin, spec: ProvisionSpec, approle_accessor: s
         policy = f"crdb-node-{name}"
         policies[policy] = render(template.read_text(encoding="utf-8"),
                                   static_node_policy_variables(spec, approle_accessor, name))
-        admin.policy(policy, policies[policy])
-        admin.write(f"auth/cert/certs/node-{name}", **cert_auth_role(name), certificate=chain,
-                    token_policies=[policy], token_ttl="1h", token_max_ttl="24h")
+        run.policy(policy, policies[policy])
+        run.ensure(f"auth/cert/certs/node-{name}", "cert auth role", {
+            **cert_auth_role(name), "certificate": chain, "token_policies": [policy], "token_ttl": "1h",
+            "token_max_ttl": "24h"})
         made.append(f"auth/cert/certs/node-{name}")
     return tuple(made)

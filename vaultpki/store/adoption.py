@@ -11,7 +11,7 @@ import os
 import stat
 from collections.abc import Sequence
 
-from vaultpki.core.layout import FileContent
+from vaultpki.core.layout import FileContent, pk8_key_file
 from vaultpki.errors import StoreError
 from vaultpki.store.descriptors import MAX_READ, NotRegular, Outside, close_if_open, open_within, read_fd
 from vaultpki.store.generation import BuildsGenerations
@@ -75,7 +75,7 @@ class AdoptsPlainFiles(BuildsGenerations, SwitchesGenerations):
         then each plain file is swapped for a link to its identical copy. Each is read through
         in-dir links only, and what is copied is what was opened (see ``open_within``).
         """
-        copies = [FileContent(n, self._read_to_adopt(root_fd, n), secret=n.endswith(".key")) for n in names]
+        copies = [FileContent(n, self._read_to_adopt(root_fd, n), secret=_is_secret(n)) for n in names]
         self._switch(state_fd, self._build_generation(state_fd, copies))
         self._link_all(root_fd, state_fd, set(names))
 
@@ -94,7 +94,7 @@ class AdoptsPlainFiles(BuildsGenerations, SwitchesGenerations):
             raise StoreError(f"{full} vanished while being adopted; nothing was switched")
         try:
             st = os.fstat(fd)
-            if name.endswith(".key") and st.st_nlink != 1:
+            if _is_secret(name) and st.st_nlink != 1:
                 raise StoreError(f"{full} has {st.st_nlink} hard links; refusing to adopt a key that is also "
                                  "elsewhere (give it a file of its own)")
             data = read_fd(fd)
@@ -104,3 +104,8 @@ class AdoptsPlainFiles(BuildsGenerations, SwitchesGenerations):
             return data
         finally:
             os.close(fd)
+
+
+def _is_secret(name: str) -> bool:
+    """A key, or a key's PKCS#8 copy: adopted as secret (the key mode), and refused with other hard links."""
+    return name.endswith(".key") or pk8_key_file(name) is not None

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from vaultpki.core.layout import FileContent
+from vaultpki.core.layout import FileContent, pk8_key_file
 from vaultpki.errors import StoreError
 from vaultpki.store.descriptors import DIR_FLAGS, rmtree
 from vaultpki.store.opening import CURRENT, OpensDirs
@@ -144,13 +144,16 @@ class BuildsGenerations(OpensDirs):
 
     def _finish_generation(self, state_fd: int, stage: Stage) -> None:
         """Complete a generation: the current one's other files joined in (files are never modified in
-        place, so a hard link is a copy), and all of it on disk before it can be switched to."""
+        place, so a hard link is a copy), and all of it on disk before it can be switched to.
+
+        A key's PKCS#8 copy (``<stem>.key.pk8``) is not joined when this set replaces its key without
+        writing a new copy: it would hold the replaced key."""
         current = self._open_generation(state_fd, CURRENT)
         if current is not None:
             gen_fd = current[1]
             try:
                 for name in self._generation_files(gen_fd):
-                    if name not in stage.written:
+                    if name not in stage.written and pk8_key_file(name) not in stage.written:
                         os.link(name, name, src_dir_fd=gen_fd, dst_dir_fd=stage.dir_fd, follow_symlinks=False)
             finally:
                 os.close(gen_fd)

@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 
 import requests
 from cryptography import x509
@@ -37,12 +38,20 @@ MAX_RESPONSE_BYTES = 1 << 20        # an OCSP answer is a few KiB; refuse to buf
 Post = Callable[[str, bytes, float], HttpAnswer]
 
 
-def http_post(url: str, body: bytes, timeout: float) -> HttpAnswer:
+def http_post(url: str, body: bytes, timeout: float, ca_cert: str | None = None) -> HttpAnswer:
     """POST like Go's ``http.DefaultClient`` (proxy variables honoured, 307/308 redirects followed, never
     from https to http), over the same HTTP as Vault's (``transport.send``): the whole exchange within
     ``timeout``, the body capped at ``MAX_RESPONSE_BYTES``. An OCSP request carries nothing secret, so a
-    redirect may lead to any host."""
-    session = new_session(tls_context())
+    redirect may lead to any host.
+
+    Over https the system's trust store is used, plus ``ca_cert`` (``vault.ca_cert``): the responders
+    vaultpki's certificates name are Vault's own (the mount's ``config/urls``), so a Vault behind a private
+    CA must not make every check fail. CockroachDB's own client trusts the system store alone
+    (docs/revocation.md says what that means for the URLs a mount should publish)."""
+    tls = tls_context()
+    if ca_cert:
+        tls.load_verify_locations(ca_cert)
+    session = new_session(tls)
     try:
         answer = send(session, "POST", url, timeout=timeout, limit=MAX_RESPONSE_BYTES, env=os.environ,
                       allowed=None, headers={"Content-Type": REQUEST_TYPE}, body=body)
@@ -63,12 +72,15 @@ def _one_line(text: str) -> str:
 
 def query(
     cert: x509.Certificate, issuer: x509.Certificate, timeout: float = 3.0, now: dt.datetime | None = None,
-    post: Post = http_post,
+    post: Post | None = None, ca_cert: str | None = None,
 ) -> OcspResult:
     """Ask the certificate's responders in order; the first GOOD/REVOKED wins, as in CockroachDB.
 
-    ``timeout`` bounds the whole check (``security.ocsp.timeout``), not each URL.
+    ``timeout`` bounds the whole check (``security.ocsp.timeout``), not each URL. ``ca_cert`` is also
+    trusted over https (see ``http_post``).
     """
+    if post is None:
+        post = partial(http_post, ca_cert=ca_cert)
     urls = responder_urls(cert)
     if not urls:
         raise OcspError("certificate has no OCSP responder URL (AIA)")

@@ -18,10 +18,10 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from vaultpki.config import HEADER_UNSAFE, VaultConfig, header_safe
 from vaultpki.config.records import HOME_TOKEN_FILE
 from vaultpki.errors import ConfigError, VaultDenied, VaultRequestError, VaultUnavailable
-from vaultpki.files import NotReadable, read_regular, secret_exposure
 from vaultpki.vault.failover import VaultAdapter
 from vaultpki.vault.failures import Refused, translate_errors
 from vaultpki.vault.http_session import new_session, tls_context
+from vaultpki.vault.login import login_request, read_secret
 from vaultpki.vault.retry_log import gave_up, started_retrying
 from vaultpki.vault.transport import one_line
 
@@ -39,7 +39,8 @@ class VaultSession:
       used first next time (``failover.VaultAdapter``); what still fails is retried
       with backoff for up to ``vault.retry_for``.
     - The token is obtained lazily: from the environment or a file, or by logging in
-      (AppRole, TLS certificate). A renewable token is renewed when a third of its
+      (AppRole, TLS certificate, JWT, Kubernetes: ``login``, which reads the credential
+      files anew at every login). A renewable token is renewed when a third of its
       lease is left; a login token is replaced by logging in again when its renewal
       is denied or capped by its max TTL, or when a request is denied and Vault no
       longer knows the token (``auth/token/lookup-self``). A request denied with a
@@ -99,11 +100,7 @@ class VaultSession:
 
     def client(self) -> hvac.Client:
         """An hvac client over this adapter, for the admin commands' use of hvac's API (token: ``ensure_token``)."""
-        adapter = self.adapter()
-        # token="": hvac would otherwise read $VAULT_TOKEN or ~/.vault-token for the adapter it makes first
-        client = hvac.Client(url=adapter.addrs[0], token="", session=adapter.session)
-        client.adapter = adapter
-        return client
+        return self._over(self.adapter())
 
     def _active_addr(self) -> str:
         """The address the last request went to (for the retry log lines)."""
@@ -113,10 +110,14 @@ class VaultSession:
     def _call(self, what: str, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         """One request (failover inside the adapter), transient failures retried with backoff for up to
         ``vault.retry_for``; the decoded JSON (None when Vault answered with no body)."""
+        return self._retried(what, lambda adapter: adapter.request(method, f"/v1/{path}", json=body))
+
+    def _retried(self, what: str, send: Callable[[VaultAdapter], Any]) -> Any:
+        """``send`` over the adapter, its failures translated, transient ones retried as ``_call`` says."""
         def attempt() -> Any:
             adapter = self.adapter()
             with translate_errors(adapter.addrs[adapter.active], what):
-                return adapter.request(method, f"/v1/{path}", json=body)
+                return send(adapter)
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
             # Bounded by time, not by a count: an HA election takes seconds to tens of seconds.
@@ -129,13 +130,19 @@ class VaultSession:
         return retrying(attempt)
 
     def _login(self) -> None:
-        cfg = self._cfg
-        mount = cfg.approle_mount if cfg.auth == "approle" else cfg.cert_mount
-        body = self._approle_body() if cfg.auth == "approle" else ({"name": cfg.cert_role} if cfg.cert_role else {})
+        login = login_request(self._cfg)            # the credential files, read now: a bad one is sent nowhere
         self._token = None
-        response = self._call(f"logging in with {cfg.auth} auth at auth/{mount}", "POST", f"auth/{mount}/login", body)
-        self._take_auth(response, f"Vault's {cfg.auth} login at auth/{mount}")
+        response = self._retried(login.what, lambda adapter: login.send(self._over(adapter)))
+        self._take_auth(response, f"Vault's {self._cfg.auth} login at auth/{login.mount}")
         self._login_lease = self._lease
+
+    @staticmethod
+    def _over(adapter: VaultAdapter) -> hvac.Client:
+        """An hvac client whose every request goes through ``adapter`` (for hvac's auth API)."""
+        # token="": hvac would otherwise read $VAULT_TOKEN or ~/.vault-token for the adapter it makes first
+        client = hvac.Client(url=adapter.addrs[0], token="", session=adapter.session)
+        client.adapter = adapter
+        return client
 
     def _take_auth(self, response: Any, what: str) -> None:
         try:
@@ -206,11 +213,6 @@ class VaultSession:
         if self._cfg.auth == "token" or self._login_lease is None:
             return True
         return self._lease is not None and self._lease >= self._login_lease
-
-    def _approle_body(self) -> dict[str, str]:
-        cfg = self._cfg
-        role_id = cfg.role_id or _read_secret(cfg.role_id_file or "", "vault.role_id_file")
-        return {"role_id": role_id, "secret_id": _read_secret(cfg.secret_id_file or "", "vault.secret_id_file")}
 
     def _data(self, what: str, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         self.ensure_token()
@@ -289,7 +291,7 @@ def static_token(cfg: VaultConfig) -> str:
         return source.value                    # judged when the configuration was parsed
     if source.path is None or (source.origin == HOME_TOKEN_FILE and not os.path.lexists(source.path)):
         raise ConfigError(NO_TOKEN)
-    token = _read_secret(source.path, source.origin)
+    token = read_secret(source.path, source.origin)
     if not header_safe(token):      # (checked before it is used: another thread may be waiting to use it)
         raise ConfigError(f"{source.origin} {source.path} {HEADER_UNSAFE}")
     return token
@@ -307,29 +309,3 @@ def _payload(response: Any, what: str) -> dict[str, Any]:
         raise VaultRequestError(f"Vault returned no data while {what}")
     return data
 
-
-MAX_SECRET_BYTES = 1 << 16       # a token, role-id or secret-id is a few dozen bytes
-# A role-id names the AppRole, like a user name: it logs in nobody without the secret-id, so its file may
-# be readable by others (a ConfigMap, a 0444 Secret). Tokens and secret-ids are secrets.
-NOT_SECRET = frozenset({"vault.role_id_file"})
-
-
-def _read_secret(path: str, key: str) -> str:
-    """Read a token, secret-id or role-id file, refusing a token or secret-id that somebody else can read
-    (``files.secret_exposure``: the kubelet's root-owned 0440 in our own group passes). Judged by what was
-    opened (``files.read_regular``): a regular file of at most MAX_SECRET_BYTES, never a FIFO (whose open
-    would wait for a writer forever) or a device."""
-    try:
-        data, st = read_regular(path, MAX_SECRET_BYTES)
-    except NotReadable as exc:
-        raise ConfigError(f"{key} {path} cannot be read: {exc}") from None
-    exposure = None if key in NOT_SECRET else secret_exposure(st)
-    if exposure is not None:
-        raise ConfigError(f"{key} {path} {exposure}; chmod 600 it")
-    try:
-        value = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ConfigError(f"{key} {path} is not UTF-8 text") from None
-    if not value:
-        raise ConfigError(f"{key} {path} is empty")
-    return value

@@ -1,0 +1,3 @@
+module crdbtls
+
+go 1.19
