@@ -24,10 +24,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tests.support.rootfs import writable_cache
+
 __all__ = ["SOURCE", "Case", "Result", "binary", "check", "check_one"]
 
 SOURCE = Path(__file__).resolve().parents[1] / "consumers" / "crdbtls"
-CACHE = Path("/var/cache/vaultpki-tests")
 BUILD_TIMEOUT = 300          # a cold build compiles crypto/tls and net; later builds hit GOCACHE
 RUN_TIMEOUT = 120
 
@@ -60,18 +61,6 @@ class Result:
     client_sent_certificate: bool
 
 
-def _cache_dir() -> Path:
-    """The shared cache when it can be written, else one of this user's own under the temp dir."""
-    for path in (CACHE, Path(tempfile.gettempdir()) / f"vaultpki-tests-{os.getuid()}"):
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(path, os.W_OK | os.X_OK):
-            return path
-    raise RuntimeError(f"no writable cache directory for the Go consumer ({CACHE})")
-
-
 def _go_env(cache: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
     env.update({
@@ -91,7 +80,7 @@ def binary() -> Path:
     go = shutil.which("go")
     if go is None:
         raise RuntimeError("`go` is missing: apt-get install golang-go (.ci/run installs it)")
-    cache = _cache_dir()
+    cache = writable_cache("the Go consumer")
     env = _go_env(cache)
     version = subprocess.run([go, "version"], env=env, capture_output=True, text=True, check=True).stdout
     digest = hashlib.sha256(version.encode())

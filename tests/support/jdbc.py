@@ -22,11 +22,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.rootfs import writable_cache
+
 __all__ = ["JAR", "PACKAGES", "SOURCE", "Login", "classes", "login", "tools"]
 
 SOURCE = Path(__file__).resolve().parents[1] / "consumers" / "jdbc"
 JAR = Path("/usr/share/java/postgresql.jar")
-CACHE = Path("/var/cache/vaultpki-tests")
 PACKAGES = "apt-get install default-jdk-headless libpostgresql-jdbc-java (.ci/run installs them)"
 COMPILE_TIMEOUT = 180
 RUN_TIMEOUT = 60
@@ -53,18 +54,6 @@ def tools(path: str | None = None, jar: Path = JAR) -> tuple[str, str]:
     return javac, java
 
 
-def _cache_dir() -> Path:
-    """The shared cache when it can be written, else one of this user's own under the temp dir."""
-    for path in (CACHE, Path(tempfile.gettempdir()) / f"vaultpki-tests-{os.getuid()}"):
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(path, os.W_OK | os.X_OK):
-            return path
-    raise RuntimeError(f"no writable cache directory for the Java consumer ({CACHE})")
-
-
 def _env() -> dict[str, str]:
     """The environment without anything that would change what the JVM or libpq-minded code does."""
     return {k: v for k, v in os.environ.items()
@@ -80,7 +69,7 @@ def classes() -> Path:
     digest.update(JAR.read_bytes())
     for path in sorted(SOURCE.glob("*.java")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    cache = _cache_dir()
+    cache = writable_cache("the Java consumer")
     target = cache / f"jdbc-{digest.hexdigest()[:16]}"
     if (target / f"{MAIN}.class").is_file():
         return target

@@ -15,16 +15,31 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
-__all__ = ["CACHE", "SUITE", "apt_mirror", "debian_rootfs"]
+__all__ = ["CACHE", "SUITE", "apt_mirror", "debian_rootfs", "writable_cache"]
 
 CACHE = Path("/var/cache/vaultpki-tests")
 SUITE = "bookworm"
 _SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
+
+
+def writable_cache(what: str) -> Path:
+    """The shared cache when it can be written, else one of this user's own under the temp dir (for the
+    consumers the tests build once: ``what`` names one in the error)."""
+    for path in (CACHE, Path(tempfile.gettempdir()) / f"vaultpki-tests-{os.getuid()}"):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK | os.X_OK):
+            return path
+    raise RuntimeError(f"no writable cache directory for {what} ({CACHE})")
 
 
 def apt_mirror() -> str:
