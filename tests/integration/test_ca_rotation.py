@@ -155,15 +155,20 @@ def test_rotation_without_a_moment_of_downtime(bao: DevServer, shared_dir: Path)
             # 3. Retire: refused while an old-CA leaf is still valid...
             refused = run_cli(["--config", str(config), "ca", "retire", "--mount", PKI.mount], token)
             assert refused.returncode == 2 and "still has" in refused.stderr and "alice" in refused.stderr
-            # ...so alice is re-issued from the new CA and her old certificates are revoked.
+            assert "--revoke-leaves" in refused.stderr
+            # ...so alice is re-issued from the new CA, then retire revokes her old certificates first.
             user_certs("alice")
             issuers = json.loads(cli("ca", "status", "--mount", PKI.mount, "--json"))["issuers"]
             assert [i["is_default"] for i in issuers] == [True, False]          # newest first: the new one
+            assert [i["state"] for i in issuers] == ["active", "superseded"]
+            old_leaves = []
             for line in admin.list(f"{PKI.mount}/certs")["data"]["keys"]:
-                cert = crypto.load_certs(admin.read(f"{PKI.mount}/cert/{line}")["data"]["certificate"].encode())[0]
-                if not crypto.is_ca(cert) and cert.issuer.rfc4514_string() == old_ca[0]:
-                    run_cli(["--config", str(config), "revoke", "--serial", line], token)
-            assert "retired" in cli("ca", "retire", "--mount", PKI.mount)
+                data = admin.read(f"{PKI.mount}/cert/{line}")["data"]
+                cert = crypto.load_certs(data["certificate"].encode())[0]
+                if not crypto.is_ca(cert) and cert.issuer.rfc4514_string() == old_ca[0] and not data["revocation_time"]:
+                    old_leaves.append(line)
+            retired = json.loads(cli("ca", "retire", "--mount", PKI.mount, "--revoke-leaves", "--json"))
+            assert sorted(r["serial"] for r in retired["revoked"]) == sorted(old_leaves) and retired["retired"]
             cli("sync", "--once")
             assert bundle(certs / "ca.crt") != old_ca and len(bundle(certs / "ca.crt")) == 1
             user_certs("alice")

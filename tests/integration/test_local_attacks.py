@@ -155,7 +155,9 @@ def verify_names(config: Path, *needles: str, fails: bool = True) -> None:
     as_json = run_cli(["--config", str(config), "status", "--json"])
     problems = json.loads(as_json.stdout)["problems"]
     for needle in needles:
-        assert any(needle in line for line in text.stdout.splitlines() if line.startswith("PROBLEM")), text.stdout
+        # An error is a PROBLEM line, a warning a WARNING line (without the "warning: " of verify's line).
+        kind, shown = ("WARNING", needle.removeprefix("warning: ")) if needle.startswith("warning: ") else ("PROBLEM", needle)
+        assert any(shown in line for line in text.stdout.splitlines() if line.startswith(kind)), text.stdout
         assert any(needle in p for p in problems), problems
 
 

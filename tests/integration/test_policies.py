@@ -92,6 +92,8 @@ def attempt(client: hvac.Client, path: str, **data: Any) -> tuple[str, crypto.Ce
 
 S = "pol-crdb/sign"
 SERVER = "pol-crdb/sign/node-server"
+# What vaultpki sends with every client certificate's request: the CN stays out of the DNS SANs.
+CN_ONLY = {"exclude_cn_from_sans": True}
 
 # (actor, path, request fields, expected outcome, expected CN of an issued certificate)
 MATRIX = [
@@ -99,6 +101,9 @@ MATRIX = [
     ("n1", f"{SERVER}-n1", {"csr": csr("n1.db.internal", ("n1.db.internal",), ("10.0.0.1",))}, "issued", "n1.db.internal"),
     ("n2", f"{SERVER}-n2", {"csr": csr("n2.db.internal", ("n2.db.internal",))}, "issued", "n2.db.internal"),
     ("n1", f"{S}/client-node", {"csr": csr("node")}, "issued", "node"),
+    ("n1", f"{S}/client-node", {"csr": csr("node"), **CN_ONLY}, "issued", "node"),
+    ("n1", f"{S}/client-node", {"csr": csr("node"), "exclude_cn_from_sans": False}, "403", None),
+    ("n1", f"{SERVER}-n1", {"csr": csr("n1.db.internal", ("n1.db.internal",)), **CN_ONLY}, "403", None),
     ("n1", f"{SERVER}-n2", {"csr": csr("n2.db.internal", ("n2.db.internal",))}, "403", None),
     ("n1", f"{SERVER}-n1", {"csr": csr("n2.db.internal")}, "400", None),
     ("n1", f"{SERVER}-n1", {"csr": csr("n1.db.internal", ("n1.db.internal", "n2.db.internal"))}, "400", None),
@@ -124,6 +129,8 @@ MATRIX = [
     ("n1", "sys/policies/acl/crdb-node", {"policy": 'path "*" { capabilities = ["sudo"] }'}, "403", None),
     # --- operator: ordinary users only --------------------------------------------------------
     ("operator", f"{S}/user", {"csr": csr("marc"), "common_name": "marc"}, "issued", "marc"),
+    ("operator", f"{S}/user", {"csr": csr("marc"), "common_name": "marc", **CN_ONLY}, "issued", "marc"),
+    ("operator", f"{S}/user", {"csr": csr("marc"), "common_name": "marc", "exclude_cn_from_sans": False}, "403", None),
     ("operator", f"{S}/user", {"csr": csr("root", ("root",)), "common_name": "alice"}, "issued", "alice"),
     *[("operator", f"{S}/user", {"csr": csr("x"), "common_name": name}, "403", None) for name in CASES],
     ("operator", f"{S}/user", {"csr": csr("marc"), "common_name": "marc", "alt_names": "root"}, "403", None),
@@ -135,12 +142,14 @@ MATRIX = [
     ("operator", "pol-crdb/issue/user", {"common_name": "marc"}, "403", None),
     # --- root operator: CN=root, on the root role, and nothing else --------------------------------
     ("root-operator", f"{S}/root", {"csr": csr("root"), "common_name": "root"}, "issued", "root"),
+    ("root-operator", f"{S}/root", {"csr": csr("root"), "common_name": "root", **CN_ONLY}, "issued", "root"),
     ("root-operator", f"{S}/root", {"csr": csr("marc"), "common_name": "marc"}, "403", None),
     ("root-operator", f"{S}/user", {"csr": csr("marc"), "common_name": "marc"}, "403", None),
     ("operator+root", f"{S}/user", {"csr": csr("root"), "common_name": "root"}, "403", None),
     ("operator+root", f"{S}/root", {"csr": csr("root"), "common_name": "root"}, "issued", "root"),
     # --- users: their own name only ---------------------------------------------------------------
     ("marc", f"{S}/user-self", {"csr": csr("marc"), "common_name": "marc"}, "issued", "marc"),
+    ("marc", f"{S}/user-self", {"csr": csr("marc"), "common_name": "marc", **CN_ONLY}, "issued", "marc"),
     ("alice", f"{S}/user-self", {"csr": csr("alice"), "common_name": "alice"}, "issued", "alice"),
     ("marc", f"{S}/user-self", {"csr": csr("marc", ("root", "alice")), "common_name": "marc"}, "issued", "marc"),
     ("marc", f"{S}/user-self", {"csr": csr("alice"), "common_name": "alice"}, "400", None),
@@ -151,6 +160,7 @@ MATRIX = [
     # --- ui: the UI role only ---------------------------------------------------------------------
     ("ui", "pol-web/sign/ui", {"csr": csr("console.db.internal", ("console.db.internal",))}, "issued", "console.db.internal"),
     ("ui", "pol-web/sign/ui", {"csr": csr("root")}, "400", None),
+    ("ui", "pol-web/sign/ui", {"csr": csr("console.db.internal", ("console.db.internal",)), **CN_ONLY}, "403", None),
     ("ui", f"{SERVER}-n1", {"csr": csr("n1.db.internal")}, "403", None),
     ("ui", f"{S}/user", {"csr": csr("marc"), "common_name": "marc"}, "403", None),
 ]
@@ -170,8 +180,11 @@ def test_policy_matrix(actors: Actors, cell: tuple[str, str, dict[str, Any], str
     if info is not None:
         assert info.common_name == cn
         if info.ekus is not None and info.ekus == {crypto.Eku.CLIENT_AUTH}:
-            # A client certificate never names anyone but its own CN (each DNS SAN is a SQL identity).
+            # A client certificate never names anyone but its own CN (each DNS SAN is a SQL identity); asked as
+            # vaultpki asks, it names its user in the CN alone (a CA's name constraints never see the name).
             assert set(info.dns_sans) <= {cn} and info.ip_sans == () and info.uri_sans == ()
+            if fields.get("exclude_cn_from_sans") is True:
+                assert info.dns_sans == ()
 
 
 def test_node_tokens_renew_and_look_up_themselves_only(actors: Actors) -> None:
@@ -321,6 +334,13 @@ def test_vaultpki_issues_with_least_privilege_in_every_mode(
     root = run_cli(["--config", str(config), "issue-user", "root", "--certs-dir", str(tmp_path / "root")],
                    {"VAULT_TOKEN": tokens["root-operator"]})
     assert root.returncode == 0, root.stderr
+    # Every client certificate names its user in the CN alone: no DNS SAN, under exactly these policies.
+    clients = [tmp_path / "marc" / "client.marc.crt", tmp_path / "root" / "client.root.crt"]
+    if mode is not Mode.STANDARD:
+        clients.append(tmp_path / "certs" / "client.node.crt")
+    for path in clients:
+        info = crypto.describe(crypto.load_certs(path.read_bytes())[0])
+        assert (info.common_name, info.dns_sans, info.ip_sans) == (path.name.split(".")[1], (), ()), path
 
 
 def provision_policies(actors: Actors, mode: Mode, pki: PkiNames) -> dict[str, str]:

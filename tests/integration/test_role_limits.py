@@ -167,7 +167,7 @@ def vaultpki_verdict(world: World, kind: str, outcome: Outcome, key: crypto.Priv
     plan = plan_node(world.mode, world.pki, NODES["n1"], world.ui_hosts)
     spec = next(c for c in plan.certs if c.stem == kind)
     assert outcome.response is not None
-    chain = [outcome.leaf, *crypto.load_certs("".join(outcome.response["data"]["ca_chain"]).encode())]
+    chain = [outcome.leaf, *crypto.load_certs("\n".join(outcome.response["data"]["ca_chain"]).encode())]
     anchors = crypto.load_certs(outcome.response["data"]["issuing_ca"].encode())
     now = dt.datetime.now(dt.UTC)
     return [p.message for p in check_issued(spec, chain, key, anchors, now)]

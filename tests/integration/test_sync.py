@@ -254,3 +254,26 @@ def test_sighup_rereads_the_config_and_runs_a_pass_now(deploy: Callable[..., Dep
         assert serial_of(shared_dir / "certs" / "node.crt") != first
         assert crypto.describe(crypto.load_certs((shared_dir / "certs" / "node.crt").read_bytes())[0]).ip_sans == ()
         assert daemon.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_rolled_back_pass_does_not_revoke_the_set_it_restored(deploy: Callable[..., Deployment], shared_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """rollback_on_failure with revoke_replaced: the pass rolled back, then revoked the "replaced" certificate,
+    which was the one on disk again: with OCSP on, the database would refuse its own certificate."""
+    dep = deploy(Mode.STANDARD, ui=False)
+    token = {"VAULT_TOKEN": dep.server.root_token}
+    config = write_config(dep, shared_dir, ttl="1h")
+    assert run_cli(["--config", str(config), "issue-node"], token).returncode == 0
+    certs = shared_dir / "certs"
+    old = serial_of(certs / "node.crt")
+    with StubbornTls(tmp_path, certs / "node.crt", certs / "node.key") as stubborn:
+        reload = {"pidfile": str(stubborn.pidfile), "verify": f"tls://127.0.0.1:{stubborn.port}", "verify_timeout": "2s",
+                  "rollback_on_failure": True}
+        config = write_config(dep, shared_dir, ttl="1h", reload=reload, renew={"revoke_replaced": True},
+                              node={"hosts": ["node1.test.internal", "localhost"]})
+        result = run_cli(["--config", str(config), "sync", "--once"], token)
+        assert result.returncode == 1 and "does not serve the certificate just written" in result.stderr
+    assert serial_of(certs / "node.crt") == old                      # rolled back
+    checked = run_cli(["verify", "--ocsp", "--certs-dir", str(certs)])
+    assert "revoked" not in checked.stdout + checked.stderr, checked.stdout + checked.stderr

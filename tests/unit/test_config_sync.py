@@ -251,3 +251,13 @@ def test_cert_auth_refuses_any_http_addr(addr: object, env: dict[str, str]) -> N
         raw["vault"]["addr"] = addr
     with pytest.raises(ConfigError, match="needs an https:// Vault address"):
         parse(raw, env)
+
+
+@pytest.mark.parametrize("zero", ["0", "0s", "0h0m"])
+def test_ca_check_takes_zero_in_any_form(zero: str) -> None:
+    """`renew.ca_check = "0s"` was refused ("must be longer than zero") though "0" turned the check off."""
+    assert config(renew={"ca_check": zero}).renew.ca_check == 0
+
+
+def test_other_durations_still_refuse_zero() -> None:
+    refused("renew.retry_max must be longer than zero", renew={"retry_max": "0"})

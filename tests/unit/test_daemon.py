@@ -517,22 +517,6 @@ def test_certificate_with_other_sans_than_the_config_is_due(make_rig: MakeRig) -
     assert not any(d.due for d in syncer.run_pass().decisions)
 
 
-def test_new_ca_makes_ca_and_node_due(make_rig: MakeRig, pki: Pki, cas: CaSet) -> None:
-    rig = make_rig()
-    rig.syncer.run_pass()
-    new_inter = pki.ca("Test Intermediate CA 2", cas.root)
-    rig.vault.cas = dataclasses.replace(cas, inter=new_inter)
-    report = rig.syncer.run_pass()
-    decisions = by_file(report)
-    assert decisions["ca.crt"].due and decisions["ca.crt"].reason == "differs from the CA of mount pki-crdb"
-    assert decisions["node.crt"].due and "does not chain" in decisions["node.crt"].reason
-    assert report.ok
-    assert crypto.load_certs((rig.path / "ca.crt").read_bytes()) == [new_inter.cert]
-    chain = crypto.load_certs((rig.path / "node.crt").read_bytes())
-    assert chain[0].issuer == new_inter.cert.subject and chain[1] == new_inter.cert
-    assert not any(d.due for d in rig.syncer.run_pass().decisions)
-
-
 def test_new_ca_is_not_written_beside_a_leaf_that_does_not_chain_to_it(make_rig: MakeRig, pki: Pki,
                                                                          cas: CaSet) -> None:
     """If the CA changed but the leaf could not be renewed, ca.crt must still trust the node.crt on disk

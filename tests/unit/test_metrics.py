@@ -138,7 +138,7 @@ def test_health_to_json() -> None:
                     reload_verified=False, extra={"not": "exported"})
     assert health.to_json() == {"healthy": False, "due_files": ["node.crt"], "last_error": "node.crt: vault down",
                                 "consecutive_failures": 2, "reload_verified": False,
-                                "reload_pending": False, "reload_failures": 0}
+                                "reload_pending": False, "reload_failures": 0, "ca_mismatch": []}
     assert json.loads(json.dumps(health.to_json())) == health.to_json()
 
 
@@ -190,7 +190,7 @@ def test_healthz_200_when_healthy(server: MetricsServer, metrics: Metrics) -> No
     assert status == 200 and content_type == "application/json"
     assert json.loads(body) == {"healthy": True, "due_files": ["node.crt"], "last_error": None,
                                 "consecutive_failures": 0, "reload_verified": None,
-                                "reload_pending": False, "reload_failures": 0}
+                                "reload_pending": False, "reload_failures": 0, "ca_mismatch": []}
 
 
 def test_healthz_503_when_a_due_file_keeps_failing(server: MetricsServer, metrics: Metrics) -> None:

@@ -36,7 +36,8 @@ def _expectation(cfg: config_mod.Config | None, certs_dir: Path, cfg_dir: Path |
     """What the config says the dir must hold, when the dir looked at is the config's own."""
     if cfg is None or cfg_dir is None or certs_dir.resolve() != cfg_dir.resolve():
         return None
-    return Expectation(mode=cfg.mode, node_hosts=cfg.node_hosts, ui=bool(cfg.pki.ui_mount), users=cfg.node_users)
+    return Expectation(mode=cfg.mode, node_hosts=cfg.node_hosts, ui=bool(cfg.pki.ui_mount), users=cfg.node_users,
+                       ui_ca=bool(cfg.pki.ui_mount) and cfg.pki.ui_mount != cfg.pki.mount)
 
 
 def _load_dir(obj: _Ctx, certs_dir: str | None) -> tuple[DirState, Expectation | None]:
@@ -133,8 +134,10 @@ def _renewal_inputs(obj: _Ctx, state: DirState) -> tuple[RenewPolicy | None, fro
 
 
 def _print_status(report: StatusReport) -> None:
+    # An error (what verify fails on) is a PROBLEM line, a warning a WARNING line.
     for message in report.problems:
-        click.echo(f"PROBLEM {message}")
+        warning = message.removeprefix("warning: ")
+        click.echo(f"WARNING {warning}" if warning != message else f"PROBLEM {message}")
     if report.reload_pending is not None:
         pending = report.reload_pending
         click.echo(f"RELOAD PENDING since {pending.since} ({pending.reason}; "
@@ -154,8 +157,9 @@ def _print_status(report: StatusReport) -> None:
             click.echo(f"  chains to {row.chains_to}")
         if row.ocsp is not None:
             click.echo(f"  OCSP    {row.ocsp}")
-        for message in row.problems:
-            click.echo(f"  PROBLEM {message}")
+        for problem in row.problem_details:
+            where = "" if problem.file == row.file else f"{problem.file}: "
+            click.echo(f"  {'WARNING' if problem.severity == 'warning' else 'PROBLEM'} {where}{problem.message}")
         _print_renewal(row)
 
 

@@ -28,8 +28,11 @@ def _options(cfg: config_mod.Config) -> IssueOptions:
 
 
 def _issue_and_write(cfg: config_mod.Config, plan: Plan, target: CertsDir) -> IssuedSet:
+    """Issue the plan and write it as one set, without the files of vaultpki's that the layout no longer has
+    (``Plan.stray_names``: a split-ca dir's ``ca-client.crt`` once the node is split-node; the previous set
+    keeps them)."""
     issued = obtain(plan, one_shot_vault(cfg), _options(cfg), utc_now)
-    target.write_set(issued.files)
+    target.write_set(issued.files, drop=plan.stray_names)
     return issued
 
 
@@ -45,10 +48,11 @@ def issue_node(obj: _Ctx, certs_dir: str | None, users: tuple[str, ...], dry_run
     cfg = obj.config()
     plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, (*cfg.node_users, *users), pk8=cfg.node_pk8)
     target = CertsDir(node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))
+    removed = target.managed(plan.stray_names)       # what the write takes out (the layout no longer has it)
     if dry_run:
-        report_dry_run(cfg, plan, target, as_json)
+        report_dry_run(cfg, plan, target, as_json, removed=removed)
         return
-    report_issued(cfg, plan, _issue_and_write(cfg, plan, target), target, as_json)
+    report_issued(cfg, plan, _issue_and_write(cfg, plan, target), target, as_json, removed=removed)
 
 
 def _read_user_list(source: str) -> str:

@@ -17,7 +17,7 @@ import click
 
 from vaultpki import config as config_mod
 from vaultpki.core.issue import IssuedLeaf, IssuedSet
-from vaultpki.core.layout import CertSpec, Plan
+from vaultpki.core.layout import CertSpec, Plan, stray_reason
 from vaultpki.store.certs_dir import CertsDir
 
 ENVELOPE = ("command", "ok")
@@ -63,7 +63,8 @@ def _user(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _document(cfg: config_mod.Config, plan: Plan, target: CertsDir, *, dry_run: bool, files: Sequence[str],
-              items: list[dict[str, Any]], users: bool, failed: Mapping[str, str]) -> dict[str, Any]:
+              items: list[dict[str, Any]], users: bool, failed: Mapping[str, str],
+              removed: Sequence[str] = ()) -> dict[str, Any]:
     """The fields of ``issue-node`` and ``issue-user``, in a dry run and not: one shape for every way of running."""
     doc: dict[str, Any] = {"dry_run": dry_run, "certs_dir": str(target.path), "files": sorted(files)}
     if users:
@@ -71,20 +72,23 @@ def _document(cfg: config_mod.Config, plan: Plan, target: CertsDir, *, dry_run: 
         doc["failed"] = [{"user": u, "error": e} for u, e in failed.items()]
     else:
         doc["certificates"] = items
+        doc["removed"] = [{"file": name, "reason": stray_reason(name, cfg.mode)} for name in removed]
     doc["ca_files"] = _ca_files(cfg, plan)
     doc["key_mode"] = f"{target.key_mode:04o}"
     return doc
 
 
 def report_issued(cfg: config_mod.Config, plan: Plan, issued: IssuedSet, target: CertsDir, as_json: bool, *,
-                  users: bool = False, bulk: bool = False, failed: Mapping[str, str] | None = None) -> None:
+                  users: bool = False, bulk: bool = False, failed: Mapping[str, str] | None = None,
+                  removed: Sequence[str] = ()) -> None:
     """What was issued and written; ``bulk``: a ``--from-file`` run, where ``failed`` names the users whose
     certificates could not be (the text says how many of how many; JSON has the same shape either way)."""
     failed = failed or {}
     if as_json:
         written = [f.name for f in issued.files] if issued.leaves else []      # nothing succeeded: nothing written
         emit(not failed, _document(cfg, plan, target, dry_run=False, files=written,
-                                   items=[_issued(leaf) for leaf in issued.leaves], users=users, failed=failed))
+                                   items=[_issued(leaf) for leaf in issued.leaves], users=users, failed=failed,
+                                   removed=removed))
         return
     if bulk:
         click.echo(f"issued {len(issued.leaves)} of {len(plan.certs)} user certificates into {target.path}")
@@ -96,13 +100,16 @@ def report_issued(cfg: config_mod.Config, plan: Plan, issued: IssuedSet, target:
                    f"expires {leaf.not_after:%Y-%m-%d %H:%M}Z)")
     cas = sorted(f.name for f in issued.files if f.name.startswith("ca"))
     click.echo(f"wrote {', '.join(cas)} into {target.path}")
+    for name in removed:
+        click.echo(f"removed {name}: {stray_reason(name, cfg.mode)} (the previous set keeps it: vaultpki rollback)")
 
 
-def report_dry_run(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_json: bool, *, users: bool = False) -> None:
+def report_dry_run(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_json: bool, *, users: bool = False,
+                   removed: Sequence[str] = ()) -> None:
     """What a command would issue and write; nothing is sent to Vault, nothing is written."""
     if as_json:
         emit(True, _document(cfg, plan, target, dry_run=True, files=plan.file_names,
-                             items=[_planned(cfg, s) for s in plan.certs], users=users, failed={}))
+                             items=[_planned(cfg, s) for s in plan.certs], users=users, failed={}, removed=removed))
         return
     for spec in plan.certs:
         sans = ", ".join(spec.dns_sans + spec.ip_sans) or "none"
@@ -111,5 +118,7 @@ def report_dry_run(cfg: config_mod.Config, plan: Plan, target: CertsDir, as_json
                    f"{cfg.key_type.value}-{cfg.key_bits} key generated {'here' if cfg.issue_method == 'sign' else 'by Vault'}")
     for ca_file in _ca_files(cfg, plan):
         click.echo(f"would write {ca_file['file']} from the CA of mount {ca_file['mount']} (ca_trust = {ca_file['trust']})")
+    for name in removed:
+        click.echo(f"would remove {name}: {stray_reason(name, cfg.mode)}")
     click.echo(f"would write them into {target.path} as one set (keys mode {target.key_mode:04o}); "
                "nothing was sent or written")

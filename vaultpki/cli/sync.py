@@ -32,7 +32,7 @@ from vaultpki.store.ownership import resolve_owner
 from vaultpki.vault.client import HttpVault
 
 
-def _reloader(cfg: config_mod.Config) -> Actions:
+def actions_of(cfg: config_mod.Config) -> Actions:
     """What runs after a write, in order: the configured signal, then each command; else nothing."""
     r = cfg.reload
     sig = parse_signal(r.signal)
@@ -53,7 +53,7 @@ def _syncer_factory(certs_dir: str | None, metrics: Metrics, log: logging.Logger
         prober = EndpointProber(cfg.reload.verify) if cfg.reload.verify else None
         store = CertsDir(node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))
         plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users)      # config errors now, not at the first pass
-        return Syncer(cfg=cfg, vault=HttpVault(cfg.vault), store=store, reloader=_reloader(cfg), prober=prober,
+        return Syncer(cfg=cfg, vault=HttpVault(cfg.vault), store=store, reloader=actions_of(cfg), prober=prober,
                       metrics=metrics, now=now, log=log)
     return build
 
@@ -102,6 +102,7 @@ def _once(syncer: Syncer, as_json: bool) -> None:
             "dry_run": False, "certs_dir": str(syncer.store.path),
             "renewed": [{"file": leaf.spec.cert_file, "serial": leaf.serial, "not_after": leaf.not_after.isoformat()}
                         for leaf in report.renewed],
+            "removed": list(report.removed),
             "failures": list(report.failures), "reloaded": report.reloaded, "verified": report.verified,
             "reload_pending": msgspec.to_builtins(pending),      # as status --json has it (null: none)
             "next_renewal": report.next_renewal.isoformat() if report.next_renewal else None,
@@ -111,9 +112,14 @@ def _once(syncer: Syncer, as_json: bool) -> None:
         return
     for leaf in report.renewed:
         click.echo(f"renewed {leaf.spec.cert_file} (serial {leaf.serial}, expires {leaf.not_after:%Y-%m-%d %H:%M:%S}Z)")
+    reasons = {d.file: d.reason for d in report.decisions}
+    for name in report.removed:
+        click.echo(f"removed {name}: {reasons.get(name, 'not part of the layout')}")
     if report.ok:
         when = f"; next renewal {report.next_renewal:%Y-%m-%d %H:%M:%S}Z" if report.next_renewal else ""
-        click.echo((f"renewed; reload: {syncer.reloader.describe()}" if report.renewed else "nothing due") + when)
+        changed = report.renewed or report.removed
+        click.echo((f"{'renewed' if report.renewed else 'removed'}; reload: {syncer.reloader.describe()}" if changed
+                    else "nothing due") + when)
         if syncer.pending.current is not None:
             click.echo(f"reload pending ({syncer.pending.current.reason}); the next pass tries again")
         return

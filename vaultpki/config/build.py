@@ -107,7 +107,7 @@ def _parse_renew(t: RenewTable) -> RenewPolicy:
     jitter = parse_percent(t.jitter, "renew.jitter", allow_zero=True)
     if jitter > 0.25:
         raise ConfigError("renew.jitter above 25% would no longer respect the renewal window")
-    ca_check = 0 if t.ca_check == "0" else parse_duration(t.ca_check, "renew.ca_check")
+    ca_check = parse_duration(t.ca_check, "renew.ca_check", allow_zero=True)       # 0: no periodic CA check
     if "%" in t.before:
         fraction, seconds = parse_percent(t.before, "renew.before", allow_zero=False), None
     else:

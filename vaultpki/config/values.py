@@ -31,8 +31,9 @@ _ROLE_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.@-]*[A-Za-z0-9_])?")
 _MOUNT_SEGMENT = re.compile(r"[A-Za-z0-9_.@-]+")
 
 
-def parse_duration(text: str, key: str) -> int:
-    """Seconds in a Vault-style duration such as ``720h``, ``1h30m`` or ``90s`` (ASCII digits only)."""
+def parse_duration(text: str, key: str, allow_zero: bool = False) -> int:
+    """Seconds in a Vault-style duration such as ``720h``, ``1h30m`` or ``90s`` (ASCII digits only);
+    ``allow_zero``: a zero in any form (``0``, ``0s``, ``0h0m``) for the keys where zero means "off" or "now"."""
     text = str(text).strip()
     if _SECONDS.fullmatch(text):
         parts = [(text, "s")]
@@ -43,7 +44,7 @@ def parse_duration(text: str, key: str) -> int:
     if any(len(n) > _MAX_DIGITS for n, _ in parts):
         raise ConfigError(f"{key} is longer than {MAX_DURATION_SECONDS // 86400} days")
     seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if seconds <= 0:
+    if seconds <= 0 and not allow_zero:
         raise ConfigError(f"{key} must be longer than zero")
     if seconds > MAX_DURATION_SECONDS:
         raise ConfigError(f"{key} = {text!r} is longer than {MAX_DURATION_SECONDS // 86400} days")

@@ -1,19 +1,18 @@
 """Keys, CSRs and certificates: pure functions over bytes, no I/O.
 
-PEM is parsed the way CockroachDB (Go's ``encoding/pem``) parses it: text outside
-blocks is ignored, every block of a ``.crt`` must be a ``CERTIFICATE``, and the
-first certificate is the leaf.
+PEM is parsed the way CockroachDB (Go's ``encoding/pem``) parses it (``gopem``): text
+outside blocks is ignored, every block of a ``.crt`` must be a ``CERTIFICATE``, and the
+first certificate is the leaf. A block Go passes over (CockroachDB never sees it) is an
+error here, named with the reason.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import enum
 import functools
 import ipaddress
-import re
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from vaultpki.core import gopem
 from vaultpki.core.layout import Eku
 from vaultpki.errors import CertificateError, ConfigError
 
@@ -53,9 +53,6 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519Pri
 
 _Ext = TypeVar("_Ext", bound=x509.ExtensionType)
 
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN (?P<type>[A-Z0-9 ]+)-----[ \t]*\r?\n(?P<body>.*?)-----END (?P=type)-----", re.DOTALL
-)
 _EKU_NAMES = {
     ExtendedKeyUsageOID.SERVER_AUTH: Eku.SERVER_AUTH,
     ExtendedKeyUsageOID.CLIENT_AUTH: Eku.CLIENT_AUTH,
@@ -112,15 +109,14 @@ def build_csr(key: PrivateKey, common_name: str, dns: Sequence[str], ips: Sequen
 
 
 def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
-    """(type, DER) of every PEM block, as Go's pem.Decode loop sees them."""
-    blocks = []
-    for match in _PEM_BLOCK.finditer(data):
-        body = b"".join(line for line in match.group("body").splitlines() if b":" not in line)
-        try:
-            der = base64.b64decode(body, validate=False)
-        except binascii.Error as exc:
-            raise CertificateError(f"PEM block {match.group('type').decode()} is not valid base64") from exc
-        blocks.append((match.group("type").decode(), der))
+    """(type, DER) of every PEM block, as Go's pem.Decode loop sees them; a block Go passes over is refused."""
+    return [(block.type, block.der) for block in _go_blocks(data)]
+
+
+def _go_blocks(data: bytes) -> list[gopem.Block]:
+    blocks, skipped = gopem.decode(data)
+    if skipped:
+        raise CertificateError(str(skipped[0]))
     return blocks
 
 
@@ -143,10 +139,11 @@ def load_certs(data: bytes) -> list[x509.Certificate]:
 
 def load_key(data: bytes) -> PrivateKey:
     """The first ``* PRIVATE KEY`` block (PKCS#1, SEC1 or PKCS#8, unencrypted), as Go's X509KeyPair takes it."""
-    for kind, der in pem_blocks(data):
+    for block in _go_blocks(data):
+        kind, der = block.type, block.der
         if not kind.endswith("PRIVATE KEY"):
             continue
-        if "ENCRYPTED" in kind:
+        if "ENCRYPTED" in kind or "ENCRYPTED" in block.headers.get("Proc-Type", ""):
             raise CertificateError("private key is encrypted")
         pem = b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (
             kind.encode(), base64.encodebytes(der).strip(), kind.encode())

@@ -16,14 +16,14 @@ import msgspec
 from cryptography import x509
 
 from vaultpki.core import crypto, pkcs8
-from vaultpki.core.layout import CertSpec, FileContent, Plan, TrustSpec
+from vaultpki.core.layout import CertSpec, FileContent, FileKind, Plan, TrustSpec
 from vaultpki.core.ports import Answers, CaMaterial, Clock, IssuedCert, IssueRequest, Progress, SignRequest, Sink, VaultPort
 from vaultpki.core.validate import check_issued
 from vaultpki.errors import CertificateError, IssuanceRefused, VaultpkiError
 
 __all__ = [
     "MAX_TTL_SECONDS", "IssueOptions", "IssuedLeaf", "IssuedSet", "default_issuer", "fetch_anchors",
-    "fetch_materials", "obtain", "obtain_partial", "trust_anchors",
+    "fetch_materials", "material_certs", "obtain", "obtain_partial", "trust_anchors",
 ]
 
 # Requests one set (a node's few leaves) keeps in flight: all of them at once.
@@ -93,6 +93,12 @@ def trust_anchors(material: CaMaterial, mount: str, ca_trust: str) -> list[x509.
     return sorted(anchors.values(), key=lambda c: c.not_valid_before_utc, reverse=True)
 
 
+def material_certs(material: CaMaterial, mount: str) -> list[x509.Certificate]:
+    """Every certificate a mount's issuers and their chains hold: the CAs the mount still knows."""
+    pems = [material.issuer, *material.chain, *(p for pem, chain in material.others for p in (pem, *chain))]
+    return [c for pem in pems for c in _parse(pem, f"CA material of mount {mount}")]
+
+
 def default_issuer(material: CaMaterial, mount: str) -> x509.Certificate:
     """The CA that signs new leaves on ``mount``."""
     return _parse(material.issuer, f"CA of mount {mount}")[0]
@@ -107,13 +113,20 @@ def _sign_request(spec: CertSpec, options: IssueOptions) -> tuple[crypto.Private
     key = crypto.generate_key(options.key_type, options.key_bits)
     csr = crypto.build_csr(key, spec.common_name, spec.dns_sans, spec.ip_sans).decode()
     return key, SignRequest(spec.mount, spec.role, csr, spec.common_name if spec.send_common_name else None,
-                            _ttl(options))
+                            _ttl(options), _cn_only(spec))
 
 
 def _issue_request(spec: CertSpec, options: IssueOptions) -> IssueRequest:
     """The request that has Vault make one leaf, key and all."""
     return IssueRequest(spec.mount, spec.role, spec.common_name, spec.dns_sans, spec.ip_sans, _ttl(options),
-                        options.key_type.value, options.key_bits)
+                        options.key_type.value, options.key_bits, _cn_only(spec))
+
+
+def _cn_only(spec: CertSpec) -> bool:
+    """A client certificate names its user in the CN alone: Vault is asked not to copy the CN into a DNS SAN.
+    CockroachDB takes the identity from the CN (a DNS SAN would only repeat it), and Go checks a CA's name
+    constraints against every DNS SAN, so an organisation CA permitting only host names refuses the copy."""
+    return spec.kind in (FileKind.CLIENT, FileKind.CLIENT_NODE)
 
 
 def _judge_one(

@@ -17,6 +17,13 @@ In every mode, a DB Console certificate from a CA of its own (``pki.ui_mount``) 
 (``GetUIClientTLSConfig``/``getUICACertLocked`` in pkg/security/certificate_manager.go). A user's key
 may also be written as ``client.<user>.key.pk8`` (PKCS#8 DER, for Java's JDBC driver), which
 CockroachDB's loader skips like every name not ending in ``.crt``.
+
+The names a node's layout decides on (``LAYOUT_NAMES``: the CA files, and the ``node``, ``client.node`` and
+``ui`` pairs) are the layout's whichever mode is configured: a plan lists those it lacks as
+``Plan.stray_names``, and a file of vaultpki's under such a name leaves the next set (a split-ca dir
+re-issued as split-node loses its ``ca-client.crt``, against which CockroachDB would check every client
+certificate). Every other name (another user's ``client.<user>.*``, tenant files, ``.pk8`` copies) is the
+operator's, and so is any file vaultpki did not write.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
@@ -38,14 +45,18 @@ __all__ = [
     "Eku",
     "FileContent",
     "FileKind",
+    "LAYOUT_NAMES",
     "Mode",
     "PK8_SUFFIX",
     "Plan",
     "TrustSpec",
+    "layout_files",
     "pk8_key_file",
     "plan_node",
     "plan_user",
     "split_hosts",
+    "stray_findings",
+    "stray_reason",
     "validate_username",
 ]
 
@@ -55,6 +66,9 @@ CA_UI_FILE = "ca-ui.crt"
 # What `cockroach cert create-client --also-generate-pkcs8-key` appends to the key's name (pkg/security/certs.go).
 PK8_SUFFIX = ".pk8"
 MAX_USERNAME_BYTES = 63
+# The names whose presence a node's layout decides: what the layout has is written, what it lacks goes.
+LAYOUT_NAMES = frozenset({CA_FILE, CA_CLIENT_FILE, CA_UI_FILE, "node.crt", "node.key", "client.node.crt",
+                          "client.node.key", "ui.crt", "ui.key"})
 
 
 class Mode(enum.StrEnum):
@@ -130,6 +144,7 @@ class Plan(msgspec.Struct, frozen=True):
 
     trusts: tuple[TrustSpec, ...]
     certs: tuple[CertSpec, ...]
+    owned: frozenset[str] = frozenset()     # the names this plan's layout decides on (a node's: LAYOUT_NAMES)
 
     @property
     def ca_files(self) -> tuple[TrustSpec, ...]:
@@ -140,6 +155,62 @@ class Plan(msgspec.Struct, frozen=True):
         """Every file the plan may write: each CA file once, then every leaf's certificate and key (and pk8)."""
         cas = dict.fromkeys(t.file for t in self.ca_files if t.file is not None)
         return (*cas, *(name for c in self.certs for name in c.file_names))
+
+    @property
+    def stray_names(self) -> tuple[str, ...]:
+        """The layout's names this plan does not have: a file of vaultpki's under one of them leaves the next set."""
+        return tuple(sorted(self.owned - set(self.file_names)))
+
+
+_STRAY_WHY = {
+    CA_CLIENT_FILE: "CockroachDB verifies every client certificate against it",
+    "client.node.crt": "CockroachDB presents it instead of node.crt when it dials other nodes",
+    "ui.crt": "CockroachDB serves it on the DB Console instead of node.crt",
+    CA_UI_FILE: "CockroachDB's own HTTPS client for the DB Console trusts it instead of ca.crt",
+}
+
+
+def layout_files(mode: Mode, ui: bool, ui_ca: bool) -> frozenset[str]:
+    """The names of ``LAYOUT_NAMES`` a node's plan in ``mode`` has (``plan_node``'s, without asking for mounts):
+    ``ui`` with a UI mount, ``ui_ca`` when that mount is not the node CA's."""
+    names = {CA_FILE, "node.crt", "node.key"}
+    if mode is not Mode.STANDARD:
+        names |= {"client.node.crt", "client.node.key"}
+    if mode is Mode.SPLIT_CA:
+        names.add(CA_CLIENT_FILE)
+    if ui:
+        names |= {"ui.crt", "ui.key", *((CA_UI_FILE,) if ui_ca else ())}
+    return frozenset(names)
+
+
+def stray_reason(name: str, mode: Mode) -> str:
+    """Why a file of the layout's names that ``mode`` (as configured) lacks must not stay, for a message that
+    begins with the file's name (a key goes with its certificate)."""
+    if name.endswith(".key"):
+        cert = name[:-len(".key")] + ".crt"
+        return f"is the key of {cert}, which {stray_reason(cert, mode)}"
+    where = mode.value if name in (CA_CLIENT_FILE, "client.node.crt") else "this configuration"
+    return f"is not part of {where}: {_STRAY_WHY.get(name, 'CockroachDB loads it')}"
+
+
+def stray_findings(present: Mapping[str, bool], mode: Mode, ui: bool, ui_ca: bool | None) -> list[tuple[str, str, str]]:
+    """(file, message, severity) for each certificate under the layout's names that the configured layout lacks,
+    of ``present`` (each name: whether vaultpki wrote it). vaultpki's own, left by an earlier layout, leave at
+    the next write. Another's ``ca-client.crt`` breaks every client login; another's ``client.node.crt`` in
+    standard mode works until it expires; an operator's own DB Console certificate (``ui.crt``, ``ca-ui.crt``
+    without a UI mount) is theirs. ``ui_ca`` None: whether ``ca-ui.crt`` belongs is not known."""
+    found = []
+    for name in sorted(LAYOUT_NAMES - layout_files(mode, ui, bool(ui_ca))):
+        if name not in present or not name.endswith(".crt") or (name == CA_UI_FILE and ui and ui_ca is None):
+            continue
+        reason = stray_reason(name, mode)
+        if present[name]:
+            found.append((name, f"{reason}; vaultpki removes it at the next issue-node/sync", "error"))
+        elif name == CA_CLIENT_FILE:
+            found.append((name, f"{reason}; vaultpki did not write it, so it leaves it there: remove it", "error"))
+        elif name == "client.node.crt":
+            found.append((name, f"{reason}; vaultpki did not write it and does not renew it", "warning"))
+    return found
 
 
 class PkiNames(msgspec.Struct, frozen=True):
@@ -282,7 +353,7 @@ def plan_node(mode: Mode, pki: PkiNames, hosts: Sequence[str], ui_hosts: Sequenc
             ekus=frozenset({Eku.SERVER_AUTH}), trust=ui_trust, send_common_name=False,
         ))
     certs += [_client_cert(pki, user, client_ca, pk8) for user in dict.fromkeys(users)]
-    return Plan(trusts=tuple(trusts), certs=tuple(certs))
+    return Plan(trusts=tuple(trusts), certs=tuple(certs), owned=LAYOUT_NAMES)
 
 
 def plan_user(mode: Mode, pki: PkiNames, user: str, pk8: bool = False) -> Plan:

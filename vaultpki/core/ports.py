@@ -61,6 +61,9 @@ class SignRequest(msgspec.Struct, frozen=True):
     csr: str
     common_name: str | None
     ttl: str | None
+    # Client certificates: Vault would copy the CN into a DNS SAN, which CockroachDB does not need (it takes the
+    # identity from the CN) and which a CA's name constraints refuse. A request parameter: no role field sets it.
+    exclude_cn_from_sans: bool = False
 
 
 class IssueRequest(msgspec.Struct, frozen=True):
@@ -74,6 +77,7 @@ class IssueRequest(msgspec.Struct, frozen=True):
     ttl: str | None
     key_type: str
     key_bits: int
+    exclude_cn_from_sans: bool = False   # as for SignRequest
 
 
 # (tag, certificate or error) as each request completes; closing it stops the run and cancels what is queued.

@@ -15,7 +15,7 @@ import msgspec
 from cryptography import x509
 
 from vaultpki.core import crypto
-from vaultpki.core.certnames import BadFilename, classify
+from vaultpki.core.certnames import BadFilename, PemUsage, classify
 from vaultpki.core.ocsp import OcspResult, OcspStatus
 from vaultpki.core.renewal import Decision, RenewPolicy, schedule
 from vaultpki.core.snapshot import DirState, Expectation, judge
@@ -45,8 +45,21 @@ __all__ = [
 
 # A CA file of the dir that parses: its name and its certificates, in file order.
 CaBundle = tuple[str, list[x509.Certificate]]
-# The CA files a leaf may chain to, client CA first (the order ``chains_to`` is looked up in).
+# The CA files a leaf's issuer is looked for in (``issuer_of``), client CA first.
 CA_FILES = ("ca-client.crt", "ca.crt", "ca-ui.crt")
+# The CA file that whoever verifies a leaf checks it against: the first of these the dir has
+# (CockroachDB's certificate_manager.go). Peers and clients verify node.crt, the node's server
+# certificate, against ca.crt; a node verifies every client certificate, other nodes' included,
+# against ca-client.crt when there is one (getClientCACertLocked); CockroachDB's own HTTPS client
+# for the DB Console trusts ca-ui.crt, else ca.crt (GetUIClientTLSConfig). Only that file is named:
+# a leaf that also chains to another CA file (a root shared by the node and client CAs) is not
+# checked against it. Tenant certificates, which vaultpki does not issue, are checked against a
+# union of CA files: no one file to name.
+VERIFIED_BY = {
+    PemUsage.NODE: ("ca.crt",),
+    PemUsage.CLIENT: ("ca-client.crt", "ca.crt"),
+    PemUsage.UI: ("ca-ui.crt", "ca.crt"),
+}
 
 
 # Per leaf file: the responder's verified answer, or why there is none.
@@ -82,16 +95,25 @@ class RenewalRecord(msgspec.Struct, frozen=True):
     seconds_until: int                   # until renew_at (0 when due)
 
 
+class ProblemRecord(msgspec.Struct, frozen=True):
+    """One problem as ``verify --json`` and ``status --json`` carry it: "error" fails ``verify``, "warning" does not."""
+
+    file: str
+    severity: str
+    message: str
+
+
 class FileRow(msgspec.Struct, frozen=True, omit_defaults=True):
     """One certificate file of the dir: what it is, what it holds, what it chains to, what is wrong with it."""
 
     file: str
     kind: str                            # "node", "client (alice)", "ca", ...
     certificates: tuple[CertRecord, ...]
-    chains_to: str | None                # None for CA files, and for leaves that chain to no CA file
+    chains_to: str | None                # the CA it verifies to in its verifier's CA file; None if none (CA files too)
     problems: tuple[str, ...]            # of the file and of its key
     ocsp: str | None = None              # only with --ocsp: the status, or why there is none
     renewal: RenewalRecord | None = None  # only for the files ``sync`` renews by date, with a configuration
+    problem_details: tuple[ProblemRecord, ...] = ()   # ``problems`` again, each with its file and severity
 
 
 class PendingReload(msgspec.Struct, frozen=True):
@@ -109,18 +131,12 @@ class PendingReload(msgspec.Struct, frozen=True):
 
 
 class StatusReport(msgspec.Struct, frozen=True):
-    """``vaultpki status``: the directories' problems, then every certificate file."""
+    """``vaultpki status``: the problems no row shows (the directories', a missing file's), then every certificate file."""
 
     certs_dir: str
-    problems: tuple[str, ...]            # the directories the set rests on: not a file of any row
+    problems: tuple[str, ...]            # what no row shows: the directories', a missing file's (str(Problem): "warning: …")
     files: tuple[FileRow, ...]
     reload_pending: PendingReload | None = None
-
-
-class ProblemRecord(msgspec.Struct, frozen=True):
-    file: str
-    severity: str
-    message: str
 
 
 class VerifyReport(msgspec.Struct, frozen=True):
@@ -208,19 +224,25 @@ def _cert_record(info: crypto.CertInfo, now: dt.datetime) -> CertRecord:
     )
 
 
-def _chains_to(data: bytes | None, bundles: Sequence[CaBundle], now: dt.datetime) -> str | None:
-    """Which CA of which bundle a leaf verifies to ('subject (ca.crt #2 of 2)'): during a CA rotation,
-    this shows which leaves still hang on the old CA."""
-    if not data:
+def _verifier_ca_file(usage: PemUsage, present: Collection[str]) -> str | None:
+    """The CA file a leaf of this usage is verified against, of the files ``present`` (None: none applies)."""
+    return next((name for name in VERIFIED_BY.get(usage, ()) if name in present), None)
+
+
+def _chains_to(state: DirState, data: bytes | None, usage: PemUsage, now: dt.datetime) -> str | None:
+    """Which CA of the verifier's CA file a leaf verifies to ('subject (ca.crt #2 of 2)'): during a CA
+    rotation, this shows which leaves still hang on the old CA. None when it verifies to none of them."""
+    ca_file = _verifier_ca_file(usage, [n for n, e in state.entries.items() if e.data])
+    if not data or ca_file is None:
         return None
     try:
         chain = crypto.load_certs(data)
+        bundle = crypto.load_certs(state.entries[ca_file].data or b"")
     except VaultpkiError:
         return None
-    for name, bundle in bundles:
-        for index, anchor in enumerate(bundle, start=1):
-            if verify_chain(chain, [anchor], now, ()) is None:
-                return f"{anchor.subject.rfc4514_string()} ({name} #{index} of {len(bundle)})"
+    for index, anchor in enumerate(bundle, start=1):
+        if verify_chain(chain, [anchor], now, ()) is None:
+            return f"{anchor.subject.rfc4514_string()} ({ca_file} #{index} of {len(bundle)})"
     return None
 
 
@@ -261,7 +283,7 @@ def status_report(state: DirState, problems: Sequence[Problem], now: dt.datetime
     """One row per certificate file CockroachDB would load (other entries are only problems of ``verify``).
     With a ``policy``, each file of ``renewed`` (the leaves ``sync`` renews) also gets its renewal schedule."""
     rows = []
-    bundles = ca_bundles(state)
+    shown: set[str] = set()
     for name in sorted(state.entries):
         try:
             cert_name = classify(name)
@@ -271,6 +293,7 @@ def status_report(state: DirState, problems: Sequence[Problem], now: dt.datetime
             continue
         entry = state.entries[name]
         own = tuple(p for p in problems if p.file in (name, cert_name.key_file))
+        shown.update(p.file for p in own)
         renewal = None
         if policy is not None and name in renewed and not cert_name.usage.is_ca:
             renewal = _renewal(entry.data, policy, now, any(p.severity == "error" for p in own))
@@ -278,20 +301,27 @@ def status_report(state: DirState, problems: Sequence[Problem], now: dt.datetime
             file=name,
             kind=cert_name.usage.value + (f" ({cert_name.name})" if cert_name.name else ""),
             certificates=_certificates(entry.data, now),
-            chains_to=None if cert_name.usage.is_ca else _chains_to(entry.data, bundles, now),
+            chains_to=None if cert_name.usage.is_ca else _chains_to(state, entry.data, cert_name.usage, now),
             problems=tuple(p.message for p in own),
+            problem_details=_records(own),
             ocsp=_ocsp_column(ocsp.get(name)),
             renewal=renewal,
         ))
-    dir_problems = tuple(map(str, state.dir_problems))
+    # Then what no row shows: a file the dir lacks ("ca-ui.crt: is missing"), an entry CockroachDB ignores.
+    rowless = [p for p in problems if p.file not in shown and p not in state.dir_problems]
+    dir_problems = tuple(map(str, [*state.dir_problems, *rowless]))
     return StatusReport(certs_dir=state.path, problems=dir_problems, files=tuple(rows), reload_pending=pending)
+
+
+def _records(problems: Sequence[Problem]) -> tuple[ProblemRecord, ...]:
+    return tuple(ProblemRecord(p.file, p.severity, p.message) for p in problems)
 
 
 def verify_report(state: DirState, problems: Sequence[Problem]) -> VerifyReport:
     return VerifyReport(
         certs_dir=state.path,
         ok=not any(p.severity == "error" for p in problems),
-        problems=tuple(ProblemRecord(p.file, p.severity, p.message) for p in problems),
+        problems=_records(problems),
     )
 
 

@@ -24,7 +24,7 @@ from cryptography import x509
 
 from vaultpki.core import crypto, pkcs8
 from vaultpki.core.certnames import BadFilename, CertName, PemUsage, classify
-from vaultpki.core.layout import CA_CLIENT_FILE, CA_FILE, CA_UI_FILE, CertSpec, Eku, Mode, pk8_key_file, split_hosts
+from vaultpki.core.layout import CA_CLIENT_FILE, CA_FILE, CA_UI_FILE, CertSpec, Eku, Mode, pk8_key_file, split_hosts, stray_findings
 from vaultpki.core.validate import Problem, check_issued, date_problem, extra_eku_findings, verify_chain
 from vaultpki.errors import CertificateError
 
@@ -43,6 +43,7 @@ class FileState(msgspec.Struct, frozen=True):
     gid: int = 0
     data: bytes | None = None        # None when unreadable
     read_error: str | None = None
+    managed: bool = False            # one of vaultpki's links (through .vaultpki/current): a file it wrote
 
 
 class DirState(msgspec.Struct, frozen=True):
@@ -62,6 +63,7 @@ class Expectation(msgspec.Struct, frozen=True):
     node_hosts: tuple[str, ...] = ()
     ui: bool = False
     users: tuple[str, ...] = ()
+    ui_ca: bool | None = None        # ca-ui.crt is part of the layout (ui.crt from a CA of its own); None: unknown
 
 
 def key_mode_problem(mode: int, uid: int, gid: int, service_gid: int) -> str | None:
@@ -163,6 +165,9 @@ def judge(state: DirState, now: dt.datetime, expect: Expectation | None = None) 
             loaded[entry.name] = item
     problems += _judge_layout(loaded, now, expect)
     problems += _pk8_problems(state)
+    if expect is not None:
+        managed = {name: entry.managed for name, entry in state.entries.items()}
+        problems += [Problem(*found) for found in stray_findings(managed, expect.mode, expect.ui, expect.ui_ca)]
     return problems
 
 

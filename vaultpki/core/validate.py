@@ -153,12 +153,13 @@ def _name_advice(refusal: gochain.Refusal, leaf: x509.Certificate) -> str:
     info = crypto.describe(leaf)
     if refusal.name_type == "DNS name" and refusal.name == info.common_name and info.ekus == frozenset({Eku.CLIENT_AUTH}):
         return ("CockroachDB takes a client certificate's identity from its CN, so this copy of the CN among the DNS SANs "
-                "is not needed: set exclude_cn_from_sans = true on the Vault role, or issue client certificates from a "
-                "client CA whose constraints permit the name (mode = \"split-ca\")")
+                "is not needed: reissue it with vaultpki, which asks Vault to leave the CN out of the SANs "
+                "(exclude_cn_from_sans = true in the request; the policies must allow it), or issue client certificates "
+                "from a client CA whose constraints permit the name (mode = \"split-ca\")")
     if refusal.name_type == "DNS name" and refusal.name == "node":
-        return ("use mode = \"split-node\" (node.crt then needs no 'node' name; set exclude_cn_from_sans = true on the "
-                "client-node role, so that client.node.crt carries 'node' as its CN only), or a CA whose name "
-                "constraints permit 'node'")
+        return ("use mode = \"split-node\" (node.crt then needs no 'node' name, and client.node.crt carries 'node' as its "
+                "CN only: vaultpki asks Vault for client certificates with exclude_cn_from_sans = true), or a CA whose "
+                "name constraints permit 'node'")
     return "issue it from a CA whose name constraints permit this name, or leave the name out of the configured hosts"
 
 

@@ -20,6 +20,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
+from vaultpki.core.ca_change import CaReplaced
+
 __all__ = ["PASS_FAILURES_UNHEALTHY", "RELOAD_FAILURES_UNHEALTHY", "Health", "Metrics", "MetricsServer", "crdb_type"]
 
 # file name -> CockroachDB's certificate type label (certificate_metrics.go)
@@ -49,7 +51,8 @@ PASS_FAILURES_UNHEALTHY = 3
 class Health(msgspec.Struct):
     """Unhealthy when a file is due (inside its window, missing or invalid) and renewing it keeps failing,
     when passes keep failing even with nothing due (``PASS_FAILURES_UNHEALTHY``: Vault away, say), when a
-    reload keeps failing, or when the database was last seen serving something other than the files on disk."""
+    reload keeps failing, when the database was last seen serving something other than the files on disk, or
+    while a mount's CA was replaced without an overlap (``ca_mismatch``: the set is held until an operator acts)."""
 
     due_files: tuple[str, ...] = ()
     last_error: str | None = None
@@ -58,16 +61,20 @@ class Health(msgspec.Struct):
     reload_pending: bool = False
     reload_failures: int = 0          # failed reload attempts in a row (see RELOAD_FAILURES_UNHEALTHY)
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
+    ca_mismatch: tuple[CaReplaced, ...] = ()      # CA files held: their mount's CA was replaced with no overlap
 
     @property
     def healthy(self) -> bool:
         return (not (self.due_files and self.consecutive_failures > 0) and self.reload_verified is not False
-                and self.consecutive_failures < PASS_FAILURES_UNHEALTHY and self.reload_failures < RELOAD_FAILURES_UNHEALTHY)
+                and self.consecutive_failures < PASS_FAILURES_UNHEALTHY and self.reload_failures < RELOAD_FAILURES_UNHEALTHY
+                and not self.ca_mismatch)
 
     def to_json(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "due_files": list(self.due_files), "last_error": self.last_error,
                 "consecutive_failures": self.consecutive_failures, "reload_verified": self.reload_verified,
-                "reload_pending": self.reload_pending, "reload_failures": self.reload_failures}
+                "reload_pending": self.reload_pending, "reload_failures": self.reload_failures,
+                "ca_mismatch": [{"mount": h.mount, "file": h.file, "trusted": list(h.trusted), "offered": list(h.offered)}
+                                for h in self.ca_mismatch]}
 
 
 class Metrics:
@@ -108,6 +115,8 @@ class Metrics:
                                     "1 while a reload of the database has not happened yet (kept across restarts)",
                                     registry=r)
         self.vault_up = Gauge("vaultpki_vault_up", "1 when the last Vault request succeeded", registry=r)
+        self.ca_mismatch = Gauge("vaultpki_ca_mismatch", "1 while the mount's CA was replaced without an overlap and "
+                                 "its CA file is held as it is (see /healthz ca_mismatch)", ["mount"], registry=r)
         self.healthy = Gauge("vaultpki_healthy", "1 when /healthz answers 200 (see the Health record)",
                              registry=r)
         self.healthy.set_function(lambda: 1.0 if self.health.healthy else 0.0)

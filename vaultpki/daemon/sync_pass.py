@@ -3,9 +3,11 @@
 A pass:
 1. plans what the node needs;
 2. judges every file on disk (missing, invalid, different from the config, from an
-   old CA, or inside its renewal window);
-3. issues only what is due;
-4. writes everything as one crash-safe set;
+   old CA, or inside its renewal window; a file of vaultpki's the layout no longer has;
+   a CA file held because its mount's CA was replaced without an overlap):
+   ``vaultpki.daemon.judging`` and ``vaultpki.daemon.ca_hold``;
+3. issues only what is due, and nothing of a held mount;
+4. writes everything as one crash-safe set, without what the layout no longer has;
 5. runs the post-renewal actions once, in order: the reload signal, then each command
    (``vaultpki.daemon.actions``);
 6. checks that the database now serves what was written.
@@ -20,27 +22,26 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import msgspec
-from cryptography import x509
 
 from vaultpki.config import Config
 from vaultpki.core import crypto
-from vaultpki.core.issue import IssuedLeaf, IssueOptions, default_issuer, fetch_materials, obtain_partial, trust_anchors
-from vaultpki.core.layout import CertSpec, FileContent, FileKind, Plan, plan_node
-from vaultpki.core.ocsp import OcspStatus
+from vaultpki.core.issue import IssuedLeaf, IssueOptions, obtain_partial
+from vaultpki.core.layout import CertSpec, FileContent, Plan
 from vaultpki.core.ports import VaultPort
-from vaultpki.core.renewal import Decision, decide, next_wake, renew_at
-from vaultpki.core.snapshot import DirState, judge_leaf
+from vaultpki.core.renewal import Decision, next_wake, renew_at
+from vaultpki.core.snapshot import DirState
 from vaultpki.daemon.actions import Actions, Renewed, run_actions
+from vaultpki.daemon.ca_hold import report_holds
+from vaultpki.daemon.judging import JudgesFiles
 from vaultpki.daemon.metrics import Metrics
 from vaultpki.daemon.pending import PendingReloads
 from vaultpki.daemon.probe import Prober
 from vaultpki.daemon.reload import Reloader
-from vaultpki.errors import ReloadError, StoreError, VaultpkiError, VaultUnavailable
+from vaultpki.errors import ReloadError, StoreError, VaultpkiError
 from vaultpki.store.certs_dir import CertsDir
-from vaultpki.vault import ocsp
 
 __all__ = ["VERIFY_POLL", "PassReport", "Syncer", "failed_files"]
 
@@ -56,13 +57,14 @@ class PassReport(msgspec.Struct, frozen=True):
     next_wake: dt.datetime | None = None      # when the next pass is due: the next renewal, or the CA/OCSP check
     next_renewal: dt.datetime | None = None   # the earliest renewal time of any file
     vault_error: str | None = None            # Vault could not be asked this pass (nothing due: no failure)
+    removed: tuple[str, ...] = ()             # vaultpki's files the layout no longer has, taken out of the set
 
     @property
     def ok(self) -> bool:
         return not self.failures
 
 
-class Syncer:
+class Syncer(JudgesFiles):
     """Everything one pass needs, handed in by the caller (so tests can swap any part).
 
     A service with state between passes, not a value: a plain class.
@@ -77,124 +79,27 @@ class Syncer:
         self._options = IssueOptions(key_type=cfg.key_type, key_bits=cfg.key_bits, ttl_seconds=cfg.ttl_seconds,
                                      method=cfg.issue_method, ca_trust=cfg.ca_trust)
         self.pending = PendingReloads(store, metrics, log, now)   # a reload owed from before: try it again
-        self._defaults: dict[str, x509.Certificate] = {}
-
-    def plan(self) -> Plan:
-        cfg = self.cfg
-        return plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users, pk8=cfg.node_pk8)
-
-    # --- judging ------------------------------------------------------------
-
-    def _anchors(self, plan: Plan) -> tuple[dict[str, list[x509.Certificate]] | None, VaultUnavailable | None]:
-        """Every mount's trust bundle (and, remembered, the issuer that signs new leaves there)."""
-        mounts = sorted({t.mount for t in plan.trusts})
-        try:
-            materials = fetch_materials(mounts, self.vault)
-        except VaultUnavailable as exc:
-            self._defaults = {}
-            return None, exc
-        self._defaults = {m: default_issuer(materials[m], m) for m in mounts}
-        return {m: trust_anchors(materials[m], m, self.cfg.ca_trust) for m in mounts}, None
-
-    def _on_disk_anchors(self, state: DirState, plan: Plan) -> dict[str, list[x509.Certificate]]:
-        """Without Vault, judge leaves against the CA files already on disk (the UI mount has none)."""
-        anchors: dict[str, list[x509.Certificate]] = {}
-        for trust in plan.trusts:
-            entry = state.entries.get(trust.file) if trust.file else None
-            try:
-                anchors[trust.mount] = crypto.load_certs(entry.data) if entry and entry.data else []
-            except VaultpkiError:
-                anchors[trust.mount] = []
-        return anchors
-
-    def judge(self, plan: Plan, state: DirState, anchors: dict[str, list[x509.Certificate]], vault_known: bool,
-              now: dt.datetime, ask_ocsp: bool = True) -> list[Decision]:
-        """What is due. ``ask_ocsp=False``: the leaves' responders are not asked (they were, this pass)."""
-        decisions = []
-        key_owner = self._key_owner()
-        for trust in plan.ca_files:
-            assert trust.file is not None
-            entry = state.entries.get(trust.file)
-            problem = None
-            if entry is None or entry.data is None:
-                problem = "missing"
-            elif vault_known:
-                try:
-                    on_disk = {crypto.fingerprint(c) for c in crypto.load_certs(entry.data)}
-                except VaultpkiError:
-                    on_disk = set()
-                if on_disk != {crypto.fingerprint(c) for c in anchors[trust.mount]}:
-                    problem = f"differs from the CA of mount {trust.mount}"
-            decisions.append(decide(trust.file, now, self.cfg.renew, problem=problem,
-                                    validity=None if problem else (now, now + dt.timedelta(days=36500), 0)))
-        for spec in plan.certs:
-            if not vault_known and spec.trust.file is None:
-                # No anchor on disk for ui.crt: judge it by its own dates only while Vault is away.
-                found = judge_leaf(spec, state, [], now, key_owner)
-                problem = None if found.validity and "does not chain" in (found.problem or "") else found.problem
-            else:
-                found = judge_leaf(spec, state, anchors[spec.trust.mount], now, key_owner)
-                problem = found.problem
-                if problem is None and vault_known:
-                    problem = self._issuer_or_ocsp_problem(spec, state, now, ask_ocsp)
-            decisions.append(decide(spec.cert_file, now, self.cfg.renew, problem=problem, validity=found.validity))
-        return decisions
-
-    def _issuer_or_ocsp_problem(self, spec: CertSpec, state: DirState, now: dt.datetime, ask_ocsp: bool) -> str | None:
-        """A valid leaf is still due when its mount now issues from another CA (after a CA rotation is
-        activated), or when its OCSP responder says it was revoked."""
-        entry = state.entries[spec.cert_file]
-        chain = crypto.load_certs(entry.data or b"")
-        leaf = chain[0]
-        default = self._defaults.get(spec.mount)
-        if default is not None and not crypto.is_issued_by(leaf, default):
-            return (f"issued by {leaf.issuer.rfc4514_string()}; mount {spec.mount} now issues from "
-                    f"{default.subject.rfc4514_string()} (CA rotation)")
-        if not (ask_ocsp and self.cfg.renew.ocsp_check and default is not None
-                and spec.kind in (FileKind.NODE, FileKind.CLIENT_NODE)):
-            return None
-        try:
-            result = ocsp.query(leaf, default, timeout=5.0, now=now, ca_cert=self.cfg.vault.ca_cert)
-        except VaultpkiError as exc:
-            self.log.warning("OCSP check failed", extra={"file": spec.cert_file, "error": str(exc)})
-            return None
-        if result.status is OcspStatus.REVOKED:
-            when = result.revocation_time.isoformat() if result.revocation_time else "unknown time"
-            return f"revoked (OCSP, at {when})"
-        return None
-
-    def _key_owner(self) -> tuple[int | None, int | None, int]:
-        owner = self.store.owner
-        return owner.uid, owner.gid, self.store.key_mode
-
-    def _look(self, now: dt.datetime) -> tuple[Plan, DirState, dict[str, list[x509.Certificate]] | None,
-                                                VaultUnavailable | None, list[Decision]]:
-        """The plan, the dir, the mounts' CAs (None while Vault is away) and what is due."""
-        plan = self.plan()
-        state = self.store.snapshot()
-        anchors, vault_error = self._anchors(plan)
-        decisions = self.judge(plan, state, anchors or self._on_disk_anchors(state, plan), anchors is not None, now)
-        return plan, state, anchors, vault_error, decisions
-
-    def preview(self) -> tuple[list[Decision], VaultUnavailable | None]:
-        """What a pass would do, without issuing, writing or signalling (``sync --dry-run``)."""
-        _, _, _, vault_error, decisions = self._look(self.now())
-        return decisions, vault_error
+        self._defaults = {}
 
     # --- one pass -----------------------------------------------------------
 
     def run_pass(self) -> PassReport:
         """Judge, issue what is due, write once, reload once, verify. Raises nothing for per-file failures."""
         now = self.now()
-        plan, state, anchors, vault_error, decisions = self._look(now)
+        look = self._look(now)
+        plan, state, anchors, vault_error, decisions = look.plan, look.state, look.anchors, look.vault_error, \
+            list(look.decisions)
         self.metrics.vault_up.set(0 if vault_error else 1)
-        due = [d for d in decisions if d.due]
+        if anchors is not None:
+            report_holds(plan, look.holds, self.metrics, self.log)
+        held = tuple(f"{d.file}: {d.reason}" for d in decisions if d.due and d.file in look.held)
+        due = look.due
         for d in due:      # an expired certificate is an outage in the making: a warning, not routine
             level = logging.WARNING if _has_expired(state, d.file, now) else logging.INFO
             self.log.log(level, "due", extra={"file": d.file, "reason": d.reason})
         if not due:
-            self._observe(plan, self.store.snapshot(), now)
-            report = PassReport(tuple(decisions), next_wake=self._wake_at(decisions),
+            self._observe(plan, self.store.snapshot(), now, due=[d.file for d in decisions if d.due])
+            report = PassReport(tuple(decisions), failures=held, next_wake=self._wake_at(decisions),
                                 next_renewal=next_wake(decisions, now),
                                 vault_error=str(vault_error) if vault_error is not None else None)
             return self._reload_again(report) if self.pending.current else self._done(report)
@@ -204,15 +109,16 @@ class Syncer:
             return self._done(PassReport(tuple(decisions), failures=tuple(f"{d.file}: {vault_error}" for d in due),
                                          vault_error=str(vault_error)))
         due_specs = tuple(s for s in plan.certs if s.cert_file in {d.file for d in due})
-        issued, failed = obtain_partial(Plan(plan.trusts, due_specs), self.vault, self._options, self.now, anchors)
+        trusts = tuple(t for t in plan.trusts if t.mount not in look.holds)     # a held CA file stays as it is
+        issued, failed = obtain_partial(Plan(trusts, due_specs), self.vault, self._options, self.now, anchors)
         failures = [f"{name}: {exc}" for name, exc in failed.items()]
         for name, exc in failed.items():
             self.metrics.renewal_failures.labels(name).inc()
             self.log.error("renewal failed", extra={"file": name, "error": str(exc)})
         files, leaves = self._consistent(plan, due, issued.files, issued.leaves, set(failed))
-        report = PassReport(tuple(decisions), failures=tuple(failures))
-        if files:
-            report = self._write_reload_verify(files, leaves, report)
+        report = PassReport(tuple(decisions), failures=(*held, *failures))
+        if files or look.strays:
+            report = self._write_reload_verify(files, leaves, report, look.strays, plan.stray_names)
         after = self.store.snapshot()
         self._observe(plan, after, self.now(), due=list(failed_files(report)))
         # Only for the next wake: the leaves kept were asked about at the start of this pass, and a leaf
@@ -220,8 +126,8 @@ class Syncer:
         fresh = self.judge(plan, after, anchors, True, self.now(), ask_ocsp=False)
         if self.cfg.renew.revoke_replaced and report.renewed:
             self._revoke_replaced(state, report.renewed)
-        return self._done(PassReport(report.decisions, report.renewed, report.failures, report.reloaded,
-                                     report.verified, self._wake_at(fresh), next_wake(fresh, self.now())))
+        return self._done(msgspec.structs.replace(report, next_wake=self._wake_at(fresh),
+                                                  next_renewal=next_wake(fresh, self.now())))
 
     def _wake_at(self, decisions: list[Decision]) -> dt.datetime | None:
         """The next renewal, or the next CA/OCSP check, or (a reload owed: the database not up yet at
@@ -231,8 +137,11 @@ class Syncer:
         return min([t for t in [renewal, *(now + dt.timedelta(seconds=c) for c in checks if c)] if t], default=None)
 
     def _revoke_replaced(self, before: DirState, renewed: tuple[IssuedLeaf, ...]) -> None:
-        """Revoke what the new set replaced, proving possession of its key (no `revoke` capability)."""
-        for leaf in renewed:
+        """Revoke what the new set replaced, proving possession of its key (no `revoke` capability). Only
+        for leaves still on disk: after a rollback (``reload.rollback_on_failure``) the "replaced" set is
+        the one being served again, and revoking it would lock the database out with OCSP on."""
+        on_disk = self._leaf_serials()
+        for leaf in (leaf for leaf in renewed if int(leaf.serial.replace(":", ""), 16) in on_disk):
             cert, key = before.entries.get(leaf.spec.cert_file), before.entries.get(leaf.spec.key_file)
             if cert is None or key is None or not cert.data or not key.data:
                 continue
@@ -254,6 +163,7 @@ class Syncer:
         pass runs (earlier for the CA/OCSP check; the loop may also wake for the token or a retry)."""
         self.log.info("pass complete", extra={
             "renewed": [leaf.spec.cert_file for leaf in report.renewed], "failures": len(report.failures),
+            "removed": list(report.removed),
             "verified": report.verified,
             "next_renewal": report.next_renewal.isoformat() if report.next_renewal else None,
             "wake_at": report.next_wake.isoformat() if report.next_wake else None})
@@ -265,11 +175,12 @@ class Syncer:
         files = self.pending.files
         failures, complete = self._act(files, self.pending.done)
         if not complete:
-            return self._done(msgspec.structs.replace(report, failures=failures))
+            return self._done(msgspec.structs.replace(report, failures=(*report.failures, *failures)))
         verified = self._verify((), list(files))
         failures = () if verified is not False else (f"verify: {self.cfg.reload.verify} still does not serve "
                                                      "the certificates on disk",)
-        return self._done(msgspec.structs.replace(report, failures=failures, reloaded=True, verified=verified,
+        return self._done(msgspec.structs.replace(report, failures=(*report.failures, *failures), reloaded=True,
+                                                  verified=verified,
                                                   next_wake=self._wake_at(list(report.decisions))))   # none owed now
 
     def _act(self, files: Sequence[str], done: Sequence[str]) -> tuple[tuple[str, ...], bool]:
@@ -297,19 +208,27 @@ class Syncer:
         return (kept, kept_leaves) if kept_leaves else ((), ())
 
     def _write_reload_verify(self, files: tuple[FileContent, ...], leaves: tuple[IssuedLeaf, ...],
-                             report: PassReport) -> PassReport:
+                             report: PassReport, strays: Sequence[str] = (), drop: Collection[str] = ()) -> PassReport:
+        """Write the set (without ``drop`` when there are ``strays`` to take out), run the actions, verify."""
         failures = list(report.failures)
-        self.store.write_set(files)
+        if strays:
+            self.store.write_set(files, drop=drop)
+        else:
+            self.store.write_set(files)
         names = sorted(f.name for f in files)
         self.metrics.renewed(n for n in names if n.endswith(".crt"))
         for leaf in leaves:
             self.log.info("renewed", extra={"file": leaf.spec.cert_file, "serial": leaf.serial,
                                             "not_after": leaf.not_after.isoformat()})
+        reasons = {d.file: d.reason for d in report.decisions}
+        for name in strays:
+            self.log.warning("removed", extra={"file": name, "reason": reasons.get(name)})
+        report = msgspec.structs.replace(report, removed=tuple(strays))
         # Files of an earlier set nobody was told of are news to the actions as well; every action runs.
-        told = sorted({*names, *self.pending.files})
+        told = sorted({*names, *strays, *self.pending.files})
         missed, complete = self._act(told, ())       # nobody to tell yet is pending, not failed (first boot)
         if not complete:
-            return PassReport(report.decisions, leaves, (*failures, *missed), False, None)
+            return msgspec.structs.replace(report, renewed=leaves, failures=(*failures, *missed))
         verified = self._verify(leaves, told)
         if verified is False:
             failures.append(f"verify: {self.cfg.reload.verify} does not serve the certificate just written "
@@ -322,8 +241,8 @@ class Syncer:
                 else:
                     self.log.warning("rolled back", extra={"generation": generation})
                     # Best effort: the database is told its old set is back; the verify failure is what is reported.
-                    run_actions(self.actions, Renewed(str(self.store.path), tuple(names)), (), self.log)
-        return PassReport(report.decisions, leaves, tuple(failures), True, verified)
+                    run_actions(self.actions, Renewed(str(self.store.path), (*names, *strays)), (), self.log)
+        return msgspec.structs.replace(report, renewed=leaves, failures=tuple(failures), reloaded=True, verified=verified)
 
     def _verify(self, leaves: tuple[IssuedLeaf, ...], names: list[str] | None = None) -> bool | None:
         """Poll the endpoint until it serves a certificate that is on disk now (the new one if it was renewed)."""

@@ -10,7 +10,7 @@ import errno
 import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class Stage(msgspec.Struct, eq=False):
     path: Path                                                # the new generation's directory
     names: frozenset[str]                                     # what may be added
     dir_fd: int                                               # the generation's directory: every file is made in it
+    drop: frozenset[str] = frozenset()                        # what is not kept from the current generation
     syncfs: bool = False                                      # made durable by one syncfs (a big set), else per file
     written: set[str] = msgspec.field(default_factory=set)
     fds: list[int] = msgspec.field(default_factory=list)      # written but not yet fsynced (a small set)
@@ -104,8 +105,8 @@ class BuildsGenerations(OpensDirs):
             raise
         return fd
 
-    def _begin_generation(self, state_fd: int, names: Sequence[str]) -> Stage:
-        """An empty generation directory for ``names``, open, and how it will be made durable.
+    def _begin_generation(self, state_fd: int, names: Sequence[str], drop: Collection[str] = ()) -> Stage:
+        """An empty generation directory for ``names`` (and not ``drop``), open, and how it will be made durable.
 
         On ext4 an fsync between creates costs a journal commit each. Up to SYNC_EACH_MAX files (the
         daemon's case), each is fsynced once all are written: nothing unrelated is flushed. Above it,
@@ -116,7 +117,7 @@ class BuildsGenerations(OpensDirs):
         batches of SYNC_EACH_MAX, which also bounds the fds held open.
         """
         name, fd = self._new_gen_dir(state_fd)
-        return Stage(self, self._state / name, frozenset(names), fd,
+        return Stage(self, self._state / name, frozenset(names), fd, frozenset(drop),
                      syncfs=len(names) > SYNC_EACH_MAX and _libc_syncfs() is not None)
 
     def _write_into(self, stage: Stage, content: FileContent) -> None:
@@ -147,13 +148,15 @@ class BuildsGenerations(OpensDirs):
         place, so a hard link is a copy), and all of it on disk before it can be switched to.
 
         A key's PKCS#8 copy (``<stem>.key.pk8``) is not joined when this set replaces its key without
-        writing a new copy: it would hold the replaced key."""
+        writing a new copy: it would hold the replaced key. What the set drops is not joined, nor the
+        PKCS#8 copy of a key it drops."""
         current = self._open_generation(state_fd, CURRENT)
         if current is not None:
             gen_fd = current[1]
+            gone = stage.written | stage.drop
             try:
                 for name in self._generation_files(gen_fd):
-                    if name not in stage.written and pk8_key_file(name) not in stage.written:
+                    if name not in gone and pk8_key_file(name) not in gone:
                         os.link(name, name, src_dir_fd=gen_fd, dst_dir_fd=stage.dir_fd, follow_symlinks=False)
             finally:
                 os.close(gen_fd)

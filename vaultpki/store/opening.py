@@ -45,6 +45,8 @@ class OpensDirs(OwnedDir):
             st = os.lstat(self.path)
         except FileNotFoundError:
             return None
+        except OSError as exc:          # a parent closed to this user: one line, not a traceback
+            raise store_error(f"cannot open certs-dir {self.path}", exc) from exc
         if stat.S_ISLNK(st.st_mode):
             self._refuse_symlinked_dir()
         if not stat.S_ISDIR(st.st_mode):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,11 @@ class ReadsBack(OpensDirs):
             raise StoreError(f"cannot list certs-dir {self.path}: {exc.strerror}") from exc
         return DirState(str(self.path), True, {n: self._entry(n) for n in names}, service_gid=gid,
                         dir_problems=tuple(self._dir_problems()))
+
+    def managed(self, names: Iterable[str]) -> tuple[str, ...]:
+        """Which of ``names`` are vaultpki's files here now (links through ``.vaultpki/current``): what a write
+        that drops them takes out of the dir."""
+        return tuple(n for n in names if _link_target(self.path / n) == f"{STATE_DIR}/{CURRENT}/{n}")
 
     def _dir_problems(self) -> Iterator[Problem]:
         """The certs-dir, ``.vaultpki`` and the generations ``current``/``previous`` name, judged as the writer would."""
@@ -88,7 +93,8 @@ class ReadsBack(OpensDirs):
             return FileState(name, is_dir=True, is_symlink=is_link, target_is_regular=False)
         data, error = self._read_regular(full) if stat.S_ISREG(st.st_mode) else (None, None)
         return FileState(name, is_symlink=is_link, target_is_regular=stat.S_ISREG(st.st_mode),
-                         mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, data=data, read_error=error)
+                         mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, data=data, read_error=error,
+                         managed=is_link and _link_target(full) == f"{STATE_DIR}/{CURRENT}/{name}")
 
     @staticmethod
     def _read_regular(path: Path) -> tuple[bytes | None, str | None]:
@@ -107,3 +113,11 @@ class ReadsBack(OpensDirs):
             return None, exc.strerror
         finally:
             os.close(fd)
+
+
+def _link_target(path: Path) -> str | None:
+    """Where the link ``path`` points (None when it is gone or no longer a link)."""
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None

@@ -25,9 +25,11 @@ class HttpVault(VaultSession):
 
     # --- signing --------------------------------------------------------------
 
-    def sign(self, mount: str, role: str, csr: str, common_name: str | None, ttl: str | None) -> IssuedCert:
+    def sign(self, mount: str, role: str, csr: str, common_name: str | None, ttl: str | None,
+             exclude_cn_from_sans: bool = False) -> IssuedCert:
         what = _signing(mount, role)
-        return _issued(self._data(what, "POST", f"{mount}/sign/{role}", _sign_body(csr, common_name, ttl)), what)
+        body = _sign_body(csr, common_name, ttl, exclude_cn_from_sans)
+        return _issued(self._data(what, "POST", f"{mount}/sign/{role}", body), what)
 
     def sign_many(self, requests: Iterable[tuple[K, SignRequest]], parallel: int) -> Answers[K]:
         """Sign many CSRs, ``parallel`` at a time over the session's keep-alive connections (``bulk.in_flight``);
@@ -40,7 +42,7 @@ class HttpVault(VaultSession):
         yield from bulk.in_flight(self._sign, requests, parallel, "vaultpki-sign")
 
     def _sign(self, r: SignRequest) -> IssuedCert:
-        return self.sign(r.mount, r.role, r.csr, r.common_name, r.ttl)
+        return self.sign(r.mount, r.role, r.csr, r.common_name, r.ttl, r.exclude_cn_from_sans)
 
     def issue_many(self, requests: Iterable[tuple[K, IssueRequest]], parallel: int) -> Answers[K]:
         """As ``sign_many``, through ``issue``: Vault makes each key."""
@@ -48,11 +50,12 @@ class HttpVault(VaultSession):
         yield from bulk.in_flight(self._issue, requests, parallel, "vaultpki-issue")
 
     def _issue(self, r: IssueRequest) -> IssuedCert:
-        return self.issue(r.mount, r.role, r.common_name, r.dns, r.ips, r.ttl, r.key_type, r.key_bits)
+        return self.issue(r.mount, r.role, r.common_name, r.dns, r.ips, r.ttl, r.key_type, r.key_bits,
+                          r.exclude_cn_from_sans)
 
     def issue(
         self, mount: str, role: str, common_name: str, dns: tuple[str, ...], ips: tuple[str, ...],
-        ttl: str | None, key_type: str, key_bits: int,
+        ttl: str | None, key_type: str, key_bits: int, exclude_cn_from_sans: bool = False,
     ) -> IssuedCert:
         body: dict[str, Any] = {
             "common_name": common_name, "private_key_format": "pkcs8",
@@ -64,6 +67,8 @@ class HttpVault(VaultSession):
             body["ip_sans"] = ",".join(ips)
         if ttl is not None:
             body["ttl"] = ttl
+        if exclude_cn_from_sans:
+            body["exclude_cn_from_sans"] = True
         what = f"issuing with {mount}/issue/{role}"
         data = self._data(what, "POST", f"{mount}/issue/{role}", body)
         issued = _issued(data, what)
@@ -150,14 +155,18 @@ def _signing(mount: str, role: str) -> str:
     return f"signing with {mount}/sign/{role}"
 
 
-def _sign_body(csr: str, common_name: str | None, ttl: str | None) -> dict[str, str]:
+def _sign_body(csr: str, common_name: str | None, ttl: str | None, exclude_cn_from_sans: bool) -> dict[str, str | bool]:
     # common_name only when the spec sends one: a least-privilege policy (allowed_parameters =
     # csr, ttl) refuses it, which is also why hvac's sign_certificate() (always sending it) was never used.
-    body = {"csr": csr}
+    # exclude_cn_from_sans likewise only for the requests that set it (client certificates), as JSON true:
+    # the policies allow exactly that value.
+    body: dict[str, str | bool] = {"csr": csr}
     if common_name is not None:
         body["common_name"] = common_name
     if ttl is not None:
         body["ttl"] = ttl
+    if exclude_cn_from_sans:
+        body["exclude_cn_from_sans"] = True
     return body
 
 
