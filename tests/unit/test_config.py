@@ -664,6 +664,7 @@ def test_every_key_is_accepted_by_the_schema(key: str) -> None:
     target[name] = _a_valid(key)
     raw.setdefault("ui", {}).setdefault("hosts", ["console.example.com"])
     raw["vault"] |= _LOGIN_NEEDS.get(key, {})
+    raw["ui"] |= _ACME_NEEDS.get(key, {"acme_directory": _ACME_DIRECTORY} if key.startswith("ui.acme_") else {})
     parse(raw, {})
 
 
@@ -671,6 +672,20 @@ def test_every_key_is_accepted_by_the_schema(key: str) -> None:
 _LOGIN_NEEDS: dict[str, dict[str, str]] = {
     "vault.jwt_role": {"auth": "jwt", "jwt_file": "/t"}, "vault.jwt_file": {"auth": "jwt", "jwt_role": "r"},
     "vault.kubernetes_role": {"auth": "kubernetes"},
+}
+
+# An ACME key needs the CA's directory, and a dns-01 key the challenge with one way to publish the record.
+_ACME_DIRECTORY = "https://acme.example.com/directory"
+_DNS01 = {"acme_directory": _ACME_DIRECTORY, "acme_challenge": "dns-01"}
+_ACME_NEEDS: dict[str, dict[str, Any]] = {
+    "ui.acme_eab_kid": {"acme_directory": _ACME_DIRECTORY, "acme_eab_hmac_file": "/e"},
+    "ui.acme_eab_hmac_file": {"acme_directory": _ACME_DIRECTORY, "acme_eab_kid": "k"},
+    "ui.acme_challenge": {"acme_directory": _ACME_DIRECTORY, "acme_challenge": "http-01"},
+    "ui.acme_dns_server": _DNS01 | {"acme_tsig_key_file": "/k"},
+    "ui.acme_tsig_key_file": _DNS01 | {"acme_dns_server": "192.0.2.53"},
+    "ui.acme_dns_hook": _DNS01,
+    "ui.acme_dns_cleanup_hook": _DNS01 | {"acme_dns_hook": ["/add"]},
+    "ui.acme_dns_resolver": _DNS01 | {"acme_dns_hook": ["/add"]},
 }
 
 
@@ -687,6 +702,9 @@ def _a_valid(key: str) -> Any:
         "reload.signal": "HUP", "reload.command": ["true"], "reload.commands": [["true"], ["false"]],
         "reload.command_timeout": "5s",
         "reload.verify": "tls://db1:8080", "reload.verify_timeout": "5s", "reload.rollback_on_failure": True,
+        "ui.acme_directory": _ACME_DIRECTORY, "ui.acme_email": "ops@example.com", "ui.acme_http_port": 8080,
+        "ui.acme_dns_server": "192.0.2.53", "ui.acme_dns_hook": ["/add"], "ui.acme_dns_cleanup_hook": ["/remove"],
+        "ui.acme_dns_resolver": ["192.0.2.54:53"],
     }
     if key in special:
         return special[key]

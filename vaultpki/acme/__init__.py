@@ -2,5 +2,6 @@
 
 One concept per module: the account (``account``), the order (``order``), the challenges (``challenge``,
 ``http01``, ``dns01``), how ACME problems become vaultpki errors (``problems``), and the HTTP under the
-library (``network``). Not wired into the configuration or the sync pipeline yet.
+library (``network``); ``console`` puts them together for the DB Console's ``ui.crt``, as ``issue-node`` and
+``sync`` use it.
 """

@@ -10,6 +10,7 @@ reached them fails the authorization for good.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,7 @@ from vaultpki.daemon.reload_command import scrubbed_environment
 from vaultpki.errors import ConfigError
 from vaultpki.files import NotReadable, read_regular
 
-__all__ = ["Hook", "Nameserver", "Rfc2136", "TsigKey", "wait_visible"]
+__all__ = ["Hook", "Nameserver", "Rfc2136", "TsigKey", "bind_key_file", "wait_visible"]
 
 QUERY_TIMEOUT = 5.0
 POLL_INTERVAL = 1.0
@@ -60,11 +61,34 @@ class TsigKey(msgspec.Struct, frozen=True):
             raw, _st = read_regular(self.secret_file, 4096)
         except NotReadable as exc:
             raise ConfigError(f"the TSIG secret file {self.secret_file}: {exc}") from None
+        text = raw.decode("ascii", errors="replace")
+        clause = _BIND_KEY.search(text)
+        secret = _BIND_SECRET.search(clause["body"]) if clause else None
         try:
-            key = dns.tsig.Key(self.name, raw.decode("ascii").strip(), self.algorithm)
+            key = dns.tsig.Key(self.name, secret[1] if secret else text.strip(), self.algorithm)
         except Exception as exc:       # dnspython raises binascii / its own errors for a bad secret or algorithm
             raise ConfigError(f"the TSIG key {self.name!r} is unusable: {one_line(exc)}") from None
         return {key.name: key}
+
+
+_BIND_KEY = re.compile(r'key\s+"?(?P<name>[^"\s{]+)"?\s*\{(?P<body>[^}]*)\}')
+_BIND_ALGORITHM = re.compile(r'algorithm\s+"?(?P<algorithm>[\w.-]+)"?\s*;')
+_BIND_SECRET = re.compile(r'secret\s+"([A-Za-z0-9+/=]+)"\s*;')
+
+
+def bind_key_file(path: Path) -> TsigKey:
+    """The TSIG key of a BIND key file (``key "name" { algorithm hmac-sha256; secret "…"; };``, what
+    ``tsig-keygen`` writes and ``named.conf`` includes): its name and algorithm now, its secret when used."""
+    try:
+        raw, _st = read_regular(path, 4096)
+    except NotReadable as exc:
+        raise ConfigError(f"the TSIG key file {path}: {exc}") from None
+    clause = _BIND_KEY.search(raw.decode("ascii", errors="replace"))
+    algorithm = _BIND_ALGORITHM.search(clause["body"]) if clause else None
+    if not clause or not algorithm or not _BIND_SECRET.search(clause["body"]):
+        raise ConfigError(f"the TSIG key file {path} is not a BIND key clause "
+                          '(key "name" { algorithm hmac-sha256; secret "base64"; };), as tsig-keygen writes')
+    return TsigKey(name=clause["name"], secret_file=path, algorithm=algorithm["algorithm"])
 
 
 def _query_txt(name: str, server: Nameserver) -> set[str] | None:

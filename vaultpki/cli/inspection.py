@@ -12,6 +12,8 @@ import click
 import msgspec
 
 from vaultpki import config as config_mod
+from vaultpki.acme.console import UiOrigin, read_origin
+from vaultpki.cli.acme_output import acme_origin_lines
 from vaultpki.cli.context import _Ctx, chosen_dir, utc_now
 from vaultpki.cli.output import emit
 from vaultpki.core.layout import plan_node
@@ -29,6 +31,7 @@ from vaultpki.core.snapshot import DirState, Expectation
 from vaultpki.core.validate import Problem
 from vaultpki.daemon.pending import read_pending
 from vaultpki.errors import InputError, VaultpkiError
+from vaultpki.store.opening import STATE_DIR
 from vaultpki.vault import ocsp
 
 
@@ -36,8 +39,10 @@ def _expectation(cfg: config_mod.Config | None, certs_dir: Path, cfg_dir: Path |
     """What the config says the dir must hold, when the dir looked at is the config's own."""
     if cfg is None or cfg_dir is None or certs_dir.resolve() != cfg_dir.resolve():
         return None
-    return Expectation(mode=cfg.mode, node_hosts=cfg.node_hosts, ui=bool(cfg.pki.ui_mount), users=cfg.node_users,
-                       ui_ca=bool(cfg.pki.ui_mount) and cfg.pki.ui_mount != cfg.pki.mount)
+    # An ACME ui.crt comes with ca-ui.crt: the root its chain was verified to.
+    acme = cfg.ui_acme is not None
+    return Expectation(mode=cfg.mode, node_hosts=cfg.node_hosts, ui=bool(cfg.pki.ui_mount) or acme, users=cfg.node_users,
+                       ui_ca=acme or (bool(cfg.pki.ui_mount) and cfg.pki.ui_mount != cfg.pki.mount))
 
 
 def _load_dir(obj: _Ctx, certs_dir: str | None) -> tuple[DirState, Expectation | None]:
@@ -114,10 +119,22 @@ def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
     # The store as the config has it: a certs-dir owned by the configured owner is no intruder's.
     store, _ = chosen_dir(obj, certs_dir)
     report = status_report(state, problems, now, ocsp_results, read_pending(store), policy, renewed)
+    acme, origin = _acme_origin(obj, state)
     if as_json:
-        emit(True, msgspec.to_builtins(report))      # status reports; judging is verify's (its exit code)
+        emit(True, {**msgspec.to_builtins(report), "ui_acme": msgspec.to_builtins(origin)})   # reports; verify judges
         return
     _print_status(report)
+    for line in acme_origin_lines(origin) if acme else ():
+        click.echo(line)
+
+
+def _acme_origin(obj: _Ctx, state: DirState) -> tuple[bool, UiOrigin | None]:
+    """Whether the config's ui.crt comes from an ACME CA (for the config's own dir), and where the current one
+    came from."""
+    cfg = obj.config(vault_needed=False) if obj.config_path else None
+    if cfg is None or cfg.ui_acme is None or cfg.certs_dir is None or Path(state.path).resolve() != cfg.certs_dir.resolve():
+        return False, None
+    return True, read_origin(Path(state.path) / STATE_DIR)
 
 
 def _renewal_inputs(obj: _Ctx, state: DirState) -> tuple[RenewPolicy | None, frozenset[str]]:
@@ -127,10 +144,11 @@ def _renewal_inputs(obj: _Ctx, state: DirState) -> tuple[RenewPolicy | None, fro
     if cfg is None or cfg.certs_dir is None or Path(state.path).resolve() != cfg.certs_dir.resolve():
         return None, frozenset()
     try:
-        plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users)
+        plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users, acme_ui=cfg.ui_acme is not None)
     except VaultpkiError:           # a config sync would refuse: it renews nothing
         return None, frozenset()
-    return cfg.renew, frozenset(spec.cert_file for spec in plan.certs)
+    acme = ("ui.crt",) if cfg.ui_acme is not None else ()         # renewed by sync from the ACME CA
+    return cfg.renew, frozenset((*(spec.cert_file for spec in plan.certs), *acme))
 
 
 def _print_status(report: StatusReport) -> None:

@@ -7,12 +7,15 @@ import sys
 from collections.abc import Sequence
 
 import click
+import msgspec
 
 from vaultpki import config as config_mod
+from vaultpki.acme.console import UiOrigin, obtain_ui, write_origin
+from vaultpki.cli.acme_output import acme_dry_run_line, acme_issued_line
 from vaultpki.cli.context import DEFAULT_USER_DIR, _Ctx, node_dir, one_shot_vault, utc_now
 from vaultpki.cli.output import report_dry_run, report_issued
 from vaultpki.core.issue import IssuedSet, IssueOptions, obtain, obtain_partial
-from vaultpki.core.layout import FileContent, Plan, plan_node, plan_user, validate_username
+from vaultpki.core.layout import UI_NAMES, FileContent, Plan, plan_node, plan_user, validate_username
 from vaultpki.errors import InputError
 from vaultpki.files import NotReadable, read_limited, read_regular
 from vaultpki.store.certs_dir import CertsDir
@@ -46,13 +49,39 @@ def _issue_and_write(cfg: config_mod.Config, plan: Plan, target: CertsDir) -> Is
 def issue_node(obj: _Ctx, certs_dir: str | None, users: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
     """Issue everything this node needs for the configured mode (and ui.crt when configured), as one set."""
     cfg = obj.config()
-    plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, (*cfg.node_users, *users), pk8=cfg.node_pk8)
+    plan = plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, (*cfg.node_users, *users), pk8=cfg.node_pk8,
+                     acme_ui=cfg.ui_acme is not None)
     target = CertsDir(node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))
     removed = target.managed(plan.stray_names)       # what the write takes out (the layout no longer has it)
     if dry_run:
         report_dry_run(cfg, plan, target, as_json, removed=removed)
+        if cfg.ui_acme is not None and not as_json:
+            click.echo(acme_dry_run_line(cfg.ui_acme, cfg.ui_hosts))
         return
-    report_issued(cfg, plan, _issue_and_write(cfg, plan, target), target, as_json, removed=removed)
+    if cfg.ui_acme is None:
+        report_issued(cfg, plan, _issue_and_write(cfg, plan, target), target, as_json, removed=removed)
+        return
+    issued, origin = _issue_with_acme_ui(cfg, cfg.ui_acme, plan, target)
+    report_issued(cfg, plan, issued, target, as_json, removed=removed)
+    if not as_json:
+        click.echo(acme_issued_line(origin))
+
+
+def _issue_with_acme_ui(cfg: config_mod.Config, acme: config_mod.AcmeConfig, plan: Plan,
+                        target: CertsDir) -> tuple[IssuedSet, UiOrigin]:
+    """Vault's files and the ACME CA's ui.crt/ui.key/ca-ui.crt as one set. Vault first: a Vault refusal then
+    costs no order at a rate-limited CA. The order runs under the dir's lock; nothing is visible until both
+    are in, and a failure of either leaves the dir as it was."""
+    issued = obtain(plan, one_shot_vault(cfg), _options(cfg), utc_now)
+    names = [f.name for f in issued.files] + sorted(UI_NAMES)
+    with target.staged(names, drop=plan.stray_names) as stage:
+        for content in issued.files:
+            stage.add(content)
+        ui = obtain_ui(acme, cfg.ui_hosts, target.ensure_state_dir(), cfg.key_type, cfg.key_bits, utc_now())
+        for content in ui.files:
+            stage.add(content)
+    write_origin(target.ensure_state_dir(), ui.origin)
+    return msgspec.structs.replace(issued, files=(*issued.files, *ui.files)), ui.origin
 
 
 def _read_user_list(source: str) -> str:

@@ -12,6 +12,7 @@ import click
 import msgspec
 
 from vaultpki import config as config_mod
+from vaultpki.cli.acme_output import acme_dry_run_line, acme_issued_line
 from vaultpki.cli.context import _Ctx, node_dir
 from vaultpki.cli.output import emit
 from vaultpki.core.layout import plan_node
@@ -24,7 +25,7 @@ from vaultpki.daemon.reload import NoReload, Reloader, parse_signal
 from vaultpki.daemon.reload_command import RunCommand
 from vaultpki.daemon.reload_signal import SignalByName, SignalByPidfile
 from vaultpki.daemon.sync_loop import Daemon
-from vaultpki.daemon.sync_pass import Syncer
+from vaultpki.daemon.sync_pass import PassReport, Syncer
 from vaultpki.errors import InputError
 from vaultpki.logs import setup
 from vaultpki.store.certs_dir import CertsDir
@@ -52,7 +53,8 @@ def _syncer_factory(certs_dir: str | None, metrics: Metrics, log: logging.Logger
     def build(cfg: config_mod.Config) -> Syncer:
         prober = EndpointProber(cfg.reload.verify) if cfg.reload.verify else None
         store = CertsDir(node_dir(cfg, certs_dir), resolve_owner(cfg.owner, cfg.group))
-        plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users)      # config errors now, not at the first pass
+        plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users,
+                  acme_ui=cfg.ui_acme is not None)      # config errors now, not at the first pass
         return Syncer(cfg=cfg, vault=HttpVault(cfg.vault), store=store, reloader=actions_of(cfg), prober=prober,
                       metrics=metrics, now=now, log=log)
     return build
@@ -82,6 +84,8 @@ def _dry_run(syncer: Syncer, as_json: bool) -> None:
         return
     for decision in outlook.due:
         click.echo(f"would renew {decision.file}: {decision.reason}")
+        if decision.file == "ui.crt" and syncer.cfg.ui_acme is not None:
+            click.echo(acme_dry_run_line(syncer.cfg.ui_acme, syncer.cfg.ui_hosts))
     if outlook.due:
         click.echo(f"would write them into {syncer.store.path} as one set, then reload: {syncer.reloader.describe()}"
                    + (f", and check {syncer.cfg.reload.verify}" if syncer.cfg.reload.verify else ""))
@@ -93,6 +97,15 @@ def _dry_run(syncer: Syncer, as_json: bool) -> None:
         sys.exit(1)
 
 
+def _acme_renewed(report: PassReport) -> list[dict[str, str]]:
+    """A new ACME ui.crt, as --json lists every renewed file (with where it came from)."""
+    origin = report.acme_renewed
+    if origin is None:
+        return []
+    return [{"file": "ui.crt", "serial": origin.serial, "not_after": origin.not_after.isoformat(),
+             "acme_directory": origin.directory, "acme_order": origin.order_url}]
+
+
 def _once(syncer: Syncer, as_json: bool) -> None:
     """One pass (cron, a systemd timer): exit 0 when it went well, 1 with one line per failure."""
     report = syncer.run_pass()
@@ -101,7 +114,7 @@ def _once(syncer: Syncer, as_json: bool) -> None:
         emit(report.ok, {
             "dry_run": False, "certs_dir": str(syncer.store.path),
             "renewed": [{"file": leaf.spec.cert_file, "serial": leaf.serial, "not_after": leaf.not_after.isoformat()}
-                        for leaf in report.renewed],
+                        for leaf in report.renewed] + _acme_renewed(report),
             "removed": list(report.removed),
             "failures": list(report.failures), "reloaded": report.reloaded, "verified": report.verified,
             "reload_pending": msgspec.to_builtins(pending),      # as status --json has it (null: none)
@@ -112,13 +125,16 @@ def _once(syncer: Syncer, as_json: bool) -> None:
         return
     for leaf in report.renewed:
         click.echo(f"renewed {leaf.spec.cert_file} (serial {leaf.serial}, expires {leaf.not_after:%Y-%m-%d %H:%M:%S}Z)")
+    if report.acme_renewed is not None:
+        click.echo(f"renewed {acme_issued_line(report.acme_renewed)}")
     reasons = {d.file: d.reason for d in report.decisions}
     for name in report.removed:
         click.echo(f"removed {name}: {reasons.get(name, 'not part of the layout')}")
     if report.ok:
         when = f"; next renewal {report.next_renewal:%Y-%m-%d %H:%M:%S}Z" if report.next_renewal else ""
-        changed = report.renewed or report.removed
-        click.echo((f"{'renewed' if report.renewed else 'removed'}; reload: {syncer.reloader.describe()}" if changed
+        changed = report.renewed or report.removed or report.acme_renewed
+        what = "renewed" if report.renewed or report.acme_renewed else "removed"
+        click.echo((f"{what}; reload: {syncer.reloader.describe()}" if changed
                     else "nothing due") + when)
         if syncer.pending.current is not None:
             click.echo(f"reload pending ({syncer.pending.current.reason}); the next pass tries again")

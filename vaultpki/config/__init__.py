@@ -13,12 +13,12 @@ parts), ``toml_file`` (``load`` and ``dumps``). Everyone imports from here.
 """
 
 from vaultpki.config.build import parse
-from vaultpki.config.records import Config, ReloadConfig, VaultConfig
+from vaultpki.config.records import AcmeConfig, Config, ReloadConfig, VaultConfig
 from vaultpki.config.schema import ConfigFile, config_keys
 from vaultpki.config.toml_file import MAX_CONFIG_BYTES, dumps, load
 from vaultpki.config.values import HEADER_UNSAFE, MAX_DURATION_SECONDS, expand_path, header_safe, parse_duration
 
 __all__ = [
-    "HEADER_UNSAFE", "MAX_CONFIG_BYTES", "MAX_DURATION_SECONDS", "Config", "ConfigFile", "ReloadConfig", "VaultConfig",
-    "config_keys", "dumps", "expand_path", "header_safe", "load", "parse", "parse_duration",
+    "HEADER_UNSAFE", "MAX_CONFIG_BYTES", "MAX_DURATION_SECONDS", "AcmeConfig", "Config", "ConfigFile", "ReloadConfig",
+    "VaultConfig", "config_keys", "dumps", "expand_path", "header_safe", "load", "parse", "parse_duration",
 ]

@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from vaultpki.config.acme import parse_acme
 from vaultpki.config.env_overrides import apply_overrides
 from vaultpki.config.records import HOME_TOKEN_FILE, KUBERNETES_TOKEN_FILE, Config, ReloadConfig, TokenSource, VaultConfig
 from vaultpki.config.schema import PkiTable, ReloadTable, RenewTable, VaultTable, check_strings, read_file
@@ -85,6 +86,7 @@ def _parse(raw: Mapping[str, Any], env: Mapping[str, str], source: str, vault_ne
         reload=_parse_reload(doc.reload),
         node_users=_node_users(doc.node.users),
         node_pk8=doc.node.pk8,
+        ui_acme=parse_acme(doc.ui, doc.pki.ui_mount),
     )
     _check_combination(config)
     return config

@@ -14,7 +14,9 @@ from vaultpki.core.layout import Mode, PkiNames
 from vaultpki.core.renewal import RenewPolicy
 from vaultpki.redact import redacted_repr
 
-__all__ = ["HOME_TOKEN_FILE", "KUBERNETES_TOKEN_FILE", "Config", "ReloadConfig", "TokenSource", "VaultConfig", "VaultLogin"]
+__all__ = [
+    "HOME_TOKEN_FILE", "KUBERNETES_TOKEN_FILE", "AcmeConfig", "Config", "ReloadConfig", "TokenSource", "VaultConfig", "VaultLogin",
+]
 
 HOME_TOKEN_FILE = "~/.vault-token"
 # Where the kubelet puts a pod's service-account token when the pod automounts it: vault.jwt_file's
@@ -82,6 +84,36 @@ class ReloadConfig(msgspec.Struct, frozen=True):
     rollback_on_failure: bool = False
 
 
+class AcmeConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Where ``ui.crt`` comes from when an ACME CA issues it (the ``ui.acme_*`` keys, judged together).
+    Files are named, never read here: the EAB HMAC key and the TSIG key are read when an order needs them."""
+
+    directory: str                                  # the CA's directory URL
+    email: str | None = None                        # the account's contact
+    eab_kid: str | None = None                      # external account binding: the key id...
+    eab_hmac_file: Path | None = None               # ...and the file with its base64url HMAC key
+    challenge: str = "http-01"                      # "http-01" or "dns-01"
+    http_port: int = 80                             # http-01 standalone listener
+    webroot: Path | None = None                     # http-01 through a web server already there, instead
+    dns_server: tuple[str, int] | None = None       # dns-01 RFC 2136: the zone's primary (address, port)
+    tsig_key_file: Path | None = None               # ...and its TSIG key, a BIND key file
+    dns_hook: tuple[str, ...] = ()                  # dns-01 through the operator's command, instead
+    dns_cleanup_hook: tuple[str, ...] = ()
+    dns_resolvers: tuple[tuple[str, int], ...] = () # where the TXT record is looked for (else the zone's servers)
+    ca_cert: Path | None = None                     # the roots of the ACME server's own TLS certificate
+    trust: Path | None = None                       # the roots the issued chain must reach (else the system's)
+
+    def responder_text(self) -> str:
+        """Which challenge is answered where, in the words ``--dry-run`` and ``status`` use."""
+        if self.challenge == "http-01":
+            return (f"http-01 through the webroot {self.webroot}" if self.webroot
+                    else f"http-01 on a standalone listener on port {self.http_port}")
+        if self.dns_server is not None:
+            address, port = self.dns_server
+            return f"dns-01 by RFC 2136 update to {address}{'' if port == 53 else f':{port}'} (TSIG key {self.tsig_key_file})"
+        return f"dns-01 through the hook {self.dns_hook[0]}"
+
+
 class Config(msgspec.Struct, frozen=True):
     certs_dir: Path | None
     mode: Mode
@@ -103,3 +135,4 @@ class Config(msgspec.Struct, frozen=True):
     reload: ReloadConfig = ReloadConfig()
     node_users: tuple[str, ...] = ()   # SQL users whose client certs the node's certs-dir also holds
     node_pk8: bool = False             # their keys also as client.<user>.key.pk8 (PKCS#8 DER, for Java)
+    ui_acme: AcmeConfig | None = None  # ui.crt from an ACME CA instead of pki.ui_mount

@@ -27,6 +27,7 @@ __all__ = [
 AuthMethod = Literal["token", "approle", "cert", "jwt", "kubernetes"]
 CaTrust = Literal["issuer", "root"]
 IssueMethod = Literal["sign", "issue"]
+AcmeChallenge = Literal["http-01", "dns-01"]
 
 
 class _Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -68,9 +69,24 @@ class NodeTable(_Table, frozen=True):
 
 
 class UiTable(_Table, frozen=True):
-    """``[ui]``: the DB Console certificate's host names (split-node with a UI mount)."""
+    """``[ui]``: the DB Console certificate's host names, and the ACME CA it may come from instead of a UI mount
+    (``vaultpki.config.acme`` judges what the ``acme_*`` keys mean together)."""
 
     hosts: tuple[str, ...] = ()
+    acme_directory: str | None = None
+    acme_email: str | None = None
+    acme_eab_kid: str | None = None
+    acme_eab_hmac_file: str | None = None
+    acme_challenge: AcmeChallenge | None = None            # None: http-01, but "set" is told apart from "default"
+    acme_http_port: int | None = None                      # None: 80
+    acme_webroot: str | None = None
+    acme_dns_server: str | None = None
+    acme_tsig_key_file: str | None = None
+    acme_dns_hook: tuple[str, ...] = ()
+    acme_dns_cleanup_hook: tuple[str, ...] = ()
+    acme_dns_resolver: tuple[str, ...] = ()
+    acme_ca_cert: str | None = None
+    acme_trust: str | None = None
 
 
 class RenewTable(_Table, frozen=True):
@@ -191,7 +207,10 @@ def _wrong_value(message: str, raw: Mapping[str, Any]) -> str:
 
 
 def _choices(kind: Any) -> tuple[str, ...]:
-    """The values a Literal or an Enum key takes, in their order."""
+    """The values a Literal or an Enum key (or an optional one) takes, in their order."""
+    literals = [arg for arg in get_args(kind) if get_origin(arg) is Literal]
+    if literals:                                         # ``Literal[...] | None``
+        kind = literals[0]
     if get_origin(kind) is Literal:
         return tuple(str(v) for v in get_args(kind))
     if isinstance(kind, type) and issubclass(kind, enum.Enum):

@@ -50,6 +50,7 @@ __all__ = [
     "PK8_SUFFIX",
     "Plan",
     "TrustSpec",
+    "UI_NAMES",
     "layout_files",
     "pk8_key_file",
     "plan_node",
@@ -69,6 +70,8 @@ MAX_USERNAME_BYTES = 63
 # The names whose presence a node's layout decides: what the layout has is written, what it lacks goes.
 LAYOUT_NAMES = frozenset({CA_FILE, CA_CLIENT_FILE, CA_UI_FILE, "node.crt", "node.key", "client.node.crt",
                           "client.node.key", "ui.crt", "ui.key"})
+# The DB Console's files: from a UI mount in the plan, or from an ACME CA beside it.
+UI_NAMES = frozenset({CA_UI_FILE, "ui.crt", "ui.key"})
 
 
 class Mode(enum.StrEnum):
@@ -310,10 +313,11 @@ def _trusts(mode: Mode, pki: PkiNames) -> tuple[TrustSpec, TrustSpec]:
 
 
 def plan_node(mode: Mode, pki: PkiNames, hosts: Sequence[str], ui_hosts: Sequence[str],
-              users: Sequence[str] = (), pk8: bool = False) -> Plan:
+              users: Sequence[str] = (), pk8: bool = False, acme_ui: bool = False) -> Plan:
     """Everything a node's certs-dir needs in ``mode`` (plus ``ui`` when a UI mount is configured),
     and ``client.<user>`` for each of ``users`` (``root``, say, for ``cockroach init`` on the node),
-    each with its key's PKCS#8 copy when ``pk8``."""
+    each with its key's PKCS#8 copy when ``pk8``. ``acme_ui``: an ACME CA issues the ``ui`` pair and
+    ``ca-ui.crt`` outside this plan, so those names are not the plan's strays."""
     users = [validate_username(u) for u in users]    # 'node' is refused: it is the node's own identity
     dns, ips = split_hosts(hosts)
     if not dns and not ips:
@@ -353,7 +357,7 @@ def plan_node(mode: Mode, pki: PkiNames, hosts: Sequence[str], ui_hosts: Sequenc
             ekus=frozenset({Eku.SERVER_AUTH}), trust=ui_trust, send_common_name=False,
         ))
     certs += [_client_cert(pki, user, client_ca, pk8) for user in dict.fromkeys(users)]
-    return Plan(trusts=tuple(trusts), certs=tuple(certs), owned=LAYOUT_NAMES)
+    return Plan(trusts=tuple(trusts), certs=tuple(certs), owned=LAYOUT_NAMES - UI_NAMES if acme_ui else LAYOUT_NAMES)
 
 
 def plan_user(mode: Mode, pki: PkiNames, user: str, pk8: bool = False) -> Plan:

@@ -26,6 +26,7 @@ from vaultpki.core.ocsp import OcspStatus
 from vaultpki.core.ports import VaultPort
 from vaultpki.core.renewal import Decision, decide
 from vaultpki.core.snapshot import DirState, judge_leaf
+from vaultpki.daemon.acme_renewal import AcmeRenewer
 from vaultpki.daemon.ca_hold import find_holds, held_files
 from vaultpki.errors import VaultpkiError, VaultUnavailable
 from vaultpki.store.certs_dir import CertsDir
@@ -58,13 +59,15 @@ class JudgesFiles:
     cfg: Config
     vault: VaultPort
     store: CertsDir
+    acme: AcmeRenewer | None
     log: logging.Logger
     now: Callable[[], dt.datetime]
     _defaults: dict[str, x509.Certificate]
 
     def plan(self) -> Plan:
         cfg = self.cfg
-        return plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users, pk8=cfg.node_pk8)
+        return plan_node(cfg.mode, cfg.pki, cfg.node_hosts, cfg.ui_hosts, cfg.node_users, pk8=cfg.node_pk8,
+                         acme_ui=cfg.ui_acme is not None)
 
     def _anchors(self, plan: Plan) -> tuple[dict[str, list[x509.Certificate]] | None, dict[str, list[x509.Certificate]],
                                             VaultUnavailable | None]:
@@ -177,8 +180,10 @@ class JudgesFiles:
 
     def preview(self) -> tuple[list[Decision], VaultUnavailable | None]:
         """What a pass would do, without issuing, writing or signalling (``sync --dry-run``)."""
-        look = self._look(self.now())
-        return list(look.decisions), look.vault_error
+        now = self.now()
+        look = self._look(now)
+        acme = [self.acme.decision(look.state, now)] if self.acme is not None else []
+        return [*look.decisions, *acme], look.vault_error
 
 
 def _held(decision: Decision, hold: CaReplaced) -> Decision:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Sequence
 
 import msgspec
 
+from vaultpki.acme.console import AcmeUi, UiOrigin
 from vaultpki.config import Config
 from vaultpki.core import crypto
 from vaultpki.core.issue import IssuedLeaf, IssueOptions, obtain_partial
@@ -33,6 +34,7 @@ from vaultpki.core.layout import CertSpec, FileContent, Plan
 from vaultpki.core.ports import VaultPort
 from vaultpki.core.renewal import Decision, next_wake, renew_at
 from vaultpki.core.snapshot import DirState
+from vaultpki.daemon.acme_renewal import AcmeRenewer
 from vaultpki.daemon.actions import Actions, Renewed, run_actions
 from vaultpki.daemon.ca_hold import report_holds
 from vaultpki.daemon.judging import JudgesFiles
@@ -58,6 +60,7 @@ class PassReport(msgspec.Struct, frozen=True):
     next_renewal: dt.datetime | None = None   # the earliest renewal time of any file
     vault_error: str | None = None            # Vault could not be asked this pass (nothing due: no failure)
     removed: tuple[str, ...] = ()             # vaultpki's files the layout no longer has, taken out of the set
+    acme_renewed: UiOrigin | None = None      # a new ui.crt from the ACME CA was written
 
     @property
     def ok(self) -> bool:
@@ -80,6 +83,8 @@ class Syncer(JudgesFiles):
                                      method=cfg.issue_method, ca_trust=cfg.ca_trust)
         self.pending = PendingReloads(store, metrics, log, now)   # a reload owed from before: try it again
         self._defaults = {}
+        self.acme = None if cfg.ui_acme is None else AcmeRenewer(cfg.ui_acme, cfg.ui_hosts, store.ensure_state_dir,
+                                                                 cfg.key_type, cfg.key_bits, cfg.renew, log)
 
     # --- one pass -----------------------------------------------------------
 
@@ -92,6 +97,12 @@ class Syncer(JudgesFiles):
         self.metrics.vault_up.set(0 if vault_error else 1)
         if anchors is not None:
             report_holds(plan, look.holds, self.metrics, self.log)
+        ui = self.acme.run(state, now) if self.acme is not None else None     # ordered apart from Vault's files
+        decisions += [ui.decision] if ui is not None else []
+        ui_failures = (ui.failure,) if ui is not None and ui.failure else ()
+        acme = ui.issued if ui is not None else None
+        if acme is not None and not look.due:
+            return self._acme_only(acme, decisions)
         held = tuple(f"{d.file}: {d.reason}" for d in decisions if d.due and d.file in look.held)
         due = look.due
         for d in due:      # an expired certificate is an outage in the making: a warning, not routine
@@ -99,15 +110,17 @@ class Syncer(JudgesFiles):
             self.log.log(level, "due", extra={"file": d.file, "reason": d.reason})
         if not due:
             self._observe(plan, self.store.snapshot(), now, due=[d.file for d in decisions if d.due])
-            report = PassReport(tuple(decisions), failures=held, next_wake=self._wake_at(decisions),
+            report = PassReport(tuple(decisions), failures=(*held, *ui_failures), next_wake=self._wake_at(decisions),
                                 next_renewal=next_wake(decisions, now),
                                 vault_error=str(vault_error) if vault_error is not None else None)
             return self._reload_again(report) if self.pending.current else self._done(report)
         if anchors is None:
             assert vault_error is not None
             self._observe(plan, state, now, due=[d.file for d in due])
-            return self._done(PassReport(tuple(decisions), failures=tuple(f"{d.file}: {vault_error}" for d in due),
-                                         vault_error=str(vault_error)))
+            if acme is not None:      # Vault away: the ACME CA's part still goes ahead
+                return self._acme_only(acme, decisions, tuple(f"{d.file}: {vault_error}" for d in due))
+            return self._done(PassReport(tuple(decisions), failures=(*(f"{d.file}: {vault_error}" for d in due),
+                                                                     *ui_failures), vault_error=str(vault_error)))
         due_specs = tuple(s for s in plan.certs if s.cert_file in {d.file for d in due})
         trusts = tuple(t for t in plan.trusts if t.mount not in look.holds)     # a held CA file stays as it is
         issued, failed = obtain_partial(Plan(trusts, due_specs), self.vault, self._options, self.now, anchors)
@@ -116,18 +129,33 @@ class Syncer(JudgesFiles):
             self.metrics.renewal_failures.labels(name).inc()
             self.log.error("renewal failed", extra={"file": name, "error": str(exc)})
         files, leaves = self._consistent(plan, due, issued.files, issued.leaves, set(failed))
-        report = PassReport(tuple(decisions), failures=(*held, *failures))
-        if files or look.strays:
-            report = self._write_reload_verify(files, leaves, report, look.strays, plan.stray_names)
+        report = PassReport(tuple(decisions), failures=(*held, *failures, *ui_failures))
+        if files or look.strays or acme is not None:
+            report = self._write_reload_verify((*files, *(acme.files if acme else ())), leaves, report, look.strays,
+                                               plan.stray_names, serials=_serials(acme))
+            if acme is not None and self.acme is not None:
+                self.acme.written(acme)
+                report = msgspec.structs.replace(report, acme_renewed=acme.origin)
         after = self.store.snapshot()
         self._observe(plan, after, self.now(), due=list(failed_files(report)))
         # Only for the next wake: the leaves kept were asked about at the start of this pass, and a leaf
         # Vault just signed has nothing to ask its responder about yet.
         fresh = self.judge(plan, after, anchors, True, self.now(), ask_ocsp=False)
+        fresh += [self.acme.decision(after, self.now())] if self.acme is not None else []
         if self.cfg.renew.revoke_replaced and report.renewed:
             self._revoke_replaced(state, report.renewed)
         return self._done(msgspec.structs.replace(report, next_wake=self._wake_at(fresh),
                                                   next_renewal=next_wake(fresh, self.now())))
+
+    def _acme_only(self, issued: AcmeUi, decisions: list[Decision], failures: tuple[str, ...] = ()) -> PassReport:
+        """A pass where only the ACME CA's ui.crt is new: written alone as a set, reloaded, verified."""
+        report = self._write_reload_verify(issued.files, (), PassReport(tuple(decisions), failures=failures),
+                                           serials=_serials(issued))
+        if self.acme is not None:
+            self.acme.written(issued)
+            decisions = [*decisions[:-1], self.acme.decision(self.store.snapshot(), self.now())]
+        return self._done(msgspec.structs.replace(report, next_wake=self._wake_at(decisions), acme_renewed=issued.origin,
+                                                  next_renewal=next_wake(decisions, self.now())))
 
     def _wake_at(self, decisions: list[Decision]) -> dt.datetime | None:
         """The next renewal, or the next CA/OCSP check, or (a reload owed: the database not up yet at
@@ -208,7 +236,8 @@ class Syncer(JudgesFiles):
         return (kept, kept_leaves) if kept_leaves else ((), ())
 
     def _write_reload_verify(self, files: tuple[FileContent, ...], leaves: tuple[IssuedLeaf, ...],
-                             report: PassReport, strays: Sequence[str] = (), drop: Collection[str] = ()) -> PassReport:
+                             report: PassReport, strays: Sequence[str] = (), drop: Collection[str] = (),
+                             serials: frozenset[int] = frozenset()) -> PassReport:
         """Write the set (without ``drop`` when there are ``strays`` to take out), run the actions, verify."""
         failures = list(report.failures)
         if strays:
@@ -229,7 +258,7 @@ class Syncer(JudgesFiles):
         missed, complete = self._act(told, ())       # nobody to tell yet is pending, not failed (first boot)
         if not complete:
             return msgspec.structs.replace(report, renewed=leaves, failures=(*failures, *missed))
-        verified = self._verify(leaves, told)
+        verified = self._verify(leaves, told, serials)
         if verified is False:
             failures.append(f"verify: {self.cfg.reload.verify} does not serve the certificate just written "
                             f"(previous set kept in {self.store.path}/.vaultpki/previous)")
@@ -244,13 +273,14 @@ class Syncer(JudgesFiles):
                     run_actions(self.actions, Renewed(str(self.store.path), (*names, *strays)), (), self.log)
         return msgspec.structs.replace(report, renewed=leaves, failures=tuple(failures), reloaded=True, verified=verified)
 
-    def _verify(self, leaves: tuple[IssuedLeaf, ...], names: list[str] | None = None) -> bool | None:
+    def _verify(self, leaves: tuple[IssuedLeaf, ...], names: list[str] | None = None,
+                serials: frozenset[int] = frozenset()) -> bool | None:
         """Poll the endpoint until it serves a certificate that is on disk now (the new one if it was renewed)."""
         if self.prober is None:
             self.pending.cleared()          # the actions succeeded; there is nothing more to check
             return None
         on_disk = self._leaf_serials()
-        written = {int(leaf.serial.replace(":", ""), 16) for leaf in leaves}
+        written = {int(leaf.serial.replace(":", ""), 16) for leaf in leaves} | serials
         deadline = self.monotonic() + self.cfg.reload.verify_timeout
         served: int | None = None
         while True:
@@ -299,6 +329,11 @@ class Syncer(JudgesFiles):
                                       self.cfg.renew).timestamp()
             self.metrics.observe_file(name, not_after, at)
         self.metrics.health.due_files = tuple(due or ())
+
+
+def _serials(acme: AcmeUi | None) -> frozenset[int]:
+    """The serial of a new ACME ui.crt, for the verify probe: the endpoint may serve it (the DB Console's port)."""
+    return frozenset() if acme is None else frozenset({int(acme.origin.serial.replace(":", ""), 16)})
 
 
 def failed_files(report: PassReport) -> tuple[str, ...]:

@@ -63,6 +63,17 @@ class CertsDir(AdoptsPlainFiles, ReadsBack, KeepsState):
                 stage.add(content)
         return stage.generation
 
+    def ensure_state_dir(self) -> Path:
+        """``.vaultpki``, made (with the certs-dir) as a write makes them when absent: for what vaultpki keeps
+        beside the sets, such as the ACME account key, before the first set is written."""
+        root_fd, _created = self._prepare_dir()
+        try:
+            with self._writing():
+                os.close(self._ensure_state_dir(root_fd))
+        finally:
+            os.close(root_fd)
+        return self._state
+
     @contextmanager
     def staged(self, names: Sequence[str], drop: Collection[str] = ()) -> Iterator[Stage]:
         """A set written while it is still being produced: ``write_set`` with the files handed over one by one.
