@@ -7,8 +7,11 @@ function that records its calls, so the clock can be moved across hours of back-
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +54,13 @@ def ui_dir(pki: Pki, not_before: dt.datetime, not_after: dt.datetime, dns: tuple
     return make_dir_state({"ui.crt": leaf.cert_pem, "ui.key": leaf.key_pem, "ca-ui.crt": root.cert_pem})
 
 
-def renewer(orders: Orders) -> AcmeRenewer:
-    return AcmeRenewer(ACME, HOSTS, lambda: Path("/certs/.vaultpki"), KeyType.EC, 256, POLICY, logging.getLogger("t"),
-                       obtain=orders)
+def renewer(orders: Orders, state_dir: Path | None = None) -> AcmeRenewer:
+    """A renewer over ``state_dir`` (a certs-dir's ``.vaultpki``; a fresh one by default)."""
+    home = state_dir or Path(tempfile.mkdtemp(prefix="vaultpki-acme-state-"))
+    if state_dir is None:
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+    (home / "acme").mkdir(exist_ok=True)
+    return AcmeRenewer(ACME, HOSTS, lambda: home, KeyType.EC, 256, POLICY, logging.getLogger("t"), obtain=orders)
 
 
 def test_due_by_the_window_on_the_issued_lifetime(pki: Pki) -> None:
@@ -121,3 +128,17 @@ def test_a_rate_limit_is_never_ordered_before_its_retry_after(pki: Pki) -> None:
         assert not r.run(state, NOW + dt.timedelta(minutes=minutes)).decision.due
     assert len(orders.calls) == 1
     assert r.run(state, later).issued is ISSUED and len(orders.calls) == 2
+
+
+def test_the_back_off_outlives_the_process(tmp_path: Path) -> None:
+    """A restarted daemon, or a timer's next `sync --once`, used to order again at once after a failure."""
+    (tmp_path / "acme").mkdir()
+    later = NOW + dt.timedelta(hours=3)
+    limited = AcmeRateLimited("ACME new order: rate limited by the CA (rateLimited: too many); retry after …", later)
+    first = renewer(Orders(limited), tmp_path)
+    first.run(make_dir_state({}), NOW)
+    again = Orders(ISSUED)
+    restarted = renewer(again, tmp_path)
+    assert not restarted.run(make_dir_state({}), NOW + dt.timedelta(minutes=5)).decision.due and not again.calls
+    assert restarted.run(make_dir_state({}), later).issued is ISSUED
+    assert not (tmp_path / "acme" / "order-backoff.json").exists()            # a success clears it

@@ -4,19 +4,22 @@ ordered only when due, and never again before the CA's ``Retry-After`` or our ow
 A failed order changes nothing on disk (the current ``ui.crt`` stays until it is inside its window, and beyond:
 an expiring certificate is still better than none), is logged as one line with when the next order may be
 made, and counts as a failure of that pass. A public CA limits how often it may be asked; the back-off doubles
-from ``BACKOFF_INITIAL`` to ``BACKOFF_MAX`` and a ``Retry-After`` later than that wins.
+from ``BACKOFF_INITIAL`` to ``BACKOFF_MAX`` and a ``Retry-After`` later than that wins. The back-off is kept
+beside the account key (``BACKOFF_FILE``), so neither a restarted daemon nor the next ``sync --once`` of a
+timer orders again before it ends.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
 
-from vaultpki.acme.console import AcmeUi, obtain_ui, write_origin
+from vaultpki.acme.console import AcmeUi, acme_state_dir, obtain_ui, write_origin
 from vaultpki.acme.problems import AcmeRateLimited
 from vaultpki.config.records import AcmeConfig
 from vaultpki.core import crypto
@@ -24,10 +27,12 @@ from vaultpki.core.layout import UI_NAMES, split_hosts
 from vaultpki.core.renewal import Decision, RenewPolicy, renew_at
 from vaultpki.core.snapshot import DirState
 from vaultpki.errors import VaultpkiError
+from vaultpki.files import NotReadable, read_regular
 
 __all__ = ["BACKOFF_INITIAL", "BACKOFF_MAX", "AcmeOutcome", "AcmeRenewer"]
 
 UI_FILE = "ui.crt"
+BACKOFF_FILE = "order-backoff.json"
 BACKOFF_INITIAL = dt.timedelta(minutes=1)
 BACKOFF_MAX = dt.timedelta(hours=1)
 
@@ -42,6 +47,11 @@ class AcmeOutcome(msgspec.Struct, frozen=True):
     failure: str | None = None          # "ui.crt: <one line>"
 
 
+class _Backoff(msgspec.Struct, frozen=True):
+    not_before: dt.datetime
+    failures: int
+
+
 class AcmeRenewer:
     """The ACME part of a ``Syncer``: working state between passes (the back-off), so a plain class."""
 
@@ -51,6 +61,30 @@ class AcmeRenewer:
         self.key_type, self.key_bits, self.policy, self.log, self._obtain = key_type, key_bits, policy, log, obtain
         self.not_before: dt.datetime | None = None      # no order before this (Retry-After, or our back-off)
         self.failures = 0
+        self._recalled = False
+
+    def _recall(self) -> None:
+        """The back-off an earlier process left (once per process; a missing or torn record is none)."""
+        self._recalled = True
+        try:
+            data, _st = read_regular(acme_state_dir(self.state_dir()) / BACKOFF_FILE, 4096)
+            kept = msgspec.json.decode(data, type=_Backoff)
+        except (NotReadable, VaultpkiError, msgspec.DecodeError, msgspec.ValidationError):
+            return
+        self.not_before, self.failures = kept.not_before, kept.failures
+
+    def _keep(self) -> None:
+        """Record the back-off (or, after a success, remove it); a failure to record is only logged."""
+        path = acme_state_dir(self.state_dir()) / BACKOFF_FILE
+        try:
+            if self.not_before is None:
+                path.unlink(missing_ok=True)
+                return
+            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temp.write_bytes(msgspec.json.encode(_Backoff(self.not_before, self.failures)))
+            os.replace(temp, path)
+        except (OSError, VaultpkiError) as exc:
+            self.log.warning("could not record the ACME back-off", extra={"error": str(exc)})
 
     def decision(self, state: DirState, now: dt.datetime) -> Decision:
         """Whether ``ui.crt`` is due: missing, unreadable, without the names of ``ui.hosts``, its key or its
@@ -58,6 +92,8 @@ class AcmeRenewer:
         due = self._why_due(state, now)
         if isinstance(due, Decision):
             return due
+        if not self._recalled:
+            self._recall()
         if self.not_before is not None and now < self.not_before:
             return Decision(UI_FILE, False, f"{due}; backing off after a failed ACME order until "
                                             f"{self.not_before:%Y-%m-%d %H:%M:%S}Z", self.not_before)
@@ -94,11 +130,14 @@ class AcmeRenewer:
             backoff = min(BACKOFF_INITIAL * 2 ** (self.failures - 1), BACKOFF_MAX)
             retry = exc.retry_after if isinstance(exc, AcmeRateLimited) else None
             self.not_before = max(now + backoff, retry or now)
+            self._keep()
             self.log.error("ACME order failed", extra={"file": UI_FILE, "error": str(exc),
                                                        "next_order": self.not_before.isoformat()})
             # Not due again until the back-off ends: the next wake is then, not at once.
             return AcmeOutcome(self.decision(state, now), failure=f"{UI_FILE}: {exc}")
-        self.failures, self.not_before = 0, None
+        had_backoff, self.failures, self.not_before = self.not_before is not None, 0, None
+        if had_backoff:
+            self._keep()
         return AcmeOutcome(decision, issued=issued)
 
     def written(self, issued: AcmeUi) -> None:
