@@ -227,8 +227,14 @@ def test_the_daemon_renews_a_short_lived_acme_ui_crt_and_the_console_serves_it(
             assert "/order/" in str(renewed.get("acme_order"))
             event = daemon.wait_for(lambda e: str(e.get("msg")).startswith(("reload verified", "reload NOT")), 30)
             assert event["msg"] == "reload verified", daemon.events[-10:]
-            on_disk = crypto.load_certs((certs / "ui.crt").read_bytes())[0].serial_number
+            on_disk_cert = crypto.load_certs((certs / "ui.crt").read_bytes())[0]
+            on_disk = on_disk_cert.serial_number
             assert on_disk != first and served_serial(port) == on_disk
+            # watched like every other file: its expiry and renewal time are exported (they were not)
+            expiry = daemon.metric('vaultpki_certificate_expiration_timestamp_seconds{file="ui.crt"}')
+            assert expiry == on_disk_cert.not_valid_after_utc.timestamp()
+            assert daemon.metric('vaultpki_certificate_renewal_timestamp_seconds{file="ui.crt"}')
+            assert daemon.metric("security_certificate_expiration_ui") == expiry
             assert daemon.stop() == 0
     # Vault's files were not due and are as they were; status names the new order
     assert crypto.load_certs((certs / "node.crt").read_bytes())[0].serial_number == node_serial
@@ -270,6 +276,10 @@ def test_sync_once_orders_when_due_and_a_failed_order_leaves_everything_untouche
     assert [line for line in failed.stderr.splitlines() if "ACME order failed" in line and "next_order=" in line]
     assert "Traceback" not in failed.stderr
     assert {k: v for k, v in tree(certs).items() if not k.startswith(".vaultpki/acme")} == fingerprint
+    # the back-off is kept for the next process: a second `sync --once` would not order before it ends
+    backoff = certs / ".vaultpki" / "acme" / "order-backoff.json"
+    assert backoff.is_file()
+    backoff.unlink()                                    # as if it had run out
     # the CA back: the order is made, ui.crt alone replaced in a new set, Vault's files as they were
     doc["ui"]["acme_directory"] = f"{ca.server.addr}/v1/acme/acme/directory"
     doc["ui"]["hosts"] = ["localhost", "127.0.0.1"]

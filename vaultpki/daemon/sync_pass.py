@@ -30,7 +30,7 @@ from vaultpki.acme.console import AcmeUi, UiOrigin
 from vaultpki.config import Config
 from vaultpki.core import crypto
 from vaultpki.core.issue import IssuedLeaf, IssueOptions, obtain_partial
-from vaultpki.core.layout import CertSpec, FileContent, Plan
+from vaultpki.core.layout import UI_NAMES, CertSpec, FileContent, Plan
 from vaultpki.core.ports import VaultPort
 from vaultpki.core.renewal import Decision, next_wake, renew_at
 from vaultpki.core.snapshot import DirState
@@ -102,7 +102,7 @@ class Syncer(JudgesFiles):
         ui_failures = (ui.failure,) if ui is not None and ui.failure else ()
         acme = ui.issued if ui is not None else None
         if acme is not None and not look.due:
-            return self._acme_only(acme, decisions)
+            return self._acme_only(plan, acme, decisions)
         held = tuple(f"{d.file}: {d.reason}" for d in decisions if d.due and d.file in look.held)
         due = look.due
         for d in due:      # an expired certificate is an outage in the making: a warning, not routine
@@ -118,7 +118,7 @@ class Syncer(JudgesFiles):
             assert vault_error is not None
             self._observe(plan, state, now, due=[d.file for d in due])
             if acme is not None:      # Vault away: the ACME CA's part still goes ahead
-                return self._acme_only(acme, decisions, tuple(f"{d.file}: {vault_error}" for d in due))
+                return self._acme_only(plan, acme, decisions, tuple(f"{d.file}: {vault_error}" for d in due))
             return self._done(PassReport(tuple(decisions), failures=(*(f"{d.file}: {vault_error}" for d in due),
                                                                      *ui_failures), vault_error=str(vault_error)))
         due_specs = tuple(s for s in plan.certs if s.cert_file in {d.file for d in due})
@@ -147,13 +147,16 @@ class Syncer(JudgesFiles):
         return self._done(msgspec.structs.replace(report, next_wake=self._wake_at(fresh),
                                                   next_renewal=next_wake(fresh, self.now())))
 
-    def _acme_only(self, issued: AcmeUi, decisions: list[Decision], failures: tuple[str, ...] = ()) -> PassReport:
+    def _acme_only(self, plan: Plan, issued: AcmeUi, decisions: list[Decision],
+                   failures: tuple[str, ...] = ()) -> PassReport:
         """A pass where only the ACME CA's ui.crt is new: written alone as a set, reloaded, verified."""
         report = self._write_reload_verify(issued.files, (), PassReport(tuple(decisions), failures=failures),
                                            serials=_serials(issued))
+        after = self.store.snapshot()
+        self._observe(plan, after, self.now())
         if self.acme is not None:
             self.acme.written(issued)
-            decisions = [*decisions[:-1], self.acme.decision(self.store.snapshot(), self.now())]
+            decisions = [*decisions[:-1], self.acme.decision(after, self.now())]
         return self._done(msgspec.structs.replace(report, next_wake=self._wake_at(decisions), acme_renewed=issued.origin,
                                                   next_renewal=next_wake(decisions, self.now())))
 
@@ -316,6 +319,8 @@ class Syncer(JudgesFiles):
 
     def _observe(self, plan: Plan, state: DirState, now: dt.datetime, due: list[str] | None = None) -> None:
         names = [t.file for t in plan.ca_files if t.file] + [s.cert_file for s in plan.certs]
+        if self.acme is not None:                 # ui.crt and ca-ui.crt from the ACME CA: watched like the rest
+            names += [n for n in sorted(UI_NAMES) if n.endswith(".crt") and n not in names]
         specs: dict[str, CertSpec] = {s.cert_file: s for s in plan.certs}
         for name in names:
             entry = state.entries.get(name)
@@ -324,7 +329,7 @@ class Syncer(JudgesFiles):
                 with contextlib.suppress(VaultpkiError):
                     cert = crypto.load_certs(entry.data)[0]
                     not_after = cert.not_valid_after_utc.timestamp()
-                    if name in specs:
+                    if name in specs or (self.acme is not None and name == "ui.crt"):
                         at = renew_at(cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number,
                                       self.cfg.renew).timestamp()
             self.metrics.observe_file(name, not_after, at)
