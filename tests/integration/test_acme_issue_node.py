@@ -277,7 +277,7 @@ def test_sync_once_orders_when_due_and_a_failed_order_leaves_everything_untouche
     assert "Traceback" not in failed.stderr
     assert {k: v for k, v in tree(certs).items() if not k.startswith(".vaultpki/acme")} == fingerprint
     # the back-off is kept for the next process: a second `sync --once` would not order before it ends
-    backoff = certs / ".vaultpki" / "acme" / "order-backoff.json"
+    backoff = certs / ".vaultpki" / "acme-order-backoff.json"
     assert backoff.is_file()
     backoff.unlink()                                    # as if it had run out
     # the CA back: the order is made, ui.crt alone replaced in a new set, Vault's files as they were

@@ -25,6 +25,7 @@ from vaultpki.core.crypto import KeyType
 from vaultpki.core.renewal import RenewPolicy
 from vaultpki.daemon.acme_renewal import BACKOFF_INITIAL, BACKOFF_MAX, AcmeRenewer
 from vaultpki.errors import VaultpkiError
+from vaultpki.store.certs_dir import CertsDir
 
 HOSTS = ("console.example.com",)
 ACME = AcmeConfig(directory="https://acme.example.com/directory")
@@ -54,13 +55,14 @@ def ui_dir(pki: Pki, not_before: dt.datetime, not_after: dt.datetime, dns: tuple
     return make_dir_state({"ui.crt": leaf.cert_pem, "ui.key": leaf.key_pem, "ca-ui.crt": root.cert_pem})
 
 
-def renewer(orders: Orders, state_dir: Path | None = None) -> AcmeRenewer:
-    """A renewer over ``state_dir`` (a certs-dir's ``.vaultpki``; a fresh one by default)."""
-    home = state_dir or Path(tempfile.mkdtemp(prefix="vaultpki-acme-state-"))
-    if state_dir is None:
+def renewer(orders: Orders, certs_dir: Path | None = None) -> AcmeRenewer:
+    """A renewer over a certs-dir whose state dir holds its records (a fresh one by default)."""
+    home = certs_dir or Path(tempfile.mkdtemp(prefix="vaultpki-acme-certs-"))
+    if certs_dir is None:
         atexit.register(shutil.rmtree, home, ignore_errors=True)
-    (home / "acme").mkdir(exist_ok=True)
-    return AcmeRenewer(ACME, HOSTS, lambda: home, KeyType.EC, 256, POLICY, logging.getLogger("t"), obtain=orders)
+    store = CertsDir(home)
+    store.ensure_state_dir()
+    return AcmeRenewer(ACME, HOSTS, store, KeyType.EC, 256, POLICY, logging.getLogger("t"), obtain=orders)
 
 
 def test_due_by_the_window_on_the_issued_lifetime(pki: Pki) -> None:
@@ -132,7 +134,6 @@ def test_a_rate_limit_is_never_ordered_before_its_retry_after(pki: Pki) -> None:
 
 def test_the_back_off_outlives_the_process(tmp_path: Path) -> None:
     """A restarted daemon, or a timer's next `sync --once`, used to order again at once after a failure."""
-    (tmp_path / "acme").mkdir()
     later = NOW + dt.timedelta(hours=3)
     limited = AcmeRateLimited("ACME new order: rate limited by the CA (rateLimited: too many); retry after …", later)
     first = renewer(Orders(limited), tmp_path)
@@ -141,4 +142,4 @@ def test_the_back_off_outlives_the_process(tmp_path: Path) -> None:
     restarted = renewer(again, tmp_path)
     assert not restarted.run(make_dir_state({}), NOW + dt.timedelta(minutes=5)).decision.due and not again.calls
     assert restarted.run(make_dir_state({}), later).issued is ISSUED
-    assert not (tmp_path / "acme" / "order-backoff.json").exists()            # a success clears it
+    assert not (tmp_path / ".vaultpki" / "acme-order-backoff.json").exists()   # a success clears it

@@ -30,13 +30,14 @@ from vaultpki.core.layout import CA_UI_FILE, Eku, FileContent, split_hosts
 from vaultpki.core.validate import verify_chain
 from vaultpki.errors import ConfigError, IssuanceRefused, StoreError
 from vaultpki.files import NotReadable, read_regular
+from vaultpki.store.certs_dir import CertsDir
 
 __all__ = [
-    "ORIGIN_FILE", "AcmeUi", "UiOrigin", "acme_state_dir", "judge", "load_anchors", "obtain_ui", "read_origin",
+    "ORIGIN_RECORD", "AcmeUi", "UiOrigin", "acme_state_dir", "judge", "load_anchors", "obtain_ui", "read_origin",
     "responder", "write_origin",
 ]
 
-ORIGIN_FILE = "ui-origin.json"
+ORIGIN_RECORD = "acme-ui-origin.json"     # a record of the state dir (vaultpki.store)
 MAX_ROOTS_BYTES = 4 << 20            # a system bundle is a few hundred KiB
 _SYSTEM_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 
@@ -148,21 +149,16 @@ def judge(issued: AcmeIssued, hosts: Sequence[str], anchors: Sequence[x509.Certi
     return AcmeUi(files=files, origin=origin)
 
 
-def write_origin(state_dir: Path, origin: UiOrigin) -> None:
-    """Kept next to the account key once the set is written: whole or not at all."""
-    path = acme_state_dir(state_dir) / ORIGIN_FILE
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temp.write_bytes(msgspec.json.encode(origin))
-        os.replace(temp, path)
-    except OSError as exc:
-        raise StoreError(f"cannot record where ui.crt came from in {path}: {exc.strerror or exc}") from None
+def write_origin(store: CertsDir, origin: UiOrigin) -> None:
+    """Kept as a record of the state dir once the set is written (the store's records: whole, 0600, never
+    written through a link)."""
+    store.write_record(ORIGIN_RECORD, msgspec.json.encode(origin))
 
 
-def read_origin(state_dir: Path) -> UiOrigin | None:
+def read_origin(store: CertsDir) -> UiOrigin | None:
     """Where the current ``ui.crt`` came from, when an ACME order of vaultpki's wrote it."""
     try:
-        data, _st = read_regular(acme_state_dir(state_dir) / ORIGIN_FILE, 64 * 1024)
-        return msgspec.json.decode(data, type=UiOrigin)
-    except (NotReadable, msgspec.DecodeError, msgspec.ValidationError):
+        data = store.read_record(ORIGIN_RECORD)
+        return None if data is None else msgspec.json.decode(data, type=UiOrigin)
+    except (StoreError, msgspec.DecodeError, msgspec.ValidationError):
         return None

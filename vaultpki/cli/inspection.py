@@ -31,7 +31,7 @@ from vaultpki.core.snapshot import DirState, Expectation
 from vaultpki.core.validate import Problem
 from vaultpki.daemon.pending import read_pending
 from vaultpki.errors import InputError, VaultpkiError
-from vaultpki.store.opening import STATE_DIR
+from vaultpki.store.certs_dir import CertsDir
 from vaultpki.vault import ocsp
 
 
@@ -119,7 +119,7 @@ def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
     # The store as the config has it: a certs-dir owned by the configured owner is no intruder's.
     store, _ = chosen_dir(obj, certs_dir)
     report = status_report(state, problems, now, ocsp_results, read_pending(store), policy, renewed)
-    acme, origin = _acme_origin(obj, state)
+    acme, origin = _acme_origin(obj, state, store)
     if as_json:
         emit(True, {**msgspec.to_builtins(report), "ui_acme": msgspec.to_builtins(origin)})   # reports; verify judges
         return
@@ -128,13 +128,13 @@ def status(obj: _Ctx, certs_dir: str | None, check_ocsp: bool, as_json: bool) ->
         click.echo(line)
 
 
-def _acme_origin(obj: _Ctx, state: DirState) -> tuple[bool, UiOrigin | None]:
+def _acme_origin(obj: _Ctx, state: DirState, store: CertsDir) -> tuple[bool, UiOrigin | None]:
     """Whether the config's ui.crt comes from an ACME CA (for the config's own dir), and where the current one
     came from."""
     cfg = obj.config(vault_needed=False) if obj.config_path else None
     if cfg is None or cfg.ui_acme is None or cfg.certs_dir is None or Path(state.path).resolve() != cfg.certs_dir.resolve():
         return False, None
-    return True, read_origin(Path(state.path) / STATE_DIR)
+    return True, read_origin(store)
 
 
 def _renewal_inputs(obj: _Ctx, state: DirState) -> tuple[RenewPolicy | None, frozenset[str]]:

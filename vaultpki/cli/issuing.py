@@ -80,7 +80,7 @@ def _issue_with_acme_ui(cfg: config_mod.Config, acme: config_mod.AcmeConfig, pla
         ui = obtain_ui(acme, cfg.ui_hosts, target.ensure_state_dir(), cfg.key_type, cfg.key_bits, utc_now())
         for content in ui.files:
             stage.add(content)
-    write_origin(target.ensure_state_dir(), ui.origin)
+    write_origin(target, ui.origin)
     return msgspec.structs.replace(issued, files=(*issued.files, *ui.files)), ui.origin
 
 

@@ -5,21 +5,20 @@ A failed order changes nothing on disk (the current ``ui.crt`` stays until it is
 an expiring certificate is still better than none), is logged as one line with when the next order may be
 made, and counts as a failure of that pass. A public CA limits how often it may be asked; the back-off doubles
 from ``BACKOFF_INITIAL`` to ``BACKOFF_MAX`` and a ``Retry-After`` later than that wins. The back-off is kept
-beside the account key (``BACKOFF_FILE``), so neither a restarted daemon nor the next ``sync --once`` of a
-timer orders again before it ends.
+as a record of the state dir (``BACKOFF_RECORD``), so neither a restarted daemon nor the next ``sync --once``
+of a timer orders again before it ends.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
 
-from vaultpki.acme.console import AcmeUi, acme_state_dir, obtain_ui, write_origin
+from vaultpki.acme.console import AcmeUi, obtain_ui, write_origin
 from vaultpki.acme.problems import AcmeRateLimited
 from vaultpki.config.records import AcmeConfig
 from vaultpki.core import crypto
@@ -27,12 +26,12 @@ from vaultpki.core.layout import UI_NAMES, split_hosts
 from vaultpki.core.renewal import Decision, RenewPolicy, renew_at
 from vaultpki.core.snapshot import DirState
 from vaultpki.errors import VaultpkiError
-from vaultpki.files import NotReadable, read_regular
+from vaultpki.store.certs_dir import CertsDir
 
 __all__ = ["BACKOFF_INITIAL", "BACKOFF_MAX", "AcmeOutcome", "AcmeRenewer"]
 
 UI_FILE = "ui.crt"
-BACKOFF_FILE = "order-backoff.json"
+BACKOFF_RECORD = "acme-order-backoff.json"
 BACKOFF_INITIAL = dt.timedelta(minutes=1)
 BACKOFF_MAX = dt.timedelta(hours=1)
 
@@ -55,9 +54,9 @@ class _Backoff(msgspec.Struct, frozen=True):
 class AcmeRenewer:
     """The ACME part of a ``Syncer``: working state between passes (the back-off), so a plain class."""
 
-    def __init__(self, acme: AcmeConfig, hosts: Sequence[str], state_dir: Callable[[], Path], key_type: crypto.KeyType,
+    def __init__(self, acme: AcmeConfig, hosts: Sequence[str], store: CertsDir, key_type: crypto.KeyType,
                  key_bits: int, policy: RenewPolicy, log: logging.Logger, obtain: Obtain = obtain_ui) -> None:
-        self.acme, self.hosts, self.state_dir = acme, tuple(hosts), state_dir     # made by the store when absent
+        self.acme, self.hosts, self.store = acme, tuple(hosts), store
         self.key_type, self.key_bits, self.policy, self.log, self._obtain = key_type, key_bits, policy, log, obtain
         self.not_before: dt.datetime | None = None      # no order before this (Retry-After, or our back-off)
         self.failures = 0
@@ -67,23 +66,19 @@ class AcmeRenewer:
         """The back-off an earlier process left (once per process; a missing or torn record is none)."""
         self._recalled = True
         try:
-            data, _st = read_regular(acme_state_dir(self.state_dir()) / BACKOFF_FILE, 4096)
-            kept = msgspec.json.decode(data, type=_Backoff)
-        except (NotReadable, VaultpkiError, msgspec.DecodeError, msgspec.ValidationError):
+            data = self.store.read_record(BACKOFF_RECORD)
+            kept = None if data is None else msgspec.json.decode(data, type=_Backoff)
+        except (VaultpkiError, msgspec.DecodeError, msgspec.ValidationError):
             return
-        self.not_before, self.failures = kept.not_before, kept.failures
+        if kept is not None:
+            self.not_before, self.failures = kept.not_before, kept.failures
 
     def _keep(self) -> None:
         """Record the back-off (or, after a success, remove it); a failure to record is only logged."""
-        path = acme_state_dir(self.state_dir()) / BACKOFF_FILE
         try:
-            if self.not_before is None:
-                path.unlink(missing_ok=True)
-                return
-            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            temp.write_bytes(msgspec.json.encode(_Backoff(self.not_before, self.failures)))
-            os.replace(temp, path)
-        except (OSError, VaultpkiError) as exc:
+            self.store.write_record(BACKOFF_RECORD, None if self.not_before is None
+                                    else msgspec.json.encode(_Backoff(self.not_before, self.failures)))
+        except VaultpkiError as exc:
             self.log.warning("could not record the ACME back-off", extra={"error": str(exc)})
 
     def decision(self, state: DirState, now: dt.datetime) -> Decision:
@@ -124,7 +119,7 @@ class AcmeRenewer:
         if not decision.due:
             return AcmeOutcome(decision)
         try:
-            issued = self._obtain(self.acme, self.hosts, self.state_dir(), self.key_type, self.key_bits, now)
+            issued = self._obtain(self.acme, self.hosts, self.store.ensure_state_dir(), self.key_type, self.key_bits, now)
         except VaultpkiError as exc:
             self.failures += 1
             backoff = min(BACKOFF_INITIAL * 2 ** (self.failures - 1), BACKOFF_MAX)
@@ -143,7 +138,7 @@ class AcmeRenewer:
     def written(self, issued: AcmeUi) -> None:
         """After the set holding ``issued`` is visible: where it came from, for ``status``; logged."""
         try:
-            write_origin(self.state_dir(), issued.origin)
+            write_origin(self.store, issued.origin)
         except VaultpkiError as exc:
             self.log.warning("could not record where ui.crt came from", extra={"error": str(exc)})
         self.log.info("renewed", extra={"file": UI_FILE, "serial": issued.origin.serial,

@@ -83,7 +83,7 @@ class Syncer(JudgesFiles):
                                      method=cfg.issue_method, ca_trust=cfg.ca_trust)
         self.pending = PendingReloads(store, metrics, log, now)   # a reload owed from before: try it again
         self._defaults = {}
-        self.acme = None if cfg.ui_acme is None else AcmeRenewer(cfg.ui_acme, cfg.ui_hosts, store.ensure_state_dir,
+        self.acme = None if cfg.ui_acme is None else AcmeRenewer(cfg.ui_acme, cfg.ui_hosts, store,
                                                                  cfg.key_type, cfg.key_bits, cfg.renew, log)
 
     # --- one pass -----------------------------------------------------------
