@@ -18,6 +18,10 @@ __all__ = ["NotReadable", "read_limited", "read_regular", "read_secret_file", "s
 
 # What the kubelet makes of a Secret's ``defaultMode: 0400`` when the pod has an ``fsGroup``.
 KUBELET_MODE = 0o440
+# What it makes of a projected service-account token in a pod with an fsGroup: it writes the token 0600 and
+# then adds the group's read bit ("When FsGroup is set, we depend on SetVolumeOwnership to change from 0600
+# to 0640", kubernetes pkg/volume/projected). No volume setting changes that mode.
+KUBELET_TOKEN_MODE = 0o640
 # A file's POSIX access ACL (acl(5)): the extended attribute, its format version and the entry tags judged.
 _ACL_XATTR = "system.posix_acl_access"
 _ACL_VERSION, _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_OTHER = 2, 0x02, 0x04, 0x08, 0x20
@@ -59,12 +63,13 @@ def read_regular(path: str | os.PathLike[str], limit: int) -> tuple[bytes, os.st
         return read_limited(fd, limit), st
 
 
-def read_secret_file(path: str | os.PathLike[str], limit: int) -> tuple[bytes, os.stat_result, str | None]:
+def read_secret_file(path: str | os.PathLike[str], limit: int,
+                     projected_token: bool = False) -> tuple[bytes, os.stat_result, str | None]:
     """``read_regular`` for a file that holds a secret, and why somebody else can read it (``secret_exposure``,
     None when nobody can), judged on what was opened, its access ACL included."""
     with _opened(path, limit) as (fd, st):
         acl = _access_acl(fd) if stat.S_IMODE(st.st_mode) & (stat.S_IRWXG | stat.S_IRWXO) else None
-        return read_limited(fd, limit), st, secret_exposure(st, acl)
+        return read_limited(fd, limit), st, secret_exposure(st, acl, projected_token)
 
 
 @contextlib.contextmanager
@@ -96,15 +101,18 @@ def _access_acl(fd: int) -> bytes | None:
         return None
 
 
-def secret_exposure(st: os.stat_result, acl: bytes | None = None) -> str | None:
+def secret_exposure(st: os.stat_result, acl: bytes | None = None, projected_token: bool = False) -> str | None:
     """Why a secret file with status ``st`` (and access ACL ``acl``) is readable by somebody else, in words;
     None when it is not.
 
-    Only its owner may have access, with two exceptions:
+    Only its owner may have access, with these exceptions:
 
     * the kubelet's: a Secret volume with ``fsGroup`` turns ``defaultMode: 0400`` into a root-owned 0440 file
       in the pod's group. Exactly such a file is accepted when that group is one of this process's own
       (effective or supplementary): those who can read it are root and the pod, whose group it is;
+    * the kubelet's again, for a ``projected_token`` (a service-account token): mode exactly 0640 in one of
+      this process's groups (the fsGroup), owned by root or, when every container of the pod runs as one
+      user, by that user: us;
     * systemd's: ``LoadCredential=`` on a file system with ACLs (systemd 256 and later put credentials on a
       tmpfs) leaves the file root's, 0400, with an ACL entry that lets the service's user read it. A file
       with an ACL shows the ACL's mask as its group bits, so it looks 0440. It is accepted when the ACL lets
@@ -119,6 +127,8 @@ def secret_exposure(st: os.stat_result, acl: bytes | None = None) -> str | None:
     if not loose:
         return None
     if mode == KUBELET_MODE and st.st_uid == 0 and _own_group(st.st_gid):
+        return None
+    if projected_token and mode == KUBELET_TOKEN_MODE and st.st_uid in (0, os.geteuid()) and _own_group(st.st_gid):
         return None
     if acl is not None and not mode & stat.S_IRWXO and st.st_uid in (0, os.geteuid()) and _acl_lets_only_us_read(acl):
         return None

@@ -9,9 +9,7 @@ goes into the login's body only: never into a message, a log line or a ``repr``.
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -29,10 +27,6 @@ MAX_SECRET_BYTES = 1 << 16       # a token, role-id, secret-id or service-accoun
 NOT_SECRET = frozenset({"vault.role_id_file"})
 # A JWS in compact form, as a kube-apiserver or an OIDC provider signs it: three base64url parts.
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-# What the kubelet makes of a projected service-account token in a pod with an fsGroup: it writes the
-# token 0600 and then adds the group's read bit ("When FsGroup is set, we depend on SetVolumeOwnership to
-# change from 0600 to 0640", kubernetes pkg/volume/projected). No volume setting changes that mode.
-KUBELET_TOKEN_MODE = 0o640
 
 
 class Login(NamedTuple):
@@ -83,15 +77,14 @@ def read_jwt(path: str) -> str:
 def read_secret(path: str, key: str) -> str:
     """Read a token, secret-id, JWT or role-id file, refusing a secret that somebody else can read
     (``files.secret_exposure``: the kubelet's root-owned 0440 in our own group passes, and so does systemd's
-    root-owned credential with an ACL for our user alone; for a JWT, also the kubelet's projected-token mode,
-    ``_kubelet_token``). Judged by what was opened (``files.read_secret_file``): a regular file of at most
-    MAX_SECRET_BYTES, never a FIFO (whose open would wait for a writer forever) or a device."""
+    root-owned credential with an ACL for our user alone; for a JWT, also the kubelet's projected-token mode).
+    Judged by what was opened (``files.read_secret_file``): a regular file of at most MAX_SECRET_BYTES, never
+    a FIFO (whose open would wait for a writer forever) or a device."""
     try:
-        data, st, exposure = read_secret_file(path, MAX_SECRET_BYTES)
+        data, _st, exposure = read_secret_file(path, MAX_SECRET_BYTES, projected_token=key == "vault.jwt_file")
     except NotReadable as exc:
         raise ConfigError(f"{key} {path} cannot be read: {exc}") from None
-    exposure = None if key in NOT_SECRET else exposure
-    if exposure is not None and not (key == "vault.jwt_file" and _kubelet_token(st)):
+    if exposure is not None and key not in NOT_SECRET:
         raise ConfigError(f"{key} {path} {exposure}; chmod 600 it")
     try:
         value = data.decode("utf-8").strip()
@@ -100,11 +93,3 @@ def read_secret(path: str, key: str) -> str:
     if not value:
         raise ConfigError(f"{key} {path} is empty")
     return value
-
-
-def _kubelet_token(st: os.stat_result) -> bool:
-    """A projected service-account token as the kubelet writes it for a pod with an fsGroup: mode exactly
-    0640, in one of this process's groups (the fsGroup), owned by root or, when every container of the pod
-    runs as one user, by that user: us. Those who can read it are root and the pod, whose token it is."""
-    return (stat.S_IMODE(st.st_mode) == KUBELET_TOKEN_MODE and st.st_uid in (0, os.geteuid())
-            and (st.st_gid == os.getegid() or st.st_gid in os.getgroups()))
